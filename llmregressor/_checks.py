@@ -18,7 +18,12 @@ def _check_int(name: str, value: object, low: int, high: int | None = None) -> N
 
 
 def _check_real(
-    name: str, value: object, low: float, high: float | None = None, *, low_open: bool = False,
+    name: str,
+    value: object,
+    low: float,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
     high_open: bool = False,
 ) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -27,7 +32,9 @@ def _check_real(
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high or not np.isfinite(value):
         left, right = "(" if low_open else "[", ")" if high_open else "]"
-        raise ValueError(f"{name} must be in {left}{low}, {high if high else 'inf'}{right}, got {value}")
+        raise ValueError(
+            f"{name} must be in {left}{low}, {high if high else 'inf'}{right}, got {value}"
+        )
 
 
 def _check_choice(name: str, value: object, choices: tuple) -> None:
@@ -62,23 +69,48 @@ def validate_params(est: object) -> None:
     _check_real("lora_alpha", est.lora_alpha, 0.0, low_open=True)
     _check_real("lora_dropout", est.lora_dropout, 0.0, 1.0, high_open=True)
     targets = est.lora_target_modules
-    if not (isinstance(targets, str) or (
-        isinstance(targets, list | tuple) and targets and all(isinstance(t, str) for t in targets)
-    )):
+    if not (
+        isinstance(targets, str)
+        or (
+            isinstance(targets, list | tuple)
+            and targets
+            and all(isinstance(t, str) for t in targets)
+        )
+    ):
         raise TypeError(
-            "lora_target_modules must be 'all-linear' or a list of module names, got "
-            f"{targets!r}"
+            f"lora_target_modules must be 'all-linear' or a list of module names, got {targets!r}"
         )
     _check_int("batch_size", est.batch_size, 1)
     _check_int("sft_epochs", est.sft_epochs, 0)
     _check_real("sft_lr", est.sft_lr, 0.0, low_open=True)
+    if est.early_stopping not in ("auto", True, False):
+        raise ValueError(
+            f"early_stopping must be 'auto', True or False, got {est.early_stopping!r}"
+        )
     _check_real("validation_fraction", est.validation_fraction, 0.0, 1.0, high_open=True)
     if est.n_iter_no_change is not None:
         _check_int("n_iter_no_change", est.n_iter_no_change, 1)
+    _check_choice("rl_algorithm", est.rl_algorithm, ("remax", "grpo", None))
+    _check_int("rl_epochs", est.rl_epochs, 0)
+    _check_real("rl_lr", est.rl_lr, 0.0, low_open=True)
+    _check_int("rl_batch_size", est.rl_batch_size, 1)
+    _check_int("n_rollouts", est.n_rollouts, 1)
+    if est.rl_algorithm == "grpo" and est.n_rollouts < 2:
+        raise ValueError("GRPO compares samples within a group: n_rollouts must be >= 2")
+    _check_real("rl_temperature", est.rl_temperature, 0.0, low_open=True)
+    if not callable(est.reward):
+        _check_choice("reward", est.reward, ("squared", "absolute", "huber"))
+    _check_real("kl_coef", est.kl_coef, 0.0)
+    _check_real("expert_coef", est.expert_coef, 0.0)
+    _check_real("clip_eps", est.clip_eps, 0.0, 1.0, low_open=True, high_open=True)
+    _check_int("rl_updates_per_batch", est.rl_updates_per_batch, 1)
+    _check_choice("scale_rewards", est.scale_rewards, ("group", "none"))
     _check_choice("predict_mode", est.predict_mode, ("greedy", "mean", "median"))
     _check_int("n_samples", est.n_samples, 1)
     if not isinstance(est.device, str):
-        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {est.device!r}")
+        raise TypeError(
+            f"device must be a string such as 'auto', 'cpu' or 'cuda', got {est.device!r}"
+        )
     _check_choice("dtype", est.dtype, ("auto", "float32", "bfloat16"))
     _check_int("verbose", est.verbose, 0)
 

@@ -288,7 +288,7 @@ class LanguageModelBackbone:
         return self._output_embeddings.weight[self.symbol_ids]
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        """The adapter parameters (the base stays frozen)."""
+        """Return the adapter parameters (the base stays frozen)."""
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
@@ -318,11 +318,15 @@ class LanguageModelBackbone:
         for row, ids in enumerate(token_ids):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids) :] = 1
-        return {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
+        return {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": attention_mask.to(self.device),
+        }
 
     def _autocast(self) -> AbstractContextManager:
         return torch.autocast(
-            self.device.type, dtype=self.compute_dtype,
+            self.device.type,
+            dtype=self.compute_dtype,
             enabled=self.compute_dtype != torch.float32,
         )
 
@@ -339,15 +343,19 @@ class LanguageModelBackbone:
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         with self._autocast():
             out = self._decoder(
-                input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids,
+                input_ids=batch["input_ids"],
+                attention_mask=mask,
+                position_ids=position_ids,
                 use_cache=True,
             )
         state = DecodeState(out.cache, mask, position_ids[:, -1] + 1)
         return state, out.last_hidden_state[:, -1].float()
 
     def expand(self, state: DecodeState, repeats: int) -> DecodeState:
-        """Repeat each row ``repeats`` times (in place for the cache): one prompt encoding
-        serves every sample of that row."""
+        """Repeat each row ``repeats`` times; the cache is expanded in place.
+
+        One prompt encoding then serves every sample of that row.
+        """
         if repeats == 1:
             return state
         state.cache.batch_repeat_interleave(repeats)
@@ -373,8 +381,11 @@ class LanguageModelBackbone:
         )
         with self._autocast():
             out = self._decoder(
-                input_ids=token_ids, attention_mask=state.attention_mask,
-                position_ids=position_ids, cache=state.cache, use_cache=True,
+                input_ids=token_ids,
+                attention_mask=state.attention_mask,
+                position_ids=position_ids,
+                cache=state.cache,
+                use_cache=True,
             )
         state.next_position = state.next_position + steps
         return out.last_hidden_state.float()

@@ -99,6 +99,55 @@ class NumberCodec(ABC):
             mask[position, [self.symbols.index(s) for s in self._allowed(position)]] = True
         return mask
 
+    def expert_targets(self, tokens: np.ndarray, true_tokens: np.ndarray) -> np.ndarray:
+        """Best next symbol after each prefix of sampled sequences (GenRe^2 expert).
+
+        At position ``k`` of a sampled sequence the target is the first symbol of the
+        grammatical continuation of ``tokens[:, :k]`` whose value is closest to the true
+        code's value. Ties go to the true symbol when it is among the best, else to the
+        lowest symbol index. For the normalized codec this is the rule of the paper: the
+        true digit while the prefix matches, then 0 after a too-large prefix and
+        ``base - 1`` after a too-small one.
+
+        Parameters
+        ----------
+        tokens : ndarray of shape (n, length)
+            Sampled symbol indices.
+        true_tokens : ndarray of shape (n, length)
+            Encoded true targets.
+
+        Returns
+        -------
+        targets : ndarray of shape (n, length)
+            Symbol indices.
+        """
+        tokens = np.asarray(tokens, dtype=np.int64)
+        true_tokens = np.asarray(true_tokens, dtype=np.int64)
+        target_value = self._decode_standardized(true_tokens)
+        mask = self.allowed_mask()
+        rows = np.arange(len(tokens))
+        targets = np.empty_like(tokens)
+        for position in range(self.length):
+            candidates = np.flatnonzero(mask[position])
+            distances = np.stack(
+                [
+                    self._completion_distance(
+                        np.column_stack([tokens[:, :position], np.full(len(tokens), symbol)]),
+                        target_value,
+                    )
+                    for symbol in candidates
+                ],
+                axis=1,
+            )
+            best = distances.min(axis=1, keepdims=True)
+            optimal = distances <= best + 1e-9 * np.maximum(1.0, np.abs(target_value))[:, None]
+            true_slot = np.searchsorted(candidates, true_tokens[:, position])
+            true_is_optimal = optimal[rows, true_slot]
+            targets[:, position] = np.where(
+                true_is_optimal, true_tokens[:, position], candidates[optimal.argmax(axis=1)]
+            )
+        return targets
+
     def to_symbols(self, tokens: np.ndarray) -> str:
         """Render one encoded value as its symbol string (for logs and docs)."""
         return "".join(self.symbols[int(t)] for t in tokens)
@@ -118,6 +167,13 @@ class NumberCodec(ABC):
     @abstractmethod
     def _decode_standardized(self, tokens: np.ndarray) -> np.ndarray:
         """Decode to standardized values."""
+
+    @abstractmethod
+    def _completion_distance(self, prefix: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Smallest ``|value - target|`` over grammatical completions of each prefix.
+
+        ``prefix`` has shape (n, j) with 1 <= j <= length; values are standardized.
+        """
 
 
 class NormalizedCodec(NumberCodec):
@@ -162,6 +218,20 @@ class NormalizedCodec(NumberCodec):
         powers = self.base ** np.arange(self.digits - 1, -1, -1, dtype=np.int64)
         k = (tokens * powers).sum(axis=-1)
         return self.z_min_ + (k / self._levels) * (self.z_max_ - self.z_min_)
+
+    def _completion_distance(self, prefix: np.ndarray, target: np.ndarray) -> np.ndarray:
+        span = self.z_max_ - self.z_min_
+        if span == 0:
+            return np.abs(self.z_min_ - target)
+        # A prefix fixes the leading digits, so completions cover one contiguous block of
+        # grid indices; the closest is the target's grid position clipped to that block.
+        remaining = self.digits - prefix.shape[1]
+        powers = self.base ** np.arange(prefix.shape[1] - 1, -1, -1, dtype=np.int64)
+        low = (prefix * powers).sum(axis=1) * self.base**remaining
+        high = low + self.base**remaining - 1
+        position = (target - self.z_min_) / span * self._levels
+        closest = np.clip(np.rint(position), low, high)
+        return np.abs(closest - position) * span / self._levels
 
 
 class ScientificCodec(NumberCodec):
@@ -241,6 +311,46 @@ class ScientificCodec(NumberCodec):
         mantissa = (m_tokens * m_pow).sum(axis=-1) / 10 ** (self.mantissa_digits - 1)
         return sign * mantissa * 10.0**exponent
 
+    def _completion_distance(self, prefix: np.ndarray, target: np.ndarray) -> np.ndarray:
+        n, fixed = prefix.shape
+        n_exp, n_mant = self.exponent_digits, self.mantissa_digits
+        plus, minus = self.symbols.index("+"), self.symbols.index("-")
+
+        def sign_options(position: int) -> np.ndarray:
+            # (n, 2) validity of (+, -) at a sign position.
+            if fixed <= position:
+                return np.ones((n, 2), dtype=bool)
+            return np.column_stack([prefix[:, position] == plus, prefix[:, position] == minus])
+
+        def digit_range(start: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+            # Integer range of a digit field whose leading digits the prefix may fix.
+            known = int(np.clip(fixed - start, 0, width))
+            powers = 10 ** np.arange(known - 1, -1, -1, dtype=np.int64)
+            low = (prefix[:, start : start + known] * powers).sum(axis=1) * 10 ** (width - known)
+            return low, low + 10 ** (width - known) - 1
+
+        e_low, e_high = digit_range(2, n_exp)
+        m_low, m_high = digit_range(2 + n_exp, n_mant)
+        # Enumerate sign x exponent sign x exponent; within each, the value is linear in the
+        # mantissa integer, so the best mantissa is the target's, clipped to its range.
+        exps = np.arange(10**n_exp)
+        signs = np.array([1.0, -1.0])
+        sign_ok, exp_sign_ok = sign_options(0), sign_options(1)
+        best = np.full(n, np.inf)
+        for s_index, sign in enumerate(signs):
+            for es_index, exp_sign in enumerate(signs):
+                valid = (
+                    sign_ok[:, s_index, None]
+                    & exp_sign_ok[:, es_index, None]
+                    & (exps >= e_low[:, None])
+                    & (exps <= e_high[:, None])
+                )
+                unit = sign * 10.0 ** (exp_sign * exps - (n_mant - 1))  # value of mantissa 1
+                mantissa = np.clip(np.rint(target[:, None] / unit), m_low[:, None], m_high[:, None])
+                distance = np.where(valid, np.abs(mantissa * unit - target[:, None]), np.inf)
+                best = np.minimum(best, distance.min(axis=1))
+        return best
+
 
 def make_codec(
     number_format: str,
@@ -269,6 +379,4 @@ def make_codec(
         return NormalizedCodec(base=base, digits=digits)
     if number_format == "scientific":
         return ScientificCodec(exponent_digits=exponent_digits, mantissa_digits=mantissa_digits)
-    raise ValueError(
-        f"number_format must be 'normalized' or 'scientific', got {number_format!r}"
-    )
+    raise ValueError(f"number_format must be 'normalized' or 'scientific', got {number_format!r}")

@@ -20,7 +20,7 @@ import torch
 
 from .backbones import LanguageModelBackbone
 
-__all__ = ["NumberPolicy", "Rollout"]
+__all__ = ["NumberPolicy", "Rollout", "TokenScores"]
 
 
 @dataclass
@@ -32,11 +32,32 @@ class Rollout:
     tokens : Tensor of shape (batch, columns, length)
         Symbol indices (into the codec's symbols).
     log_probs : Tensor of shape (batch, columns, length)
-        Masked log-probability of each chosen symbol, at temperature 1.
+        Masked log-probability of each chosen symbol under the sampling distribution
+        (at the decoding temperature).
     """
 
     tokens: torch.Tensor
     log_probs: torch.Tensor
+
+
+@dataclass
+class TokenScores:
+    """Teacher-forced scores of given symbol sequences (with gradients).
+
+    Attributes
+    ----------
+    log_probs : Tensor of shape (batch, columns, length)
+        Masked log-probability of each given symbol.
+    entropy : Tensor of shape (batch, columns, length)
+        Entropy of the masked distribution at each position.
+    table : Tensor of shape (batch, columns, length, n_symbols)
+        Masked log-probabilities of every symbol at each position (``-inf`` where the
+        grammar forbids), e.g. for cross-entropy toward other targets.
+    """
+
+    log_probs: torch.Tensor
+    entropy: torch.Tensor
+    table: torch.Tensor
 
 
 class NumberPolicy:
@@ -60,14 +81,19 @@ class NumberPolicy:
         positions = torch.arange(n_symbols, device=backbone.device).expand_as(self.allowed)
         self._last_allowed = torch.where(self.allowed, positions, -1).amax(dim=1)
 
-    def log_softmax(self, hidden: torch.Tensor, positions: slice | int) -> torch.Tensor:
+    def log_softmax(
+        self, hidden: torch.Tensor, positions: slice | int, temperature: float = 1.0
+    ) -> torch.Tensor:
         """Masked log-probabilities over the symbols.
 
         Parameters
         ----------
         hidden : Tensor of shape (..., hidden) or (..., n_positions, hidden)
+            Backbone hidden states.
         positions : int or slice
             Grammar position(s) the hidden states predict.
+        temperature : float, default=1.0
+            Divides the logits.
 
         Returns
         -------
@@ -75,6 +101,8 @@ class NumberPolicy:
             ``-inf`` at symbols the grammar forbids.
         """
         logits = hidden @ self.backbone.number_embeddings.T
+        if temperature != 1.0:
+            logits = logits / temperature
         return torch.log_softmax(logits.masked_fill(~self.allowed[positions], -torch.inf), dim=-1)
 
     @torch.no_grad()
@@ -96,7 +124,7 @@ class NumberPolicy:
         greedy_columns : int, default=0
             Number of greedy decodes per row, placed before the sampled columns.
         temperature : float, default=1.0
-            Sampling temperature (greedy columns ignore it; log-probs are at temperature 1).
+            Sampling temperature; greedy columns are unaffected (the argmax is the same).
 
         Returns
         -------
@@ -121,12 +149,10 @@ class NumberPolicy:
 
         tokens, log_probs = [], []
         for position in range(self.length):
-            step_log_probs = self.log_softmax(hidden, position)
+            step_log_probs = self.log_softmax(hidden, position, temperature)
             choice = step_log_probs.argmax(dim=-1)
             if flat_uniforms is not None:
-                sampled = self._inverse_cdf(
-                    step_log_probs, flat_uniforms[:, position], position, temperature
-                )
+                sampled = self._inverse_cdf(step_log_probs, flat_uniforms[:, position], position)
                 choice = torch.where(is_greedy, choice, sampled)
             tokens.append(choice)
             log_probs.append(step_log_probs.gather(-1, choice[:, None])[:, 0])
@@ -139,19 +165,19 @@ class NumberPolicy:
         )
 
     def _inverse_cdf(
-        self, log_probs: torch.Tensor, uniforms: torch.Tensor, position: int, temperature: float
+        self, log_probs: torch.Tensor, uniforms: torch.Tensor, position: int
     ) -> torch.Tensor:
         # float64 keeps the CDF monotone and exact for symbols of zero probability,
         # which can therefore never be chosen.
-        probs = torch.softmax(log_probs.double() / temperature, dim=-1)
+        probs = torch.softmax(log_probs.double(), dim=-1)
         cdf = probs.cumsum(dim=-1)
         targets = (uniforms.double() * cdf[:, -1]).unsqueeze(-1)
         index = torch.searchsorted(cdf, targets, right=True)[:, 0]
         return torch.minimum(index, self._last_allowed[position])
 
-    def sequence_log_probs(
-        self, batch: dict[str, torch.Tensor], tokens: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def score(
+        self, batch: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0
+    ) -> TokenScores:
         """Teacher-forced log-probs and entropies of given sequences, with gradients.
 
         Each prompt is encoded once; its cache is expanded to that row's sequences, and
@@ -163,13 +189,12 @@ class NumberPolicy:
             Collated prompts, ``batch`` rows.
         tokens : Tensor of shape (batch, columns, length)
             Symbol indices to score.
+        temperature : float, default=1.0
+            Temperature of the scored distribution (that of the rollouts).
 
         Returns
         -------
-        log_probs : Tensor of shape (batch, columns, length)
-            Masked log-probability of each given symbol.
-        entropy : Tensor of shape (batch, columns, length)
-            Entropy of the masked distribution at each position.
+        scores : TokenScores
         """
         n_rows, columns, length = tokens.shape
         state, hidden = self.backbone.encode(batch)
@@ -181,8 +206,12 @@ class NumberPolicy:
             hidden_seq = torch.cat([first, rest], dim=1)
         else:
             hidden_seq = first
-        all_log_probs = self.log_softmax(hidden_seq, slice(None))
-        chosen = all_log_probs.gather(-1, flat[..., None])[..., 0]
-        probs = all_log_probs.exp()
-        entropy = -torch.where(probs > 0, probs * all_log_probs, 0.0).sum(-1)
-        return chosen.reshape(tokens.shape), entropy.reshape(tokens.shape)
+        table = self.log_softmax(hidden_seq, slice(None), temperature)
+        chosen = table.gather(-1, flat[..., None])[..., 0]
+        probs = table.exp()
+        entropy = -torch.where(probs > 0, probs * table, 0.0).sum(-1)
+        return TokenScores(
+            chosen.reshape(tokens.shape),
+            entropy.reshape(tokens.shape),
+            table.reshape(*tokens.shape, -1),
+        )

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,12 +20,16 @@ from ._checks import check_finite_features, validate_params
 from .backbones import LanguageModelBackbone, load_pretrained, resolve_compute_dtype
 from .codecs import NumberCodec, make_codec
 from .decoding import NumberPolicy
+from .rl import RLConfig, make_reward, run_rl
 from .serialize import DEFAULT_PROMPT_TEMPLATE, RowSerializer
 from .sft import SFTConfig, run_sft
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LLMRegressor"]
+
+# From this many rows early_stopping="auto" holds out a validation split (see its doc).
+EARLY_STOPPING_MIN_ROWS = 1000
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -34,7 +38,9 @@ def _resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as err:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+        ) from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available here")
     return resolved
@@ -79,7 +85,11 @@ class _PolicyHandle:
         self.base_fingerprint = fingerprint
         device = _resolve_device(self.device)
         backbone = LanguageModelBackbone(
-            causal_lm, tokenizer, self.symbols, LoraConfig(**self.lora), device,
+            causal_lm,
+            tokenizer,
+            self.symbols,
+            LoraConfig(**self.lora),
+            device,
             resolve_compute_dtype(self.dtype, device),
         )
         if self._adapter is not None:
@@ -90,7 +100,12 @@ class _PolicyHandle:
     @property
     def policy(self) -> NumberPolicy:
         """The live policy, built on first use."""
-        return self._policy if self._policy is not None else self.build()
+        if self._policy is None:
+            # peft draws random initial adapters before the saved ones are loaded:
+            # keep that from disturbing the caller's torch random state.
+            with _forked_torch_rng():
+                self.build()
+        return self._policy
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -102,6 +117,12 @@ class _PolicyHandle:
         return state
 
 
+def _forked_torch_rng():
+    """Fork torch's global RNG (CPU and the current CUDA device) for the enclosed block."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    return torch.random.fork_rng(devices=devices)
+
+
 def _fingerprint(causal_lm: torch.nn.Module) -> str:
     """Cheap identity of a base model: its config plus its output-embedding weights' sum."""
     digest = hashlib.sha256(causal_lm.config.to_json_string(use_diff=False).encode())
@@ -111,12 +132,14 @@ def _fingerprint(causal_lm: torch.nn.Module) -> str:
 
 
 class LLMRegressor(RegressorMixin, BaseEstimator):
-    """Regression by fine-tuning a language model to decode the target's number tokens.
+    r"""Regression by fine-tuning a language model to decode the target's number tokens.
 
     Each row is serialized to a prompt (``"age is 52, sex is male, ..."``); the target is
     written as a fixed-length sequence of number symbols by a codec; LoRA adapters on a
-    causal LM learn to decode those symbols with token-level cross-entropy (SFT).
-    Prediction decodes under the codec's grammar, so every output is a valid number.
+    causal LM learn to decode those symbols, first with token-level cross-entropy (SFT),
+    then with sequence-level RL (ReMax or GRPO) whose reward is the error of the whole
+    decoded number. Prediction decodes under the codec's grammar, so every output is a
+    valid number.
 
     Parameters
     ----------
@@ -157,16 +180,53 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Maximum epochs of the SFT phase.
     sft_lr : float, default=1e-3
         Peak learning rate of the SFT phase (AdamW, warm-up, cosine decay to 0.1x).
+    early_stopping : "auto" or bool, default="auto"
+        Hold out ``validation_fraction`` of the rows, score the decoded validation RMSE
+        after every epoch, stop SFT after ``n_iter_no_change`` epochs without improvement,
+        and restore the best state of each phase (the SFT state is kept if no RL epoch
+        beats it). ``"auto"`` enables it from 1000 training rows: on fewer, a validation
+        split of a few dozen rows is too noisy to pick epochs (measured on diabetes, see
+        docs/benchmarks.md) and the rows are worth more as training data.
     validation_fraction : float, default=0.1
-        Share of training rows held out for early stopping and best-epoch restore on the
-        decoded validation RMSE. No validation split when it would hold fewer than 2 rows.
+        Share of training rows held out when early stopping is on (at least 2 rows).
     n_iter_no_change : int or None, default=3
-        Epochs without validation improvement before stopping; None trains every epoch
+        Epochs without validation improvement before SFT stops; None trains every epoch
         (the best epoch is still restored).
+    rl_algorithm : {"remax", "grpo"} or None, default="remax"
+        Sequence-level RL after SFT, rewarding the whole decoded number. ``"remax"``:
+        ``n_rollouts`` samples plus one greedy decode per prompt, advantage
+        ``r_i - r_greedy``, REINFORCE. ``"grpo"``: ``n_rollouts`` samples per prompt,
+        advantage ``(r_i - mean) / (std + 1e-4)``, PPO-clipped ratio when a rollout batch
+        is reused. ``None``: SFT only.
+    rl_epochs : int, default=2
+        Epochs of the RL phase (each prompt is rolled out once per epoch).
+    rl_lr : float, default=1e-4
+        Peak learning rate of the RL phase (AdamW, warm-up, cosine decay to 0.1x).
+    rl_batch_size : int, default=16
+        Prompts per RL step.
+    n_rollouts : int, default=4
+        Samples per prompt (S for ReMax, group size G for GRPO).
+    rl_temperature : float, default=1.0
+        Rollout temperature; log-probs are taken at the same temperature.
+    reward : {"squared", "absolute", "huber"} or callable, default="squared"
+        Built-in rewards are the negative squared / absolute / Huber error in standardized
+        target space (capped at 50 for the scientific codec). A callable gets raw-scale
+        ``(y_pred, y_true)`` arrays of shapes (n, S) and (n, 1) and returns rewards (n, S).
+    kl_coef : float, default=0.0
+        Weight of a per-token KL penalty (k3 estimator) toward the SFT policy.
+    expert_coef : float, default=0.0
+        Weight of GenRe^2 dense expert supervision: cross-entropy on the policy's own
+        rollouts toward the best continuation of each sampled prefix (the paper used 0.05).
+    clip_eps : float, default=0.2
+        PPO clipping range of GRPO.
+    rl_updates_per_batch : int, default=1
+        GRPO updates per rollout batch (> 1 uses the clipped ratio); ReMax always takes one.
+    scale_rewards : {"group", "none"}, default="group"
+        GRPO: divide centred rewards by the group std, or only centre them.
     predict_mode : {"greedy", "mean", "median"}, default="mean"
         How :meth:`predict` turns decodes into one number: the greedy decode, or the mean or
         median of ``n_samples`` samples at temperature 1.
-    n_samples : int, default=8
+    n_samples : int, default=16
         Samples per row for ``"mean"``/``"median"`` and the default of :meth:`sample`.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -190,8 +250,13 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     serializer_ : RowSerializer
         Writes rows as prompts.
     history_ : list of dict
-        One record per training epoch (``phase``, ``epoch``, ``train_loss``, ``val_rmse``,
-        ``lr``, ``time_s``); ``pandas.DataFrame(history_)`` tabulates it.
+        Training log, ``pandas.DataFrame(history_)`` tabulates it. ``phase="sft"``: one
+        record per SFT epoch (``train_loss``, ``val_rmse``, ``lr``, ``time_s``).
+        ``phase="rl_step"``: one per RL step (``reward_mean``, ``reward_std``,
+        ``zero_spread_share`` of prompts whose samples all got the same reward,
+        ``entropy``, ``kl`` and ``expert_loss`` when on, ``lr``). ``phase="rl"``: one per
+        RL epoch (``val_rmse``; epoch -1 scores the SFT state), and a final ``note`` when
+        no RL epoch beat the SFT state on validation and that state was kept.
     fit_time_ : float
         Seconds spent in :meth:`fit`.
 
@@ -224,10 +289,23 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         batch_size: int = 16,
         sft_epochs: int = 6,
         sft_lr: float = 1e-3,
+        early_stopping: str | bool = "auto",
         validation_fraction: float = 0.1,
         n_iter_no_change: int | None = 3,
+        rl_algorithm: str | None = "remax",
+        rl_epochs: int = 2,
+        rl_lr: float = 1e-4,
+        rl_batch_size: int = 16,
+        n_rollouts: int = 4,
+        rl_temperature: float = 1.0,
+        reward: str | Callable = "squared",
+        kl_coef: float = 0.0,
+        expert_coef: float = 0.0,
+        clip_eps: float = 0.2,
+        rl_updates_per_batch: int = 1,
+        scale_rewards: str = "group",
         predict_mode: str = "mean",
-        n_samples: int = 8,
+        n_samples: int = 16,
         device: str = "auto",
         dtype: str = "auto",
         random_state: int | np.random.RandomState | None = None,
@@ -249,8 +327,21 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.batch_size = batch_size
         self.sft_epochs = sft_epochs
         self.sft_lr = sft_lr
+        self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.rl_algorithm = rl_algorithm
+        self.rl_epochs = rl_epochs
+        self.rl_lr = rl_lr
+        self.rl_batch_size = rl_batch_size
+        self.n_rollouts = n_rollouts
+        self.rl_temperature = rl_temperature
+        self.reward = reward
+        self.kl_coef = kl_coef
+        self.expert_coef = expert_coef
+        self.clip_eps = clip_eps
+        self.rl_updates_per_batch = rl_updates_per_batch
+        self.scale_rewards = scale_rewards
         self.predict_mode = predict_mode
         self.n_samples = n_samples
         self.device = device
@@ -301,7 +392,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self._discard_fitted_state()
         validate_params(self)
         X, y = validate_data(
-            self, X, y, dtype=None, ensure_all_finite="allow-nan", y_numeric=True,
+            self,
+            X,
+            y,
+            dtype=None,
+            ensure_all_finite="allow-nan",
+            y_numeric=True,
             ensure_min_samples=2,
         )
         check_finite_features(X)
@@ -311,12 +407,17 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         if names is None:
             names = [f"x{i}" for i in range(self.n_features_in_)]
         serializer = RowSerializer(
-            list(map(str, names)), self.prompt_template, self.significant_digits,
+            list(map(str, names)),
+            self.prompt_template,
+            self.significant_digits,
             self.missing_value,
         )
         codec = make_codec(
-            self.number_format, base=self.base, digits=self.digits,
-            exponent_digits=self.exponent_digits, mantissa_digits=self.mantissa_digits,
+            self.number_format,
+            base=self.base,
+            digits=self.digits,
+            exponent_digits=self.exponent_digits,
+            mantissa_digits=self.mantissa_digits,
         ).fit(y)
         handle = _PolicyHandle(
             self.model,
@@ -325,7 +426,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
                 "lora_alpha": self.lora_alpha,
                 "lora_dropout": self.lora_dropout,
                 "target_modules": (
-                    self.lora_target_modules if isinstance(self.lora_target_modules, str)
+                    self.lora_target_modules
+                    if isinstance(self.lora_target_modules, str)
                     else list(self.lora_target_modules)
                 ),
             },
@@ -336,10 +438,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         )
         self.serializer_, self.codec_, self._handle = serializer, codec, handle
         prompts = serializer(X)
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         # Fork the global RNG: peft's adapter init and dropout draw from it, and a fit must
         # neither depend on nor disturb the caller's torch random state.
-        with torch.random.fork_rng(devices=devices):
+        with _forked_torch_rng():
             torch.manual_seed(self._seed)
             policy = handle.build()
             self.history_ = self._train(policy, prompts, y, codec)
@@ -352,28 +453,83 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         if codec.constant_:
             logger.info("y is constant: every prediction is %g, the model is not trained", y[0])
             return []
-        rng = np.random.default_rng(self._seed)
-        n_val = int(self.validation_fraction * len(y))
-        val_rows = rng.permutation(len(y))[:n_val] if n_val >= 2 else np.array([], dtype=int)
-        train_mask = np.ones(len(y), dtype=bool)
-        train_mask[val_rows] = False
         prompt_ids = policy.backbone.tokenize(prompts)
-        train_ids = [ids for ids, keep in zip(prompt_ids, train_mask, strict=True) if keep]
-        validate = None
-        if len(val_rows):
-            val_prompts = [prompts[i] for i in val_rows]
-            val_ids = [prompt_ids[i] for i in val_rows]
-
-            def validate() -> float:
-                predictions = self._aggregate(self._draw(policy, val_prompts, val_ids, progress=False))
-                return float(np.sqrt(np.mean((predictions - y[val_rows]) ** 2)))
-
+        is_val = self._validation_rows(len(y))
+        validate = self._validator(policy, prompts, prompt_ids, y, is_val)
+        train_ids = [ids for ids, val in zip(prompt_ids, is_val, strict=True) if not val]
+        rng = np.random.default_rng(self._seed)
         config = SFTConfig(
-            epochs=self.sft_epochs, lr=self.sft_lr, batch_size=self.batch_size,
+            epochs=self.sft_epochs,
+            lr=self.sft_lr,
+            batch_size=self.batch_size,
             n_iter_no_change=self.n_iter_no_change,
         )
-        return run_sft(
-            policy, train_ids, codec.encode(y[train_mask]), config, rng, validate, self.verbose
+        history = run_sft(
+            policy, train_ids, codec.encode(y[~is_val]), config, rng, validate, self.verbose
+        )
+        if self.rl_algorithm is not None and self.rl_epochs > 0:
+            history += self._run_rl(policy, train_ids, y[~is_val], validate, rng)
+        return history
+
+    def _validation_rows(self, n_rows: int) -> np.ndarray:
+        """Boolean mask of the rows held out for validation (none without early stopping)."""
+        enabled = (
+            n_rows >= EARLY_STOPPING_MIN_ROWS
+            if self.early_stopping == "auto"
+            else (self.early_stopping)
+        )
+        n_val = int(self.validation_fraction * n_rows) if enabled else 0
+        is_val = np.zeros(n_rows, dtype=bool)
+        if n_val >= 2:
+            # A stream of its own, so the split does not shift when training draws change.
+            split_rng = np.random.default_rng([self._seed, 1])
+            is_val[split_rng.permutation(n_rows)[:n_val]] = True
+        return is_val
+
+    def _validator(
+        self,
+        policy: NumberPolicy,
+        prompts: list[str],
+        prompt_ids: list[list[int]],
+        y: np.ndarray,
+        is_val: np.ndarray,
+    ) -> Callable[[], float] | None:
+        """Build a function returning the decoded validation RMSE (with predict_mode)."""
+        if not is_val.any():
+            return None
+        rows = np.flatnonzero(is_val)
+        val_prompts, val_ids = [prompts[i] for i in rows], [prompt_ids[i] for i in rows]
+
+        def validate() -> float:
+            predictions = self._aggregate(self._draw(policy, val_prompts, val_ids, progress=False))
+            return float(np.sqrt(np.mean((predictions - y[rows]) ** 2)))
+
+        return validate
+
+    def _run_rl(
+        self,
+        policy: NumberPolicy,
+        train_ids: list[list[int]],
+        y_train: np.ndarray,
+        validate: Callable[[], float] | None,
+        rng: np.random.Generator,
+    ) -> list[dict]:
+        config = RLConfig(
+            algorithm=self.rl_algorithm,
+            epochs=self.rl_epochs,
+            lr=self.rl_lr,
+            batch_size=self.rl_batch_size,
+            n_rollouts=self.n_rollouts,
+            temperature=self.rl_temperature,
+            kl_coef=self.kl_coef,
+            expert_coef=self.expert_coef,
+            clip_eps=self.clip_eps,
+            updates_per_batch=self.rl_updates_per_batch,
+            scale_rewards=self.scale_rewards,
+        )
+        reward = make_reward(self.reward, self.codec_)
+        return run_rl(
+            policy, train_ids, y_train, self.codec_, config, reward, rng, validate, self.verbose
         )
 
     # ------------------------------------------------------------------------- predict
@@ -403,14 +559,19 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         length = self.codec_.length
         out = np.empty((len(prompts), columns))
         starts = range(0, len(prompts), self.batch_size)
-        for start in tqdm(starts, desc="predict", unit="batch", disable=self.verbose <= 0 or not progress):
+        for start in tqdm(
+            starts, desc="predict", unit="batch", disable=self.verbose <= 0 or not progress
+        ):
             stop = start + self.batch_size
             batch = policy.backbone.collate(prompt_ids[start:stop])
             uniforms = None
             if not greedy:
                 uniforms = torch.tensor(
-                    np.stack([self._row_uniforms(p, n_samples, length) for p in prompts[start:stop]]),
-                    dtype=torch.float64, device=policy.backbone.device,
+                    np.stack(
+                        [self._row_uniforms(p, n_samples, length) for p in prompts[start:stop]]
+                    ),
+                    dtype=torch.float64,
+                    device=policy.backbone.device,
                 )
             rollout = policy.decode(batch, uniforms, greedy_columns=int(greedy))
             out[start:stop] = self.codec_.decode(rollout.tokens.cpu().numpy())
@@ -433,6 +594,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : DataFrame or array-like of shape (n_samples, n_features)
+            Rows to predict, with the columns seen in :meth:`fit`.
 
         Returns
         -------
@@ -448,6 +610,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : DataFrame or array-like of shape (n_samples, n_features)
+            Rows to predict, with the columns seen in :meth:`fit`.
         n_samples : int, optional
             Draws per row; defaults to the ``n_samples`` parameter.
 
@@ -456,7 +619,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         draws : ndarray of shape (n_rows, n_samples)
         """
         n_samples = self.n_samples if n_samples is None else n_samples
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, int | np.integer)
+            or n_samples < 1
+        ):
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
         prompts = self._prompts(X)
         return self._draw(self._handle.policy, prompts, n_samples=n_samples, greedy=False)
@@ -469,6 +636,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : DataFrame or array-like of shape (n_samples, n_features)
+            Rows to predict, with the columns seen in :meth:`fit`.
         quantiles : sequence of float, default=(0.1, 0.5, 0.9)
             Levels in [0, 1].
         n_samples : int, optional

@@ -1,4 +1,4 @@
-"""Row serialization: one table row becomes one text prompt.
+r"""Row serialization: one table row becomes one text prompt.
 
 A row is written as ``"<name> is <value>"`` pairs joined by ``", "`` and placed into a
 prompt template whose ``{features}`` field receives them. The template ends with the
@@ -104,6 +104,7 @@ class RowSerializer:
         Parameters
         ----------
         X : ndarray of shape (n_samples, n_features)
+            Rows, columns in the order of ``feature_names``.
 
         Returns
         -------

@@ -82,8 +82,8 @@ def run_sft(
         losses = []
         for rows in minibatches(len(prompt_ids), config.batch_size, rng):
             batch = backbone.collate([prompt_ids[i] for i in rows])
-            log_probs, _ = policy.sequence_log_probs(batch, target_tensor[rows][:, None])
-            loss = -log_probs.mean()
+            scores = policy.score(batch, target_tensor[rows][:, None])
+            loss = -scores.log_probs.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(backbone.trainable_parameters(), config.max_grad_norm)

@@ -37,6 +37,9 @@ def build_tiny_model(target: Path) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=1024,
         tie_word_embeddings=True,
+        # Wider than the 0.02 default so logits over the number symbols are not all ~0:
+        # the tiny policy can then move its distribution within a few steps.
+        initializer_range=0.2,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)

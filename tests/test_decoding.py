@@ -51,7 +51,8 @@ def test_decoded_tokens_obey_grammar_and_log_probs_match_teacher_forcing(policy)
     assert rollout.tokens.shape == (3, 6, policy.length)
     allowed = policy.allowed[torch.arange(policy.length), rollout.tokens]
     assert allowed.all()
-    log_probs, entropy = policy.sequence_log_probs(batch, rollout.tokens)
+    scores = policy.score(batch, rollout.tokens)
+    log_probs, entropy = scores.log_probs, scores.entropy
     torch.testing.assert_close(log_probs, rollout.log_probs, atol=1e-5, rtol=1e-5)
     assert (entropy >= 0).all()
     # The sequence log-prob is the sum of masked per-step log-probs, each <= 0.
@@ -62,7 +63,7 @@ def test_teacher_forcing_equals_full_sequence_forward(policy):
     """Shared prompt cache + expansion gives the same log-probs as re-encoding everything."""
     batch = batch_of(policy)
     tokens = policy.decode(batch, torch.rand((3, 2, policy.length)).double()).tokens
-    log_probs, _ = policy.sequence_log_probs(batch, tokens)
+    log_probs = policy.score(batch, tokens).log_probs
     backbone = policy.backbone
     for row, prompt in enumerate(PROMPTS):
         for col in range(2):
@@ -77,11 +78,12 @@ def test_teacher_forcing_equals_full_sequence_forward(policy):
 def test_gradient_reaches_only_adapters(policy):
     batch = batch_of(policy)
     tokens = policy.decode(batch, greedy_columns=1).tokens
-    log_probs, _ = policy.sequence_log_probs(batch, tokens)
+    log_probs = policy.score(batch, tokens).log_probs
     log_probs.sum().backward()
     trainable = policy.backbone.trainable_parameters()
-    assert trainable and all("lora_" in n for n, p in policy.backbone.model.named_parameters()
-                             if p.requires_grad)
+    assert trainable and all(
+        "lora_" in n for n, p in policy.backbone.model.named_parameters() if p.requires_grad
+    )
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
 
 
@@ -90,7 +92,7 @@ def test_greedy_is_the_argmax_path(policy):
     greedy = policy.decode(batch, greedy_columns=1)
     # A uniform of 0 picks the first allowed symbol, so greedy differs from it in general;
     # greedy must have the highest log-prob at every position along its own path.
-    log_probs, _ = policy.sequence_log_probs(batch, greedy.tokens)
+    log_probs = policy.score(batch, greedy.tokens).log_probs
     torch.testing.assert_close(log_probs, greedy.log_probs)
 
 
@@ -122,7 +124,7 @@ def test_decoding_never_builds_full_vocabulary_logits(policy):
     try:
         batch = batch_of(policy)
         rollout = policy.decode(batch, torch.rand((3, 2, policy.length)).double(), 1)
-        policy.sequence_log_probs(batch, rollout.tokens)
+        policy.score(batch, rollout.tokens)
     finally:
         handle.remove()
     assert calls == []

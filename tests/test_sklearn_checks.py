@@ -1,8 +1,8 @@
 """scikit-learn's estimator checks on the tiny model (no expected failures)."""
 
+from conftest import TINY_MODEL_DIR
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from conftest import TINY_MODEL_DIR
 from llmregressor import LLMRegressor
 
 

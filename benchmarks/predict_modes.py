@@ -1,0 +1,53 @@
+"""How predict_mode and n_samples trade accuracy for time, after one default SFT fit.
+
+    python benchmarks/predict_modes.py [--train-rows 256] [--seed 0]
+
+Fits LLMRegressor with default parameters on diabetes (raw features), then predicts the
+held-out rows with greedy decoding and with the mean / median of N samples.
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+from _report import markdown_table, write_section
+from sklearn.datasets import load_diabetes
+from sklearn.metrics import r2_score
+from sklearn.model_selection import train_test_split
+
+from llmregressor import LLMRegressor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--train-rows", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    X, y = load_diabetes(return_X_y=True, as_frame=True, scaled=False)
+    X_tr, X_te, y_tr, y_te = train_test_split(
+        X, y, train_size=args.train_rows, random_state=args.seed
+    )
+    reg = LLMRegressor(random_state=args.seed).fit(X_tr, y_tr)
+    print(f"fit {reg.fit_time_:.0f} s, epochs {len(reg.history_)}")
+    rows = []
+    settings = [("greedy", 1)] + [(m, n) for n in (1, 4, 8, 16, 32) for m in ("mean", "median")]
+    for mode, n in settings:
+        reg.set_params(predict_mode=mode, n_samples=n)
+        start = time.perf_counter()
+        pred = reg.predict(X_te)
+        seconds = time.perf_counter() - start
+        rmse = float(np.sqrt(np.mean((pred - y_te) ** 2)))
+        rows.append([mode, n, rmse, r2_score(y_te, pred), len(X_te) / seconds])
+        print(rows[-1], flush=True)
+    body = (
+        f"diabetes, {len(X_tr)} training rows, {len(X_te)} test rows, seed {args.seed}; "
+        f"one fit with default parameters ({len(reg.history_)} SFT epochs, "
+        f"{reg.fit_time_:.0f} s).\n\n"
+        + markdown_table(["predict_mode", "n_samples", "RMSE", "R^2", "rows/s"], rows)
+    )
+    write_section("Prediction modes after SFT", "python " + " ".join(sys.argv), body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig
+
+from llmregressor import LLMRegressor
+from llmregressor.backbones import LanguageModelBackbone, load_pretrained
+from llmregressor.codecs import NormalizedCodec, ScientificCodec
+from llmregressor.decoding import NumberPolicy
+from llmregressor.rl import (
+    RLConfig,
+    _policy_step,
+    grpo_advantages,
+    make_reward,
+    remax_advantages,
+)
+
+
+def test_remax_advantages_by_hand():
+    rewards = np.array([[-1.0, -4.0, 0.0], [-2.0, -2.0, -2.0]])
+    greedy = np.array([-1.0, -3.0])
+    expected = np.array([[0.0, -3.0, 1.0], [1.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(remax_advantages(rewards, greedy), expected)
+
+
+def test_grpo_advantages_by_hand():
+    rewards = np.array([[1.0, 3.0], [5.0, 5.0]])
+    np.testing.assert_allclose(grpo_advantages(rewards), [[-1 / 1.0001, 1 / 1.0001], [0, 0]])
+    np.testing.assert_array_equal(grpo_advantages(rewards, scale=False), [[-1, 1], [0, 0]])
+
+
+def test_builtin_rewards_in_standardized_space():
+    codec = NormalizedCodec().fit(np.array([0.0, 10.0]))  # mean 5, std 5
+    y_pred, y_true = np.array([[5.0, 15.0]]), np.array([[10.0]])
+    np.testing.assert_allclose(make_reward("squared", codec)(y_pred, y_true), [[-1.0, -1.0]])
+    np.testing.assert_allclose(make_reward("absolute", codec)(y_pred, y_true), [[-1.0, -1.0]])
+    np.testing.assert_allclose(make_reward("huber", codec)(y_pred, y_true), [[-0.5, -0.5]])
+    sci = ScientificCodec().fit(np.array([0.0, 10.0]))
+    assert make_reward("squared", sci)(np.array([[1e6]]), np.array([[0.0]]))[0, 0] == -50.0
+
+
+def test_callable_reward_is_checked():
+    codec = NormalizedCodec().fit(np.array([0.0, 1.0]))
+    reward = make_reward(lambda p, t: -np.abs(p - t), codec)
+    np.testing.assert_array_equal(reward(np.array([[1.0, 3.0]]), np.array([[2.0]])), [[-1, -1]])
+    with pytest.raises(ValueError, match="finite rewards of shape"):
+        make_reward(lambda p, t: np.zeros(3), codec)(np.zeros((1, 2)), np.zeros((1, 1)))
+    with pytest.raises(ValueError, match="reward must be"):
+        make_reward("cubic", codec)
+
+
+# --------------------------------------------------------------- expert targets
+
+
+def brute_force_expert(codec, tokens, true_tokens):
+    """Closest grammatical continuation of each sampled prefix, by enumeration."""
+    mask = codec.allowed_mask()
+    codes = np.array(list(itertools.product(*[np.flatnonzero(row) for row in mask])))
+    values = codec._decode_standardized(codes)
+    target = codec._decode_standardized(true_tokens[None])[0]
+    out = []
+    for k in range(codec.length):
+        candidates = np.flatnonzero(mask[k])
+        best = []
+        for s in candidates:
+            prefix = np.append(tokens[:k], s)
+            match = (codes[:, : k + 1] == prefix).all(axis=1)
+            best.append(np.abs(values[match] - target).min())
+        best = np.array(best)
+        optimal = candidates[best <= best.min() + 1e-9 * max(1.0, abs(target))]
+        out.append(true_tokens[k] if true_tokens[k] in optimal else optimal.min())
+    return np.array(out)
+
+
+@pytest.mark.parametrize(
+    "codec", [NormalizedCodec(3, 4), NormalizedCodec(10, 2), ScientificCodec(1, 2)]
+)
+def test_expert_targets_match_brute_force(codec):
+    rng = np.random.default_rng(0)
+    codec.fit(rng.normal(size=50) * 3)
+    mask = codec.allowed_mask()
+    n = 60
+    sampled = np.stack([rng.choice(np.flatnonzero(row), n) for row in mask], axis=1)
+    y = np.concatenate([rng.normal(size=n - 4) * 3, [0.0, 1e-9, -250.0, 400.0]])
+    true_tokens = codec.encode(y)
+    # Some sampled sequences share a prefix with the truth, where the rule must follow it.
+    sampled[: n // 3, :2] = true_tokens[: n // 3, :2]
+    got = codec.expert_targets(sampled, true_tokens)
+    for i in range(n):
+        np.testing.assert_array_equal(got[i], brute_force_expert(codec, sampled[i], true_tokens[i]))
+
+
+def test_normalized_expert_is_the_paper_rule():
+    codec = NormalizedCodec(10, 3).fit(np.array([0.0, 999.0]))
+    true = codec.encode([500.0])  # "500"
+    sampled = np.array([[4, 7, 7], [6, 0, 0], [5, 0, 3], [5, 1, 0]])
+    got = codec.expert_targets(sampled, np.repeat(true, 4, axis=0))
+    np.testing.assert_array_equal(got, [[5, 9, 9], [5, 0, 0], [5, 0, 0], [5, 0, 0]])
+
+
+# --------------------------------------------------------------- policy gradient
+
+
+@pytest.fixture
+def policy(tiny_model_dir):
+    torch.manual_seed(0)
+    codec = NormalizedCodec(4, 2)
+    lm, tok = load_pretrained(tiny_model_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    return NumberPolicy(
+        LanguageModelBackbone(lm, tok, codec.symbols, config, torch.device("cpu")),
+        codec.allowed_mask(),
+    )
+
+
+@pytest.mark.parametrize("algorithm", ["remax", "grpo"])
+def test_zero_advantage_gives_zero_policy_gradient(policy, algorithm):
+    backbone = policy.backbone
+    batch = backbone.collate(backbone.tokenize(["a is 1\nThe target is ", "a is 2\n"]))
+    rollout = policy.decode(batch, torch.rand(2, 3, 2).double())
+    config = RLConfig(algorithm, 1, 1e-3, 2, 3, updates_per_batch=2)
+    step = _policy_step(
+        policy,
+        batch,
+        rollout.tokens,
+        rollout.log_probs,
+        torch.zeros(2, 3),
+        None,
+        None,
+        config,
+        algorithm == "remax",
+    )
+    step["loss"].backward()
+    grads = [p.grad for p in backbone.trainable_parameters()]
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+    # ... while a non-zero advantage does move the adapters.
+    step = _policy_step(
+        policy,
+        batch,
+        rollout.tokens,
+        rollout.log_probs,
+        torch.ones(2, 3),
+        None,
+        None,
+        config,
+        algorithm == "remax",
+    )
+    step["loss"].backward()
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.trainable_parameters()
+    )
+
+
+def test_kl_is_zero_against_itself_and_expert_loss_is_logged(policy):
+    backbone = policy.backbone
+    batch = backbone.collate(backbone.tokenize(["a is 1\nThe target is "]))
+    rollout = policy.decode(batch, torch.rand(1, 4, 2).double())
+    with torch.no_grad():
+        ref = policy.score(batch, rollout.tokens).log_probs
+    config = RLConfig("grpo", 1, 1e-3, 1, 4, kl_coef=0.1, expert_coef=0.05)
+    expert = torch.zeros_like(rollout.tokens)
+    step = _policy_step(
+        policy,
+        batch,
+        rollout.tokens,
+        rollout.log_probs,
+        torch.zeros(1, 4),
+        ref,
+        expert,
+        config,
+        False,
+    )
+    assert step["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert step["expert_loss"] > 0
+
+
+# --------------------------------------------------------------- behaviour
+
+
+def skewed_task(n, seed):
+    """Targets mostly near the top of their range: an untrained policy is badly biased."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 5, size=(n, 1)).astype(float)
+    y = 8.0 + rng.random(n)
+    y[:2] = [0.0, 9.0]  # fix the codec's range to [0, 9]
+    return X, y
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"rl_algorithm": "remax"},
+        {"rl_algorithm": "grpo"},
+        {"rl_algorithm": "grpo", "rl_updates_per_batch": 2, "kl_coef": 0.01},
+        {"rl_algorithm": "remax", "expert_coef": 0.05, "number_format": "scientific"},
+    ],
+)
+def test_rl_reduces_validation_error_of_an_untrained_policy(tiny_model_dir, params):
+    X, y = skewed_task(64, 0)
+    X_val, y_val = skewed_task(64, 1)
+    common = dict(
+        model=tiny_model_dir,
+        sft_epochs=0,
+        digits=1,
+        n_samples=8,
+        rl_epochs=6,
+        rl_lr=3e-2,
+        rl_batch_size=16,
+        n_rollouts=4,
+        random_state=0,
+        validation_fraction=0.0,
+    )
+    common.update({k: v for k, v in params.items() if k == "number_format"})
+    rl_params = {k: v for k, v in params.items() if k != "number_format"}
+    before = LLMRegressor(**common, rl_algorithm=None).fit(X, y)
+    after = LLMRegressor(**common, **rl_params).fit(X, y)
+    mse_before = np.mean((before.predict(X_val) - y_val) ** 2)
+    mse_after = np.mean((after.predict(X_val) - y_val) ** 2)
+    assert mse_after < 0.5 * mse_before, (mse_before, mse_after)
+    steps = [r for r in after.history_ if r["phase"] == "rl_step"]
+    assert len(steps) == 6 * 4
+    expected = {"reward_mean", "reward_std", "zero_spread_share", "entropy", "lr"}
+    assert expected <= set(steps[0])
+    assert ("kl" in steps[0]) == ("kl_coef" in params)
+    assert ("expert_loss" in steps[0]) == ("expert_coef" in params)
+
+
+def test_rl_none_is_exactly_sft_only(tiny_model_dir):
+    X, y = skewed_task(40, 0)
+    common = dict(model=tiny_model_dir, sft_epochs=2, n_samples=4, random_state=0)
+    sft_only = LLMRegressor(**common, rl_algorithm=None).fit(X, y)
+    no_rl_epochs = LLMRegressor(**common, rl_epochs=0).fit(X, y)
+    np.testing.assert_array_equal(sft_only.predict(X), no_rl_epochs.predict(X))
+    assert {r["phase"] for r in sft_only.history_} == {"sft"}
+
+
+def test_rl_keeps_sft_state_when_rl_does_not_help(tiny_model_dir):
+    X, y = skewed_task(60, 0)
+    # A negative-of-error reward flipped in sign drives the policy away from the truth.
+    reg = LLMRegressor(
+        model=tiny_model_dir,
+        sft_epochs=3,
+        sft_lr=3e-2,
+        rl_epochs=2,
+        rl_lr=5e-2,
+        reward=lambda p, t: (p - t) ** 2,
+        n_samples=4,
+        random_state=0,
+        early_stopping=True,
+        validation_fraction=0.3,
+    ).fit(X, y)
+    assert reg.history_[-1]["note"].startswith("no RL epoch beat SFT")
+    rl_scores = [r["val_rmse"] for r in reg.history_ if r["phase"] == "rl" and "val_rmse" in r]
+    assert rl_scores[0] < min(rl_scores[1:])  # the kept SFT state scored best
