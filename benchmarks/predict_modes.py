@@ -11,11 +11,11 @@ import sys
 import time
 
 import numpy as np
-from _report import markdown_table, write_section
 from sklearn.datasets import load_diabetes
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 
+from _report import markdown_table, write_section
 from llmregressor import LLMRegressor
 
 

@@ -15,10 +15,8 @@ import copy
 import sys
 import time
 
-import datasets
 import numpy as np
 import torch
-from _report import markdown_table, write_section
 from sklearn.compose import make_column_transformer
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 from sklearn.impute import SimpleImputer
@@ -29,6 +27,8 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+import public_datasets
+from _report import markdown_table, write_section
 from llmregressor import LLMRegressor
 
 
@@ -70,14 +70,14 @@ def continue_with_rl(sft: LLMRegressor, algorithm: str, X, y) -> LLMRegressor:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--datasets", nargs="+", default=list(datasets.NAMES))
+    parser.add_argument("--datasets", nargs="+", default=list(public_datasets.NAMES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--train-rows", type=int, default=256)
     parser.add_argument("--test-rows", type=int, default=1000)
     args = parser.parse_args()
     rows = []
     for name in args.datasets:
-        X, y = datasets.load(name)
+        X, y = public_datasets.load(name)
         scores: dict[str, list] = {}
         for seed in args.seeds:
             X_tr, X_te, y_tr, y_te = train_test_split(

