@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_embedded_default_end_to_end():
     X, y = load_diabetes(return_X_y=True, as_frame=True, scaled=False)
     X_train, y_train, X_test = X[:40], y[:40], X[40:56]
-    reg = LLMRegressor(sft_epochs=1, rl_epochs=1, n_samples=4, random_state=0)
+    reg = LLMRegressor(sft_epochs=1, rl_algorithm="remax", rl_epochs=1, n_samples=4, random_state=0)
     reg.fit(X_train, y_train)
     pred = reg.predict(X_test)
     assert pred.shape == (16,) and np.isfinite(pred).all()

@@ -15,7 +15,13 @@ from llmregressor import LLMRegressor
 
 def small(model_dir, **params):
     defaults = dict(
-        model=model_dir, sft_epochs=2, rl_epochs=1, batch_size=16, n_samples=4, random_state=0
+        model=model_dir,
+        sft_epochs=2,
+        rl_algorithm="remax",
+        rl_epochs=1,
+        batch_size=16,
+        n_samples=4,
+        random_state=0,
     )
     return LLMRegressor(**{**defaults, **params})
 

@@ -231,7 +231,7 @@ def test_rl_none_is_exactly_sft_only(tiny_model_dir):
     X, y = skewed_task(40, 0)
     common = dict(model=tiny_model_dir, sft_epochs=2, n_samples=4, random_state=0)
     sft_only = LLMRegressor(**common, rl_algorithm=None).fit(X, y)
-    no_rl_epochs = LLMRegressor(**common, rl_epochs=0).fit(X, y)
+    no_rl_epochs = LLMRegressor(**common, rl_algorithm="remax", rl_epochs=0).fit(X, y)
     np.testing.assert_array_equal(sft_only.predict(X), no_rl_epochs.predict(X))
     assert {r["phase"] for r in sft_only.history_} == {"sft"}
 
@@ -243,6 +243,7 @@ def test_rl_keeps_sft_state_when_rl_does_not_help(tiny_model_dir):
         model=tiny_model_dir,
         sft_epochs=3,
         sft_lr=3e-2,
+        rl_algorithm="remax",
         rl_epochs=2,
         rl_lr=5e-2,
         reward=lambda p, t: (p - t) ** 2,
