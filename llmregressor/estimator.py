@@ -353,7 +353,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def __sklearn_tags__(self):  # noqa: D105 - documented by scikit-learn
+    def __sklearn_tags__(self):
+        """Declare NaN, strings and categories as valid input."""
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.input_tags.string = True
