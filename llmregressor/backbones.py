@@ -207,7 +207,7 @@ def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
     ``"auto"`` picks bfloat16 where the hardware computes it natively (CUDA devices that
     support it; CPUs with AVX-512 BF16 or AMX, where an SFT step of the default model
-    measured 1.5x faster, see docs/benchmarks.md) and float32 elsewhere, where emulated
+    measured 1.7x faster, see docs/benchmarks.md) and float32 elsewhere, where emulated
     bf16 would be slower.
     """
     if dtype == "float32":
