@@ -45,23 +45,19 @@ def classic(model, X):
 def continue_with_rl(sft: LLMRegressor, algorithm: str, X, y) -> LLMRegressor:
     """A copy of the SFT-only estimator, trained further by RL as fit() would.
 
-    It reuses fit()'s own validation split and validator (private helpers), so the RL phase
+    It reuses fit()'s own training split and validator (a private helper), so the RL phase
     sees the same training rows and restores its best validation state, as in a full fit.
     """
     reg = copy.deepcopy(sft)
     reg.set_params(rl_algorithm=algorithm)
     policy = reg._handle.policy
     y = np.asarray(y, dtype=float)
-    prompts = reg._prompts(X)
-    ids = policy.backbone.tokenize(prompts)
-    is_val = reg._validation_rows(len(y))
-    validate = reg._validator(policy, prompts, ids, y, is_val)
-    train_ids = [i for i, val in zip(ids, is_val, strict=True) if not val]
+    train_ids, y_train, validate = reg._training_split(policy, reg._prompts(X), y)
     start = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(reg._seed)
         rl_history = reg._run_rl(
-            policy, train_ids, y[~is_val], validate, np.random.default_rng(reg._seed + 1)
+            policy, train_ids, y_train, validate, np.random.default_rng(reg._seed + 1)
         )
     reg.history_ = reg.history_ + rl_history
     reg.fit_time_ = sft.fit_time_ + time.perf_counter() - start

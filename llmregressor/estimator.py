@@ -458,10 +458,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         if codec.constant_:
             logger.info("y is constant: every prediction is %g, the model is not trained", y[0])
             return []
-        prompt_ids = policy.backbone.tokenize(prompts)
-        is_val = self._validation_rows(len(y))
-        validate = self._validator(policy, prompts, prompt_ids, y, is_val)
-        train_ids = [ids for ids, val in zip(prompt_ids, is_val, strict=True) if not val]
+        train_ids, y_train, validate = self._training_split(policy, prompts, y)
         rng = np.random.default_rng(self._seed)
         config = SFTConfig(
             epochs=self.sft_epochs,
@@ -470,11 +467,21 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             n_iter_no_change=self.n_iter_no_change,
         )
         history = run_sft(
-            policy, train_ids, codec.encode(y[~is_val]), config, rng, validate, self.verbose
+            policy, train_ids, codec.encode(y_train), config, rng, validate, self.verbose
         )
         if self.rl_algorithm is not None and self.rl_epochs > 0:
-            history += self._run_rl(policy, train_ids, y[~is_val], validate, rng)
+            history += self._run_rl(policy, train_ids, y_train, validate, rng)
         return history
+
+    def _training_split(
+        self, policy: NumberPolicy, prompts: list[str], y: np.ndarray
+    ) -> tuple[list[list[int]], np.ndarray, Callable[[], float] | None]:
+        """Tokenize, hold out the validation rows; return train ids, train y, validator."""
+        prompt_ids = policy.backbone.tokenize(prompts)
+        is_val = self._validation_rows(len(y))
+        validate = self._validator(policy, prompts, prompt_ids, y, is_val)
+        train_ids = [ids for ids, val in zip(prompt_ids, is_val, strict=True) if not val]
+        return train_ids, y[~is_val], validate
 
     def _validation_rows(self, n_rows: int) -> np.ndarray:
         """Boolean mask of the rows held out for validation (none without early stopping)."""
