@@ -1,10 +1,9 @@
 """llmregressor: a scikit-learn regressor that fine-tunes a language model to decode numbers."""
 
+from ._version import __version__
 from .codecs import NormalizedCodec, NumberCodec, ScientificCodec
 from .estimator import LLMRegressor
 from .serialize import RowSerializer
-
-__version__ = "0.1.0"
 
 __all__ = [
     "LLMRegressor",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -52,7 +53,12 @@ class _PolicyHandle:
     Pickling stores the adapter weights (as numpy arrays, so a GPU fit loads on a CPU-only
     machine) and the configuration, never the base model's weights: the base is reloaded
     from its source on first use after unpickling, and checked against a fingerprint.
+    :mod:`llmregressor.persistence` saves the same two parts through :meth:`config` and
+    :meth:`trainable_weights` and rebuilds the handle with :meth:`from_saved`.
     """
+
+    # Names this kind of handle in saved model folders.
+    kind = "lora"
 
     def __init__(
         self,
@@ -79,8 +85,10 @@ class _PolicyHandle:
         fingerprint = _fingerprint(causal_lm)
         if self.base_fingerprint is not None and fingerprint != self.base_fingerprint:
             raise ValueError(
-                f"The base model now found for model={self.model!r} differs from the one this "
-                "estimator was fitted on; refit it or restore the original base model."
+                f"The base model now found for model={self.model!r} (fingerprint "
+                f"{fingerprint}) differs from the one this estimator was fitted on "
+                f"(fingerprint {self.base_fingerprint}); refit it or restore the original "
+                "base model."
             )
         self.base_fingerprint = fingerprint
         device = _resolve_device(self.device)
@@ -107,12 +115,43 @@ class _PolicyHandle:
                 self.build()
         return self._policy
 
+    def trainable_weights(self) -> dict[str, np.ndarray]:
+        """Return the policy's trainable weights (the adapters) as CPU numpy arrays."""
+        if self._policy is not None:
+            return {k: v.numpy() for k, v in self._policy.backbone.adapter_state().items()}
+        return dict(self._adapter or {})
+
+    def config(self) -> dict:
+        """Everything but the weights needed to rebuild the policy, as JSON-ready values."""
+        return {
+            "model": self.model,
+            "lora": self.lora,
+            "symbols": list(self.symbols),
+            "allowed": self.allowed.tolist(),
+            "device": self.device,
+            "dtype": self.dtype,
+            "base_fingerprint": self.base_fingerprint,
+        }
+
+    @classmethod
+    def from_saved(cls, config: dict, weights: dict[str, np.ndarray]) -> _PolicyHandle:
+        """Rebuild a handle from :meth:`config` and :meth:`trainable_weights` output."""
+        handle = cls(
+            config["model"],
+            config["lora"],
+            tuple(config["symbols"]),
+            np.asarray(config["allowed"], dtype=bool),
+            config["device"],
+            config["dtype"],
+        )
+        handle.base_fingerprint = config["base_fingerprint"]
+        handle._adapter = weights
+        return handle
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         if self._policy is not None:
-            state["_adapter"] = {
-                k: v.numpy() for k, v in self._policy.backbone.adapter_state().items()
-            }
+            state["_adapter"] = self.trainable_weights()
         state["_policy"] = None
         return state
 
@@ -140,6 +179,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     then with sequence-level RL (ReMax or GRPO) whose reward is the error of the whole
     decoded number. Prediction decodes under the codec's grammar, so every output is a
     valid number.
+
+    Beyond the point prediction of :meth:`predict`, the fitted policy is a predictive
+    distribution: :meth:`sample` draws from it, :meth:`predict_quantiles` returns its
+    empirical quantiles.
+    :meth:`save` writes a fitted estimator to a folder (JSON and safetensors, no pickle)
+    that :meth:`load` reads back.
 
     Parameters
     ----------
@@ -249,6 +294,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Number of features seen in :meth:`fit`.
     feature_names_in_ : ndarray of str
         Column names seen in :meth:`fit` (only when X had string column names).
+    n_samples_fit_ : int
+        Number of rows seen in :meth:`fit`, validation rows included.
     codec_ : NumberCodec
         The fitted number codec (target scaling and grammar).
     serializer_ : RowSerializer
@@ -407,6 +454,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         )
         check_finite_features(X)
         y = np.asarray(y, dtype=np.float64)
+        self.n_samples_fit_ = len(y)
         self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         names = getattr(self, "feature_names_in_", None)
         if names is None:
@@ -663,3 +711,54 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         if levels.size == 0 or not np.all((levels >= 0) & (levels <= 1)):
             raise ValueError(f"quantiles must be a non-empty sequence in [0, 1], got {quantiles!r}")
         return np.quantile(self.sample(X, n_samples), levels, axis=1).T
+
+    # ---------------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted estimator to a folder, without pickle.
+
+        The folder holds the trainable weights (safetensors) and a JSON manifest with the
+        parameters, codec, serializer, fitted attributes, package and format versions and
+        the base model's identity; the base model itself is not copied. See
+        :mod:`llmregressor.persistence`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Folder to write; created if missing. Earlier model files in it are replaced.
+
+        Raises
+        ------
+        ValueError
+            If a parameter cannot be stored as JSON (a callable ``reward``, a
+            ``RandomState`` instance): set a named value before saving.
+        """
+        from .persistence import save_estimator  # persistence imports this module
+
+        save_estimator(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LLMRegressor:
+        """Read an estimator written by :meth:`save`.
+
+        The base model is loaded from the saved ``model`` source and must be the one the
+        estimator was fitted on; loading never runs code from the folder.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Folder written by :meth:`save`.
+
+        Returns
+        -------
+        estimator : LLMRegressor
+            Predicts exactly as the saved estimator did.
+
+        Raises
+        ------
+        ValueError
+            If the folder is no model folder, was written in a newer or unknown format
+            version, or its base model now differs from the one it was fitted on.
+        """
+        from .persistence import load_estimator  # persistence imports this module
+
+        return load_estimator(cls, path)

@@ -1,0 +1,215 @@
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import safetensors.numpy
+from sklearn.exceptions import NotFittedError
+
+from llmregressor import LLMRegressor, __version__
+from llmregressor.persistence import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    ModelFormatError,
+    read_manifest,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {
+            "size": rng.normal(50, 10, 24).round(1),
+            "color": pd.Categorical(rng.choice(["red", "blue"], 24)),
+        }
+    )
+    return X, X["size"].to_numpy() * 2 + (X["color"] == "red").to_numpy() * 5
+
+
+@pytest.fixture(scope="module")
+def fitted(data, tiny_model_dir):
+    X, y = data
+    reg = LLMRegressor(
+        model=tiny_model_dir,
+        sft_epochs=1,
+        rl_algorithm="remax",
+        rl_epochs=1,
+        batch_size=8,
+        n_samples=4,
+        lora_target_modules=("q_proj", "v_proj"),  # a tuple must come back as a tuple
+        random_state=0,
+    )
+    return reg.fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def saved(fitted, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("saved") / "model"
+    fitted.save(folder)
+    return folder
+
+
+def edit_manifest(folder, edit):
+    file = folder / MANIFEST_FILE
+    manifest = json.loads(file.read_text())
+    edit(manifest)
+    file.write_text(json.dumps(manifest))
+
+
+def copy_folder(src, dst):
+    dst.mkdir()
+    for file in src.iterdir():
+        (dst / file.name).write_bytes(file.read_bytes())
+    return dst
+
+
+def test_round_trip_predicts_identically(fitted, saved, data):
+    X, _ = data
+    assert sorted(p.name for p in saved.iterdir()) == sorted([MANIFEST_FILE, WEIGHTS_FILE])
+    loaded = LLMRegressor.load(saved)
+    assert loaded.get_params() == fitted.get_params()
+    assert loaded.lora_target_modules == ("q_proj", "v_proj")
+    np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
+    np.testing.assert_array_equal(loaded.sample(X[:3], 5), fitted.sample(X[:3], 5))
+    for name in ("n_features_in_", "n_samples_fit_", "fit_time_", "history_", "_seed"):
+        assert getattr(loaded, name) == getattr(fitted, name), name
+    np.testing.assert_array_equal(loaded.feature_names_in_, fitted.feature_names_in_)
+    assert loaded.feature_names_in_.dtype == object
+    assert loaded.serializer_ == fitted.serializer_
+    assert vars(loaded.codec_) == vars(fitted.codec_)
+    assert [r["phase"] for r in loaded.history_] == ["sft", "rl_step", "rl_step", "rl"]
+
+
+def test_weights_file_holds_only_the_trainable_weights(fitted, saved):
+    weights = safetensors.numpy.load_file(saved / WEIGHTS_FILE)
+    adapters = fitted._handle.policy.backbone.adapter_state()
+    assert set(weights) == set(adapters)
+    for name, value in adapters.items():
+        np.testing.assert_array_equal(weights[name], value.numpy())
+    base_bytes = sum(p.numel() * 4 for p in fitted._handle.policy.backbone.model.parameters())
+    assert (saved / WEIGHTS_FILE).stat().st_size < base_bytes / 10
+
+
+def test_manifest_records_versions_and_base_model(fitted, saved, tiny_model_dir):
+    manifest = read_manifest(saved)
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["package_version"] == __version__
+    assert manifest["base_model"] == {
+        "model": tiny_model_dir,
+        "fingerprint": fitted._handle.base_fingerprint,
+    }
+    assert manifest["fitted"]["n_samples_fit_"] == 24
+    assert manifest["codec"]["class"] == "NormalizedCodec"
+
+
+@pytest.mark.parametrize(
+    ("params", "fit_on_names"),
+    [({"number_format": "scientific"}, False), ({"rl_algorithm": None}, True)],
+)
+def test_round_trip_variants(tiny_model_dir, tmp_path, params, fit_on_names):
+    X = np.random.default_rng(1).normal(size=(12, 2))
+    y = X[:, 0] * 3
+    if fit_on_names:
+        X = pd.DataFrame(X, columns=["a", "b"])
+    reg = LLMRegressor(
+        model=tiny_model_dir, sft_epochs=1, n_samples=2, random_state=1, **params
+    ).fit(X, y)
+    reg.save(tmp_path / "m")
+    loaded = LLMRegressor.load(tmp_path / "m")
+    assert hasattr(loaded, "feature_names_in_") == fit_on_names
+    np.testing.assert_array_equal(loaded.predict(X), reg.predict(X))
+
+
+def test_constant_target_round_trip(tiny_model_dir, tmp_path):
+    X = np.zeros((4, 1))
+    LLMRegressor(model=tiny_model_dir).fit(X, np.full(4, 2.5)).save(tmp_path)
+    np.testing.assert_array_equal(LLMRegressor.load(tmp_path).predict(X), 2.5)
+
+
+def test_saving_over_a_model_replaces_it(fitted, saved, tmp_path, data):
+    X, _ = data
+    folder = copy_folder(saved, tmp_path / "m")
+    reg = copy.copy(fitted).set_params(predict_mode="greedy")
+    reg.save(folder)
+    assert LLMRegressor.load(folder).predict_mode == "greedy"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST_FILE, WEIGHTS_FILE])
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "match"),
+    [
+        ("reward", lambda y_pred, y_true: -abs(y_pred - y_true), r"set_params\(reward='squared'\)"),
+        ("random_state", np.random.RandomState(0), "set an int or None"),
+    ],
+)
+def test_refuses_parameters_json_cannot_hold(fitted, tmp_path, param, value, match):
+    reg = copy.copy(fitted).set_params(**{param: value})
+    with pytest.raises(ValueError, match=match):
+        reg.save(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_refuses_unknown_fitted_state(fitted, tmp_path):
+    reg = copy.copy(fitted)
+    reg.preprocessor_ = object()
+    with pytest.raises(TypeError, match="preprocessor_"):
+        reg.save(tmp_path)
+
+
+def test_refuses_unfitted(tiny_model_dir, tmp_path):
+    with pytest.raises(NotFittedError):
+        LLMRegressor(model=tiny_model_dir).save(tmp_path)
+
+
+def test_refuses_a_changed_base_model(saved, tmp_path):
+    folder = copy_folder(saved, tmp_path / "m")
+    edit_manifest(folder, lambda m: m["policy"]["config"].update(base_fingerprint="0" * 16))
+    with pytest.raises(ValueError, match="differs from the one this estimator was fitted on"):
+        LLMRegressor.load(folder)
+
+
+def _set(*keys, value):
+    def edit(manifest):
+        target = manifest
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (_set("format_version", value=FORMAT_VERSION + 1), "Upgrade llmregressor"),
+        (_set("format_version", value="1"), "unknown model format version"),
+        (_set("format", value="something-else"), "not an llmregressor model manifest"),
+        (_set("params", "layers", value=3), "parameters this llmregressor .* does not know"),
+        (_set("codec", "class", value="os.system"), "unknown codec class"),
+        (_set("policy", "kind", value="pickle"), "unknown kind"),
+        (lambda m: m.pop("fitted"), "incomplete or damaged"),
+    ],
+)
+def test_refuses_bad_manifests(saved, tmp_path, edit, match):
+    folder = copy_folder(saved, tmp_path / "m")
+    edit_manifest(folder, edit)
+    with pytest.raises(ModelFormatError, match=match):
+        LLMRegressor.load(folder)
+
+
+def test_refuses_folders_that_are_no_model(saved, tmp_path):
+    with pytest.raises(ModelFormatError, match="has no llmregressor.json"):
+        LLMRegressor.load(tmp_path)
+    (tmp_path / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(ModelFormatError, match="cannot be read as JSON"):
+        LLMRegressor.load(tmp_path)
+    folder = copy_folder(saved, tmp_path / "m")
+    (folder / WEIGHTS_FILE).unlink()
+    with pytest.raises(ModelFormatError, match="incomplete or damaged"):
+        LLMRegressor.load(folder)
+    (folder / WEIGHTS_FILE).write_bytes(b"garbage")
+    with pytest.raises(ModelFormatError, match="incomplete or damaged"):
+        LLMRegressor.load(folder)
