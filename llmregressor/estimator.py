@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import numbers
 import os
 import time
 import zlib
@@ -182,7 +183,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
 
     Beyond the point prediction of :meth:`predict`, the fitted policy is a predictive
     distribution: :meth:`sample` draws from it, :meth:`predict_quantiles` returns its
-    empirical quantiles.
+    empirical quantiles and :meth:`predict_interval` a central interval of given coverage.
     :meth:`save` writes a fitted estimator to a folder (JSON and safetensors, no pickle)
     that :meth:`load` reads back.
 
@@ -711,6 +712,40 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         if levels.size == 0 or not np.all((levels >= 0) & (levels <= 1)):
             raise ValueError(f"quantiles must be a non-empty sequence in [0, 1], got {quantiles!r}")
         return np.quantile(self.sample(X, n_samples), levels, axis=1).T
+
+    def predict_interval(
+        self, X, coverage: float = 0.9, n_samples: int | None = None
+    ) -> np.ndarray:
+        """Central interval of the sampled predictive distribution.
+
+        The bounds are the empirical ``(1 - coverage) / 2`` and ``(1 + coverage) / 2``
+        quantiles of the samples (see :meth:`predict_quantiles`). Whether a share
+        ``coverage`` of true targets falls inside depends on calibration; measure it with
+        :func:`llmregressor.metrics.interval_coverage`.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Rows to predict, with the columns seen in :meth:`fit`.
+        coverage : float, default=0.9
+            Probability mass inside the interval, in (0, 1]; 1 spans all samples.
+        n_samples : int, optional
+            Draws per row; defaults to the ``n_samples`` parameter. The tails of a few
+            draws are coarse: use more for high coverage.
+
+        Returns
+        -------
+        intervals : ndarray of shape (n_rows, 2)
+            Lower and upper bounds.
+        """
+        if (
+            isinstance(coverage, bool)
+            or not isinstance(coverage, numbers.Real)
+            or not 0 < coverage <= 1
+        ):
+            raise ValueError(f"coverage must be a number in (0, 1], got {coverage!r}")
+        tail = (1 - float(coverage)) / 2
+        return self.predict_quantiles(X, (tail, 1 - tail), n_samples)
 
     # ---------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> None:

@@ -131,6 +131,24 @@ def test_sample_and_quantiles(fitted, data):
         fitted.sample(X[:5], n_samples=0)
 
 
+def test_predict_interval_is_the_central_quantile_pair(fitted, data):
+    X, y = data
+    intervals = fitted.predict_interval(X[:6], coverage=0.8, n_samples=16)
+    assert intervals.shape == (6, 2)
+    np.testing.assert_array_equal(
+        intervals, fitted.predict_quantiles(X[:6], [0.1, 0.9], n_samples=16)
+    )
+    full = fitted.predict_interval(X[:6], coverage=1, n_samples=16)
+    draws = fitted.sample(X[:6], n_samples=16)
+    np.testing.assert_array_equal(full, np.column_stack([draws.min(1), draws.max(1)]))
+    assert (full[:, 0] <= intervals[:, 0]).all() and (intervals[:, 1] <= full[:, 1]).all()
+    for coverage in (0, 1.5, -0.1, np.nan, True, "0.9"):
+        with pytest.raises(ValueError, match="coverage"):
+            fitted.predict_interval(X[:2], coverage=coverage)
+    with pytest.raises(ValueError, match="n_samples"):
+        fitted.predict_interval(X[:2], n_samples=0)
+
+
 def test_scientific_codec_fit(data, tiny_model_dir):
     X, y = data
     reg = small(tiny_model_dir, number_format="scientific", sft_epochs=1).fit(X, y)
