@@ -53,6 +53,7 @@ __all__ = [
     "load_estimator",
     "read_manifest",
     "save_estimator",
+    "saved_params",
 ]
 
 FORMAT_NAME = "llmregressor-model"
@@ -273,6 +274,21 @@ def read_manifest(path: str | os.PathLike) -> dict:
     return manifest
 
 
+def saved_params(manifest: dict) -> dict:
+    """Return the estimator parameters a manifest records, as ``get_params()`` gave them.
+
+    Parameters
+    ----------
+    manifest : dict
+        From :func:`read_manifest`.
+
+    Returns
+    -------
+    params : dict
+    """
+    return {name: _param_from_json(value) for name, value in manifest["params"].items()}
+
+
 def load_estimator(cls: type[LLMRegressor], path: str | os.PathLike) -> LLMRegressor:
     """Rebuild an estimator saved by :func:`save_estimator`.
 
@@ -301,7 +317,7 @@ def load_estimator(cls: type[LLMRegressor], path: str | os.PathLike) -> LLMRegre
     folder = Path(path)
     manifest = read_manifest(folder)
     try:
-        params = {name: _param_from_json(v) for name, v in manifest["params"].items()}
+        params = saved_params(manifest)
         unknown = sorted(set(params) - set(cls().get_params()))
         if unknown:
             raise ModelFormatError(
