@@ -318,6 +318,13 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _info(args: argparse.Namespace) -> None:
     manifest = read_manifest(args.model_dir)
+    try:
+        print(_describe(manifest, args.model_dir))
+    except (KeyError, TypeError) as err:
+        raise CLIError(f"{args.model_dir} holds a damaged manifest: {err!r}") from err
+
+
+def _describe(manifest: dict, model_dir: Path) -> str:
     fitted = manifest["fitted"]
     base = manifest["base_model"]
     history = fitted.get("history_", [])
@@ -330,7 +337,7 @@ def _info(args: argparse.Namespace) -> None:
     }
     names = fitted.get("feature_names_in_")
     lines = [
-        f"model folder:    {args.model_dir}",
+        f"model folder:    {model_dir}",
         f"saved by:        llmregressor {manifest['package_version']} "
         f"(format version {manifest['format_version']}; this llmregressor {__version__} "
         f"reads up to {FORMAT_VERSION})",
@@ -343,4 +350,4 @@ def _info(args: argparse.Namespace) -> None:
         "parameters:",
         *(f"  {name} = {value!r}" for name, value in saved_params(manifest).items()),
     ]
-    print("\n".join(lines))
+    return "\n".join(lines)

@@ -169,6 +169,10 @@ def test_model_folder_of_another_format_version(model_dir, csv_file, tmp_path, c
     for argv in (["info", str(newer)], ["predict", str(newer), str(csv_file)]):
         assert "Upgrade llmregressor" in run_error(argv, capsys)
     assert "is not a model folder" in run_error(["info", str(tmp_path)], capsys)
+    del manifest["fitted"]
+    manifest["format_version"] = FORMAT_VERSION
+    (newer / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert "damaged manifest" in run_error(["info", str(newer)], capsys)
 
 
 @pytest.mark.parametrize(
