@@ -7,6 +7,7 @@ first run also dequantizes the embedded model once (about 20 s) and caches it.
 
 With the defaults (6 SFT epochs, prediction = mean of 16 samples) it runs in about 8
 minutes on 2 CPU cores; ``--rl-algorithm remax`` adds the RL phase (2 epochs, ~4 minutes).
+``--sft-epochs`` and ``--n-samples`` shrink the budget for a quick try.
 """
 
 import argparse
@@ -21,13 +22,18 @@ from sklearn.model_selection import train_test_split
 
 from llmregressor import LLMRegressor
 
+DEFAULTS = LLMRegressor()
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Run the comparison; return each model's RMSE, R^2 and timings."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-rows", type=int, default=256)
     parser.add_argument("--rl-algorithm", choices=["remax", "grpo"], default=None)
-    parser.add_argument("--model", default="smollm2-135m")
-    args = parser.parse_args()
+    parser.add_argument("--model", default=DEFAULTS.model)
+    parser.add_argument("--sft-epochs", type=int, default=DEFAULTS.sft_epochs)
+    parser.add_argument("--n-samples", type=int, default=DEFAULTS.n_samples)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
     # Raw (unscaled) features read naturally in a prompt: "age is 59, sex is 2, bmi is 32.1".
@@ -41,13 +47,15 @@ def main() -> None:
         "LLMRegressor": LLMRegressor(
             model=args.model,
             rl_algorithm=args.rl_algorithm,
+            sft_epochs=args.sft_epochs,
+            n_samples=args.n_samples,
             random_state=0,
             verbose=1,
         ),
         "RandomForestRegressor": RandomForestRegressor(random_state=0),
     }
     print(f"{'model':<24}{'RMSE':>8}{'R^2':>8}{'fit s':>8}{'predict s':>11}")
-    rows = []
+    results = {}
     for name, model in models.items():
         start = time.perf_counter()
         model.fit(X_train, y_train)
@@ -55,17 +63,23 @@ def main() -> None:
         start = time.perf_counter()
         y_pred = model.predict(X_test)
         predict_s = time.perf_counter() - start
-        rmse = float(np.sqrt(mean_squared_error(y_test, y_pred)))
-        rows.append(
-            f"{name:<24}{rmse:>8.2f}{r2_score(y_test, y_pred):>8.3f}{fit_s:>8.1f}{predict_s:>11.1f}"
+        results[name] = {
+            "rmse": float(np.sqrt(mean_squared_error(y_test, y_pred))),
+            "r2": float(r2_score(y_test, y_pred)),
+            "fit_s": fit_s,
+            "predict_s": predict_s,
+        }
+    for name, r in results.items():
+        print(
+            f"{name:<24}{r['rmse']:>8.2f}{r['r2']:>8.3f}{r['fit_s']:>8.1f}{r['predict_s']:>11.1f}"
         )
-    print("\n".join(rows))
     history = models["LLMRegressor"].history_
     sft_loss = [round(r["train_loss"], 3) for r in history if r["phase"] == "sft"]
     rewards = [round(r["reward_mean"], 3) for r in history if r["phase"] == "rl_step"]
     print(f"SFT train loss per epoch: {sft_loss}")
     if rewards:
         print(f"RL mean reward per step: first {rewards[0]}, last {rewards[-1]}")
+    return results
 
 
 if __name__ == "__main__":
