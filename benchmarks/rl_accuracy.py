@@ -62,12 +62,12 @@ def continue_with_rl(sft: LLMRegressor, algorithm: str, X, y) -> LLMRegressor:
     reg.set_params(rl_algorithm=algorithm)
     policy = reg._handle.policy
     y = np.asarray(y, dtype=float)
-    train_ids, y_train, validate = reg._training_split(policy, reg._prompts(X), y)
+    train_items, y_train, validate = reg._training_split(policy, reg._row_inputs(X), y)
     start = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(reg._seed)
         rl_history = reg._run_rl(
-            policy, train_ids, y_train, validate, np.random.default_rng(reg._seed + 1)
+            policy, train_items, y_train, validate, np.random.default_rng(reg._seed + 1)
         )
     reg.history_ = reg.history_ + rl_history
     reg.fit_time_ = sft.fit_time_ + time.perf_counter() - start

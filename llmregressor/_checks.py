@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from .token_losses import SFT_LOSSES
+
 __all__ = ["check_finite_features", "validate_params"]
 
 
@@ -80,9 +82,29 @@ def validate_params(est: object) -> None:
         raise TypeError(
             f"lora_target_modules must be 'all-linear' or a list of module names, got {targets!r}"
         )
+    hidden = est.mlp_hidden
+    if not isinstance(hidden, list | tuple) or not all(
+        isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1 for w in hidden
+    ):
+        raise TypeError(
+            f"mlp_hidden must be a tuple of positive ints (hidden layer widths), got {hidden!r}"
+        )
+    _check_int("d_model", est.d_model, 1)
+    _check_int("decoder_layers", est.decoder_layers, 1)
+    _check_int("decoder_heads", est.decoder_heads, 1)
+    if est.d_model % est.decoder_heads:
+        raise ValueError(
+            f"decoder_heads must divide d_model, got d_model={est.d_model} and "
+            f"decoder_heads={est.decoder_heads}"
+        )
+    _check_int("decoder_ff", est.decoder_ff, 1)
+    _check_real("dropout", est.dropout, 0.0, 1.0, high_open=True)
     _check_int("batch_size", est.batch_size, 1)
     _check_int("sft_epochs", est.sft_epochs, 0)
     _check_real("sft_lr", est.sft_lr, 0.0, low_open=True)
+    _check_choice("sft_loss", est.sft_loss, SFT_LOSSES)
+    if est.sft_loss_weight is not None:
+        _check_real("sft_loss_weight", est.sft_loss_weight, 0.0)
     if est.early_stopping not in ("auto", True, False):
         raise ValueError(
             f"early_stopping must be 'auto', True or False, got {est.early_stopping!r}"

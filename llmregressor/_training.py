@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from .backbones import LanguageModelBackbone
+from .backbone_protocol import Backbone
 
 __all__ = ["BestState", "make_optimizer", "minibatches"]
 
@@ -22,9 +22,9 @@ def minibatches(n_rows: int, batch_size: int, rng: np.random.Generator) -> Itera
 
 
 def make_optimizer(
-    backbone: LanguageModelBackbone, lr: float, total_steps: int, warmup_fraction: float = 0.1
+    backbone: Backbone, lr: float, total_steps: int, warmup_fraction: float = 0.1
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW on the adapter weights with linear warm-up and cosine decay to 0.1x.
+    """AdamW on the trainable weights with linear warm-up and cosine decay to 0.1x.
 
     The paper's tabular runs use 100 warm-up steps out of many thousands; small tabular fits
     here have tens of steps, so the warm-up is a fraction of the run instead.
@@ -38,17 +38,17 @@ def make_optimizer(
 
 
 class BestState:
-    """Remember the adapter weights with the lowest validation score, and when to stop.
+    """Remember the trained weights with the lowest validation score, and when to stop.
 
     Parameters
     ----------
-    backbone : LanguageModelBackbone
-        Whose adapter weights to snapshot.
+    backbone : Backbone
+        Whose trained weights (:meth:`~Backbone.adapter_state`) to snapshot.
     patience : int or None
         Epochs without improvement before :attr:`should_stop` turns true; None never stops.
     """
 
-    def __init__(self, backbone: LanguageModelBackbone, patience: int | None) -> None:
+    def __init__(self, backbone: Backbone, patience: int | None) -> None:
         self.backbone = backbone
         self.patience = patience
         self.best_score = math.inf
@@ -72,6 +72,6 @@ class BestState:
         return self.patience is not None and self._epochs_since_best >= self.patience
 
     def restore(self) -> None:
-        """Load the best adapter weights back (no-op if no epoch was scored)."""
+        """Load the best weights back (no-op if no epoch was scored)."""
         if self._state is not None:
             self.backbone.load_adapter_state(self._state)

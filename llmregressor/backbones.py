@@ -1,9 +1,10 @@
 """Language-model backbones: loading, LoRA adapters and the hidden-state interface.
 
-A backbone turns prompts into hidden states and lets the decoding engine feed number
-tokens one at a time on top of a key/value cache. It never builds full-vocabulary logits:
-:attr:`LanguageModelBackbone.number_embeddings` holds only the output-embedding rows of
-the codec's symbols, and :mod:`llmregressor.decoding` projects onto those.
+The language-model implementation of :class:`~llmregressor.backbone_protocol.Backbone`
+serializes rows into prompts, turns them into hidden states and lets the decoding engine
+feed number tokens one at a time on top of a key/value cache. It never builds
+full-vocabulary logits: :attr:`LanguageModelBackbone.number_embeddings` holds only the
+output-embedding rows of the codec's symbols, and :mod:`llmregressor.decoding` projects onto those.
 
 Model sources, in the order :func:`resolve_model_source` tries them:
 
@@ -17,18 +18,25 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
+import zlib
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from .backbone_protocol import RowInputs
+from .serialize import RowSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +46,9 @@ __all__ = [
     "DecodeState",
     "EmbeddedModel",
     "LanguageModelBackbone",
+    "LanguageModelSpec",
     "cache_dir",
+    "fingerprint",
     "load_pretrained",
     "resolve_model_source",
     "symbol_token_ids",
@@ -261,6 +271,8 @@ class LanguageModelBackbone:
     compute_dtype : torch.dtype, default=torch.float32
         ``torch.bfloat16`` runs the transformer under autocast (weights and adapters stay
         fp32, so optimizer updates keep full precision); the number head always runs in fp32.
+    serializer : RowSerializer, optional
+        Writes table rows as prompts; needed by :meth:`row_inputs` only.
     """
 
     def __init__(
@@ -271,7 +283,9 @@ class LanguageModelBackbone:
         lora_config: LoraConfig,
         device: torch.device,
         compute_dtype: torch.dtype = torch.float32,
+        serializer: RowSerializer | None = None,
     ) -> None:
+        self.serializer = serializer
         self.tokenizer = tokenizer
         self.compute_dtype = compute_dtype
         self.symbol_ids = torch.tensor(symbol_token_ids(tokenizer, symbols), device=device)
@@ -311,7 +325,26 @@ class LanguageModelBackbone:
         """Token ids of each prompt (no special tokens: the template is the whole prompt)."""
         return self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
 
-    def collate(self, token_ids: list[list[int]]) -> dict[str, torch.Tensor]:
+    def row_inputs(self, X: np.ndarray) -> RowInputs:
+        """Serialize and tokenize table rows; each row's key is the CRC-32 of its prompt.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_rows, n_features)
+            Validated rows.
+
+        Returns
+        -------
+        inputs : RowInputs
+            Token ids per row.
+        """
+        if self.serializer is None:
+            raise ValueError("this backbone was built without a RowSerializer")
+        prompts = self.serializer(X)
+        keys = np.array([zlib.crc32(p.encode("utf-8")) for p in prompts], dtype=np.uint32)
+        return RowInputs(self.tokenize(prompts), keys)
+
+    def collate(self, token_ids: Sequence[list[int]]) -> dict[str, torch.Tensor]:
         """Left-pad prompts so every row's answer starts at the same column."""
         width = max(len(ids) for ids in token_ids)
         input_ids = torch.full((len(token_ids), width), self._pad_id, dtype=torch.long)
@@ -366,13 +399,14 @@ class LanguageModelBackbone:
             state.next_position.repeat_interleave(repeats, dim=0),
         )
 
-    def advance(self, state: DecodeState, token_ids: torch.Tensor) -> torch.Tensor:
-        """Feed ``token_ids`` of shape (batch, steps) after the cached tokens.
+    def advance(self, state: DecodeState, symbols: torch.Tensor) -> torch.Tensor:
+        """Feed codec symbols (indices) of shape (batch, steps) after the cached tokens.
 
         Returns
         -------
         hidden : Tensor of shape (batch, steps, hidden)
         """
+        token_ids = self.symbol_ids[symbols]
         steps = token_ids.shape[1]
         offsets = torch.arange(steps, device=self.device)
         position_ids = state.next_position[:, None] + offsets
@@ -390,3 +424,69 @@ class LanguageModelBackbone:
             )
         state.next_position = state.next_position + steps
         return out.last_hidden_state.float()
+
+
+def fingerprint(causal_lm: torch.nn.Module) -> str:
+    """Cheap identity of a base model: its config plus its output-embedding weights' sum."""
+    digest = hashlib.sha256(causal_lm.config.to_json_string(use_diff=False).encode())
+    weight = causal_lm.get_output_embeddings().weight
+    digest.update(f"{weight.double().sum().item():.10e}".encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class LanguageModelSpec:
+    """Everything that rebuilds a :class:`LanguageModelBackbone` except its weights.
+
+    The base model is never stored: it is reloaded from ``model`` and checked against
+    the fingerprint of the base it was first built on.
+
+    Parameters
+    ----------
+    model : str
+        Embedded model name, local directory or hub id.
+    lora : dict
+        Keyword arguments of :class:`peft.LoraConfig`.
+    symbols : tuple of str
+        The codec's symbols.
+    dtype : {"auto", "float32", "bfloat16"}
+        Compute precision (:func:`resolve_compute_dtype`).
+    serializer : RowSerializer
+        Writes rows as prompts.
+    base_fingerprint : str, optional
+        Set by the first :meth:`build`.
+    """
+
+    model: str
+    lora: dict
+    symbols: tuple[str, ...]
+    dtype: str
+    serializer: RowSerializer
+    base_fingerprint: str | None = None
+
+    def build(self, device: torch.device) -> LanguageModelBackbone:
+        """Load the base model and attach freshly initialized adapters.
+
+        Raises
+        ------
+        ValueError
+            If the base model found now differs from the one first built on.
+        """
+        causal_lm, tokenizer = load_pretrained(self.model)
+        found = fingerprint(causal_lm)
+        if self.base_fingerprint is not None and found != self.base_fingerprint:
+            raise ValueError(
+                f"The base model now found for model={self.model!r} (fingerprint {found}) "
+                "differs from the one this estimator was fitted on (fingerprint "
+                f"{self.base_fingerprint}); refit it or restore the original base model."
+            )
+        self.base_fingerprint = found
+        return LanguageModelBackbone(
+            causal_lm,
+            tokenizer,
+            self.symbols,
+            LoraConfig(**self.lora),
+            device,
+            resolve_compute_dtype(self.dtype, device),
+            self.serializer,
+        )

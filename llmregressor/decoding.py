@@ -4,11 +4,13 @@ At position ``k`` the policy's distribution is a softmax over the codec symbols 
 allows there, computed from the backbone's hidden state projected onto those symbols'
 output embeddings only. Greedy decoding, sampling, teacher-forced log-probs and entropy
 all use that same masked, renormalized distribution, so what is sampled is exactly what
-is trained.
+is trained. Any :class:`~llmregressor.backbone_protocol.Backbone` serves: the pretrained
+LM with LoRA adapters or the from-scratch MLP encoder + Transformer decoder.
 
 Sampling is inverse-CDF sampling from uniforms the caller supplies. The estimator draws
-each row's uniforms from a generator seeded by the row's prompt, which makes sampled
-predictions repeatable and independent of batch composition and row order.
+each row's uniforms from a generator seeded by the row's key (a hash of its prompt or of
+its feature values), which makes sampled predictions repeatable and independent of batch
+composition and row order.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .backbones import LanguageModelBackbone
+from .backbone_protocol import Backbone
 
 __all__ = ["NumberPolicy", "Rollout", "TokenScores"]
 
@@ -65,13 +67,13 @@ class NumberPolicy:
 
     Parameters
     ----------
-    backbone : LanguageModelBackbone
+    backbone : Backbone
         Gives hidden states and the symbols' output embeddings.
     allowed : ndarray of bool, shape (length, n_symbols)
         The codec grammar (:meth:`~llmregressor.codecs.NumberCodec.allowed_mask`).
     """
 
-    def __init__(self, backbone: LanguageModelBackbone, allowed: np.ndarray) -> None:
+    def __init__(self, backbone: Backbone, allowed: np.ndarray) -> None:
         self.backbone = backbone
         self.allowed = torch.as_tensor(allowed, dtype=torch.bool, device=backbone.device)
         self.length = self.allowed.shape[0]
@@ -113,12 +115,12 @@ class NumberPolicy:
         greedy_columns: int = 0,
         temperature: float = 1.0,
     ) -> Rollout:
-        """Decode greedy and/or sampled sequences, encoding each prompt once.
+        """Decode greedy and/or sampled sequences, encoding each row once.
 
         Parameters
         ----------
         batch : dict of Tensor
-            Collated prompts (``input_ids``, ``attention_mask``).
+            Collated rows (:meth:`Backbone.collate`).
         uniforms : Tensor of shape (batch, n_sampled, length), optional
             Uniform [0, 1) draws that drive inverse-CDF sampling.
         greedy_columns : int, default=0
@@ -131,13 +133,13 @@ class NumberPolicy:
         rollout : Rollout
             ``columns = greedy_columns + n_sampled`` sequences per row.
         """
-        n_rows = batch["input_ids"].shape[0]
         n_sampled = 0 if uniforms is None else uniforms.shape[1]
         columns = greedy_columns + n_sampled
         if columns < 1:
             raise ValueError("decode needs at least one greedy or sampled column")
         self.backbone.train(False)
         state, hidden = self.backbone.encode(batch)
+        n_rows = hidden.shape[0]
         state = self.backbone.expand(state, columns)
         hidden = hidden.repeat_interleave(columns, dim=0)
         is_greedy = (torch.arange(columns, device=hidden.device) < greedy_columns).repeat(n_rows)
@@ -157,7 +159,7 @@ class NumberPolicy:
             tokens.append(choice)
             log_probs.append(step_log_probs.gather(-1, choice[:, None])[:, 0])
             if position + 1 < self.length:
-                hidden = self.backbone.advance(state, self.backbone.symbol_ids[choice][:, None])
+                hidden = self.backbone.advance(state, choice[:, None])
                 hidden = hidden[:, -1]
         shape = (n_rows, columns, self.length)
         return Rollout(
@@ -180,13 +182,13 @@ class NumberPolicy:
     ) -> TokenScores:
         """Teacher-forced log-probs and entropies of given sequences, with gradients.
 
-        Each prompt is encoded once; its cache is expanded to that row's sequences, and
+        Each row is encoded once; its state is expanded to that row's sequences, and
         all but the last symbol are fed in a single forward pass.
 
         Parameters
         ----------
         batch : dict of Tensor
-            Collated prompts, ``batch`` rows.
+            Collated rows, ``batch`` of them.
         tokens : Tensor of shape (batch, columns, length)
             Symbol indices to score.
         temperature : float, default=1.0
@@ -202,7 +204,7 @@ class NumberPolicy:
         flat = tokens.reshape(n_rows * columns, length)
         first = hidden.repeat_interleave(columns, dim=0)[:, None]
         if length > 1:
-            rest = self.backbone.advance(state, self.backbone.symbol_ids[flat[:, :-1]])
+            rest = self.backbone.advance(state, flat[:, :-1])
             hidden_seq = torch.cat([first, rest], dim=1)
         else:
             hidden_seq = first

@@ -63,7 +63,7 @@ WEIGHTS_FILE = "policy.safetensors"
 
 # Classes a manifest may name; anything else is refused instead of imported.
 _CODECS: dict[str, type[NumberCodec]] = {c.__name__: c for c in (NormalizedCodec, ScientificCodec)}
-_POLICY_KINDS: dict[str, type[_PolicyHandle]] = {_PolicyHandle.kind: _PolicyHandle}
+_POLICY_KINDS: dict[str, type[_PolicyHandle]] = {"lora": _PolicyHandle}
 
 # Fitted attributes stored as plain JSON values (feature_names_in_ only exists for named
 # columns); codec_, serializer_, _handle and _seed have their own entries.
@@ -98,6 +98,12 @@ def save_estimator(estimator: LLMRegressor, path: str | os.PathLike) -> None:
         If the estimator carries fitted state this format does not know how to store.
     """
     check_is_fitted(estimator)
+    if estimator._handle.kind not in _POLICY_KINDS:
+        raise TypeError(
+            f"save() writes LM-backbone estimators; model={estimator.model!r} keeps a fitted "
+            "scikit-learn feature preprocessor that has no pickle-free format yet. Use "
+            "joblib.dump / joblib.load for it."
+        )
     unknown = sorted(
         name
         for name in vars(estimator)
@@ -116,8 +122,8 @@ def save_estimator(estimator: LLMRegressor, path: str | os.PathLike) -> None:
         "package_version": __version__,
         "estimator": type(estimator).__name__,
         "base_model": {
-            "model": getattr(handle, "model", None),
-            "fingerprint": getattr(handle, "base_fingerprint", None),
+            "model": handle.spec.model,
+            "fingerprint": handle.spec.base_fingerprint,
         },
         "params": {
             name: _param_to_json(name, value)
@@ -343,7 +349,7 @@ def load_estimator(cls: type[LLMRegressor], path: str | os.PathLike) -> LLMRegre
                 f"llmregressor {__version__} knows {sorted(_POLICY_KINDS)}"
             )
         weights = safetensors.numpy.load_file(folder / WEIGHTS_FILE)
-        estimator._handle = handle_cls.from_saved(policy["config"], weights)
+        estimator._handle = handle_cls.from_saved(policy["config"], weights, estimator.serializer_)
     except (KeyError, TypeError, OSError, SafetensorError) as err:
         raise ModelFormatError(f"{folder} holds an incomplete or damaged model: {err!r}") from err
     # Build now: this loads the base model and checks its fingerprint.

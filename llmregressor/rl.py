@@ -3,8 +3,8 @@
 Token-level cross-entropy cannot tell that ``101`` is closer to ``100`` than ``200`` is;
 a reward on the whole decoded number can. Starting from the SFT policy, each step
 
-1. decodes rollouts for a batch of prompts (each prompt encoded once, its KV cache
-   shared by all samples and, for ReMax, the greedy baseline);
+1. decodes rollouts for a batch of rows (each row encoded once, its state, e.g. the LM's
+   KV cache, shared by all samples and, for ReMax, the greedy baseline);
 2. decodes them to numbers and scores them (:func:`make_reward`);
 3. turns rewards into advantages (:func:`remax_advantages` or :func:`grpo_advantages`);
 4. takes a policy-gradient step on the same masked distribution that sampled the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -154,9 +154,10 @@ def make_reward(reward: str | RewardFn, codec: NumberCodec) -> RewardFn:
 
 @contextmanager
 def _adapter_weights(policy: NumberPolicy, state: dict[str, torch.Tensor]):
-    """Temporarily load other adapter weights (the reference policy for the KL term).
+    """Temporarily load other trained weights (the reference policy for the KL term).
 
-    Swapping the small adapter tensors in place avoids a second copy of the base model.
+    Swapping the small LoRA tensors in place avoids a second copy of the base model; the
+    MLP backbone swaps its whole (small) state the same way.
     """
     current = policy.backbone.adapter_state()
     policy.backbone.load_adapter_state(state)
@@ -168,7 +169,7 @@ def _adapter_weights(policy: NumberPolicy, state: dict[str, torch.Tensor]):
 
 def run_rl(
     policy: NumberPolicy,
-    prompt_ids: list[list[int]],
+    row_inputs: Sequence[object],
     y: np.ndarray,
     codec: NumberCodec,
     config: RLConfig,
@@ -183,8 +184,8 @@ def run_rl(
     ----------
     policy : NumberPolicy
         The SFT policy; it is also the KL reference.
-    prompt_ids : list of list of int
-        Tokenized training prompts.
+    row_inputs : sequence
+        Model inputs of the training rows (:attr:`RowInputs.items`).
     y : ndarray of shape (n_rows,)
         Raw training targets.
     codec : NumberCodec
@@ -209,7 +210,7 @@ def run_rl(
     """
     backbone = policy.backbone
     remax = config.algorithm == "remax"
-    steps_per_epoch = -(-len(prompt_ids) // config.batch_size)
+    steps_per_epoch = -(-len(row_inputs) // config.batch_size)
     total_updates = steps_per_epoch * config.epochs * (1 if remax else config.updates_per_batch)
     optimizer, scheduler = make_optimizer(backbone, config.lr, total_updates)
     reference = backbone.adapter_state() if config.kl_coef > 0 else None
@@ -226,8 +227,8 @@ def run_rl(
     )
     for epoch in epochs:
         start = time.perf_counter()
-        for rows in minibatches(len(prompt_ids), config.batch_size, rng):
-            batch = backbone.collate([prompt_ids[i] for i in rows])
+        for rows in minibatches(len(row_inputs), config.batch_size, rng):
+            batch = backbone.collate([row_inputs[i] for i in rows])
             uniforms = torch.as_tensor(
                 rng.random((len(rows), config.n_rollouts, codec.length)), device=backbone.device
             )

@@ -1,14 +1,15 @@
 """Phase 1: token-level supervised fine-tuning on the number tokens.
 
 The loss is cross-entropy of the true symbols under the policy's masked distribution,
-averaged over the ``length`` positions and the rows of a batch; the prompt is context only.
+averaged over the ``length`` positions and the rows of a batch (the prompt or feature
+vector is context only), optionally plus a number-aware term (:mod:`.token_losses`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ._training import BestState, make_optimizer, minibatches
 from .decoding import NumberPolicy
+from .token_losses import SFTLoss
 
 logger = logging.getLogger(__name__)
 
@@ -32,29 +34,31 @@ class SFTConfig:
     batch_size: int
     n_iter_no_change: int | None
     max_grad_norm: float = 1.0
+    loss: SFTLoss | None = None
 
 
 def run_sft(
     policy: NumberPolicy,
-    prompt_ids: list[list[int]],
+    row_inputs: Sequence[object],
     targets: np.ndarray,
     config: SFTConfig,
     rng: np.random.Generator,
     validate: Callable[[], float] | None = None,
     verbose: int = 0,
 ) -> list[dict]:
-    """Train the policy's adapters with cross-entropy on the target symbols.
+    """Train the policy's trainable weights with a token-level loss on the target symbols.
 
     Parameters
     ----------
     policy : NumberPolicy
         The policy to train, in place.
-    prompt_ids : list of list of int
-        Tokenized training prompts.
+    row_inputs : sequence
+        Model inputs of the training rows (:attr:`RowInputs.items`).
     targets : ndarray of shape (n_rows, length)
         Encoded training targets (symbol indices).
     config : SFTConfig
-        Epochs, learning rate, batch size, early-stopping patience.
+        Epochs, learning rate, batch size, early-stopping patience, loss (None: plain
+        cross-entropy).
     rng : numpy.random.Generator
         Shuffles the batches.
     validate : callable, optional
@@ -67,10 +71,10 @@ def run_sft(
     -------
     history : list of dict
         One record per epoch: ``phase``, ``epoch``, ``train_loss``, ``val_rmse``, ``lr``,
-        ``time_s``.
+        ``time_s``; with a number-aware loss also ``train_ce`` and ``train_term``.
     """
     backbone = policy.backbone
-    steps_per_epoch = -(-len(prompt_ids) // config.batch_size)
+    steps_per_epoch = -(-len(row_inputs) // config.batch_size)
     optimizer, scheduler = make_optimizer(backbone, config.lr, steps_per_epoch * config.epochs)
     best = BestState(backbone, config.n_iter_no_change)
     target_tensor = torch.as_tensor(targets, dtype=torch.long, device=backbone.device)
@@ -79,17 +83,23 @@ def run_sft(
     for epoch in epochs:
         start = time.perf_counter()
         backbone.train(True)
-        losses = []
-        for rows in minibatches(len(prompt_ids), config.batch_size, rng):
-            batch = backbone.collate([prompt_ids[i] for i in rows])
-            scores = policy.score(batch, target_tensor[rows][:, None])
-            loss = -scores.log_probs.mean()
+        losses, terms = [], []
+        for rows in minibatches(len(row_inputs), config.batch_size, rng):
+            batch = backbone.collate([row_inputs[i] for i in rows])
+            targets = target_tensor[rows][:, None]
+            scores = policy.score(batch, targets)
+            if config.loss is None:
+                loss, term = -scores.log_probs.mean(), None
+            else:
+                loss, term = config.loss(scores.table, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(backbone.trainable_parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
+            if term is not None:
+                terms.append(term.item())
         record = {
             "phase": "sft",
             "epoch": epoch,
@@ -98,6 +108,9 @@ def run_sft(
             "lr": scheduler.get_last_lr()[0],
             "time_s": time.perf_counter() - start,
         }
+        if terms:
+            record["train_term"] = float(np.mean(terms))
+            record["train_ce"] = record["train_loss"] - config.loss.weight * record["train_term"]
         history.append(record)
         epochs.set_postfix(loss=f"{record['train_loss']:.3f}", val_rmse=record["val_rmse"])
         logger.info("SFT epoch %d: %s", epoch, record)

@@ -99,7 +99,7 @@ def test_manifest_records_versions_and_base_model(fitted, saved, tiny_model_dir)
     assert manifest["package_version"] == __version__
     assert manifest["base_model"] == {
         "model": tiny_model_dir,
-        "fingerprint": fitted._handle.base_fingerprint,
+        "fingerprint": fitted._handle.spec.base_fingerprint,
     }
     assert manifest["fitted"]["n_samples_fit_"] == 24
     assert manifest["codec"]["class"] == "NormalizedCodec"

@@ -1,4 +1,7 @@
-"""scikit-learn's estimator checks on the tiny model (no expected failures)."""
+"""scikit-learn's estimator checks on both backbones (no expected failures).
+
+The LM backbone runs on the tiny model; the MLP backbone on a tiny architecture.
+"""
 
 from conftest import TINY_MODEL_DIR
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -15,7 +18,20 @@ from llmregressor import LLMRegressor
             rl_epochs=1,
             n_samples=2,
             batch_size=32,
-        )
+        ),
+        LLMRegressor(
+            model="mlp-decoder",
+            mlp_hidden=(32,),
+            d_model=16,
+            decoder_layers=1,
+            decoder_heads=2,
+            decoder_ff=32,
+            sft_epochs=1,
+            rl_algorithm="remax",
+            rl_epochs=1,
+            n_samples=2,
+            batch_size=32,
+        ),
     ]
 )
 def test_sklearn_compatible(estimator, check):
