@@ -37,6 +37,11 @@ def _check_real(
         )
 
 
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def _check_choice(name: str, value: object, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
@@ -112,6 +117,9 @@ def validate_params(est: object) -> None:
             f"device must be a string such as 'auto', 'cpu' or 'cuda', got {est.device!r}"
         )
     _check_choice("dtype", est.dtype, ("auto", "float32", "bfloat16"))
+    if est.micro_batch_size is not None:
+        _check_int("micro_batch_size", est.micro_batch_size, 1)
+    _check_bool("gradient_checkpointing", est.gradient_checkpointing)
     _check_int("verbose", est.verbose, 0)
 
 

@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from ._checks import check_finite_features, validate_params
+from ._distributed import DataParallel, data_parallel, local_device
 from .backbones import LanguageModelBackbone, load_pretrained, resolve_compute_dtype
 from .codecs import NumberCodec, make_codec
 from .decoding import NumberPolicy
@@ -36,7 +37,7 @@ EARLY_STOPPING_MIN_ROWS = 1000
 
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         resolved = torch.device(device)
     except RuntimeError as err:
@@ -45,7 +46,7 @@ def _resolve_device(device: str) -> torch.device:
         ) from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available here")
-    return resolved
+    return local_device(resolved)
 
 
 class _PolicyHandle:
@@ -283,6 +284,20 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     dtype : {"auto", "float32", "bfloat16"}, default="auto"
         Compute precision of the transformer (autocast; weights stay fp32). ``"auto"`` uses
         bfloat16 on GPUs and CPUs that compute it natively, float32 elsewhere.
+    micro_batch_size : int or None, default=None
+        Most rows (SFT) or prompts (RL, each with its ``n_rollouts`` decodes) one forward
+        pass holds, per process. A larger ``batch_size`` is computed in micro-batches whose
+        gradients are accumulated, so the optimizer step sees the gradient of the whole
+        batch (up to float rounding): it caps memory without changing the training. It
+        also caps prediction batches. None computes each batch in one pass.
+    gradient_checkpointing : bool, default=False
+        Recompute the transformer's activations in the backward pass of SFT instead of
+        keeping them: less memory, about a third more compute per step. SFT then encodes
+        each prompt with its target in one pass without a key/value cache (the same
+        result up to float rounding). RL keeps its cached, shared prompt encoding and is
+        not checkpointed: a checkpointed layer cannot keep a cache (its backward replay
+        would write the cache twice), and without one each prompt would be re-encoded for
+        every rollout.
     random_state : int, RandomState instance or None, default=None
         Seeds adapter initialization, batch order and sampling. Fits with the same seed
         give identical predictions on CPU.
@@ -360,6 +375,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         n_samples: int = 16,
         device: str = "auto",
         dtype: str = "auto",
+        micro_batch_size: int | None = None,
+        gradient_checkpointing: bool = False,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -398,6 +415,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.n_samples = n_samples
         self.device = device
         self.dtype = dtype
+        self.micro_batch_size = micro_batch_size
+        self.gradient_checkpointing = gradient_checkpointing
         self.random_state = random_state
         self.verbose = verbose
 
@@ -456,7 +475,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         check_finite_features(X)
         y = np.asarray(y, dtype=np.float64)
         self.n_samples_fit_ = len(y)
-        self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        parallel = data_parallel(_resolve_device(self.device), self.micro_batch_size)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        # One seed for all processes: batch order, splits and samples must agree.
+        self._seed = parallel.broadcast_seed(seed)
         names = getattr(self, "feature_names_in_", None)
         if names is None:
             names = [f"x{i}" for i in range(self.n_features_in_)]
@@ -497,17 +519,26 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         with _forked_torch_rng():
             torch.manual_seed(self._seed)
             policy = handle.build()
-            self.history_ = self._train(policy, prompts, y, codec)
+            adapters = policy.backbone.trainable_parameters()
+            parallel.broadcast_parameters(adapters)
+            parallel.seed_process(self._seed)
+            self.history_ = self._train(policy, prompts, y, codec, parallel)
+            parallel.broadcast_parameters(adapters)
         self.fit_time_ = time.perf_counter() - start
         logger.info("LLMRegressor fitted on %d rows in %.1f s", len(y), self.fit_time_)
 
     def _train(
-        self, policy: NumberPolicy, prompts: list[str], y: np.ndarray, codec: NumberCodec
+        self,
+        policy: NumberPolicy,
+        prompts: list[str],
+        y: np.ndarray,
+        codec: NumberCodec,
+        parallel: DataParallel,
     ) -> list[dict]:
         if codec.constant_:
             logger.info("y is constant: every prediction is %g, the model is not trained", y[0])
             return []
-        train_ids, y_train, validate = self._training_split(policy, prompts, y)
+        train_ids, y_train, validate = self._training_split(policy, prompts, y, parallel)
         rng = np.random.default_rng(self._seed)
         config = SFTConfig(
             epochs=self.sft_epochs,
@@ -515,20 +546,38 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             batch_size=self.batch_size,
             n_iter_no_change=self.n_iter_no_change,
         )
-        history = run_sft(
-            policy, train_ids, codec.encode(y_train), config, rng, validate, self.verbose
-        )
+        # Progress bars from one process only.
+        verbose = self.verbose if parallel.is_main else 0
+        with policy.backbone.gradient_checkpointing(self.gradient_checkpointing):
+            history = run_sft(
+                policy,
+                train_ids,
+                codec.encode(y_train),
+                config,
+                rng,
+                validate,
+                verbose,
+                parallel,
+            )
         if self.rl_algorithm is not None and self.rl_epochs > 0:
-            history += self._run_rl(policy, train_ids, y_train, validate, rng)
+            history += self._run_rl(
+                policy,
+                train_ids,
+                y_train,
+                validate,
+                rng,
+                verbose,
+                parallel,
+            )
         return history
 
     def _training_split(
-        self, policy: NumberPolicy, prompts: list[str], y: np.ndarray
+        self, policy: NumberPolicy, prompts: list[str], y: np.ndarray, parallel: DataParallel
     ) -> tuple[list[list[int]], np.ndarray, Callable[[], float] | None]:
         """Tokenize, hold out the validation rows; return train ids, train y, validator."""
         prompt_ids = policy.backbone.tokenize(prompts)
         is_val = self._validation_rows(len(y))
-        validate = self._validator(policy, prompts, prompt_ids, y, is_val)
+        validate = self._validator(policy, prompts, prompt_ids, y, is_val, parallel)
         train_ids = [ids for ids, val in zip(prompt_ids, is_val, strict=True) if not val]
         return train_ids, y[~is_val], validate
 
@@ -554,16 +603,22 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         prompt_ids: list[list[int]],
         y: np.ndarray,
         is_val: np.ndarray,
+        parallel: DataParallel,
     ) -> Callable[[], float] | None:
-        """Build a function returning the decoded validation RMSE (with predict_mode)."""
+        """Build a function returning the decoded validation RMSE (with predict_mode).
+
+        Each process decodes its share of the validation rows; all get the same RMSE.
+        """
         if not is_val.any():
             return None
-        rows = np.flatnonzero(is_val)
+        all_rows = np.flatnonzero(is_val)
+        rows = all_rows[parallel.shard(len(all_rows))]
         val_prompts, val_ids = [prompts[i] for i in rows], [prompt_ids[i] for i in rows]
 
         def validate() -> float:
             predictions = self._aggregate(self._draw(policy, val_prompts, val_ids, progress=False))
-            return float(np.sqrt(np.mean((predictions - y[rows]) ** 2)))
+            squared = parallel.all_sum(np.array([np.sum((predictions - y[rows]) ** 2)]))
+            return float(np.sqrt(squared[0] / len(all_rows)))
 
         return validate
 
@@ -574,6 +629,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         y_train: np.ndarray,
         validate: Callable[[], float] | None,
         rng: np.random.Generator,
+        verbose: int,
+        parallel: DataParallel,
     ) -> list[dict]:
         config = RLConfig(
             algorithm=self.rl_algorithm,
@@ -590,7 +647,16 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         )
         reward = make_reward(self.reward, self.codec_)
         return run_rl(
-            policy, train_ids, y_train, self.codec_, config, reward, rng, validate, self.verbose
+            policy,
+            train_ids,
+            y_train,
+            self.codec_,
+            config,
+            reward,
+            rng,
+            validate,
+            verbose,
+            parallel,
         )
 
     # ------------------------------------------------------------------------- predict
@@ -619,11 +685,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             prompt_ids = policy.backbone.tokenize(prompts)
         length = self.codec_.length
         out = np.empty((len(prompts), columns))
-        starts = range(0, len(prompts), self.batch_size)
+        size = min(self.batch_size, self.micro_batch_size or self.batch_size)
+        starts = range(0, len(prompts), size)
         for start in tqdm(
             starts, desc="predict", unit="batch", disable=self.verbose <= 0 or not progress
         ):
-            stop = start + self.batch_size
+            stop = start + size
             batch = policy.backbone.collate(prompt_ids[start:stop])
             uniforms = None
             if not greedy:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._distributed import DataParallel
 from ._training import BestState, make_optimizer, minibatches
 from .decoding import NumberPolicy
 
@@ -42,6 +43,7 @@ def run_sft(
     rng: np.random.Generator,
     validate: Callable[[], float] | None = None,
     verbose: int = 0,
+    parallel: DataParallel | None = None,
 ) -> list[dict]:
     """Train the policy's adapters with cross-entropy on the target symbols.
 
@@ -62,6 +64,9 @@ def run_sft(
         restoring the best epoch's weights.
     verbose : int, default=0
         Show a progress bar when > 0.
+    parallel : DataParallel, optional
+        This process's share of each batch (several processes, micro-batches); by default
+        one process computes each batch in one pass.
 
     Returns
     -------
@@ -70,6 +75,7 @@ def run_sft(
         ``time_s``.
     """
     backbone = policy.backbone
+    parallel = parallel or DataParallel()
     steps_per_epoch = -(-len(prompt_ids) // config.batch_size)
     optimizer, scheduler = make_optimizer(backbone, config.lr, steps_per_epoch * config.epochs)
     best = BestState(backbone, config.n_iter_no_change)
@@ -81,19 +87,25 @@ def run_sft(
         backbone.train(True)
         losses = []
         for rows in minibatches(len(prompt_ids), config.batch_size, rng):
-            batch = backbone.collate([prompt_ids[i] for i in rows])
-            scores = policy.score(batch, target_tensor[rows][:, None])
-            loss = -scores.log_probs.mean()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = 0.0
+            # This process's micro-batches; their weighted losses add up to the batch mean.
+            for positions, weight in parallel.micro_batches(len(rows)):
+                part = rows[positions]
+                batch = backbone.collate([prompt_ids[i] for i in part])
+                scores = policy.score(batch, target_tensor[part][:, None])
+                part_loss = -scores.log_probs.mean() * weight
+                part_loss.backward()
+                loss += part_loss.item()
+            parallel.sync_gradients(backbone.trainable_parameters())
             torch.nn.utils.clip_grad_norm_(backbone.trainable_parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
+            losses.append(loss)
         record = {
             "phase": "sft",
             "epoch": epoch,
-            "train_loss": float(np.mean(losses)),
+            "train_loss": float(np.mean(parallel.all_sum(losses))),
             "val_rmse": validate() if validate is not None else None,
             "lr": scheduler.get_last_lr()[0],
             "time_s": time.perf_counter() - start,

@@ -1,9 +1,11 @@
 """Gradient checkpointing of the backbone: the cache-free scoring path it needs."""
 
+import numpy as np
 import pytest
 import torch
 from peft import LoraConfig
 
+from llmregressor import LLMRegressor
 from llmregressor.backbones import LanguageModelBackbone, load_pretrained
 from llmregressor.codecs import NormalizedCodec
 from llmregressor.decoding import NumberPolicy
@@ -60,3 +62,27 @@ def test_decoding_under_checkpointing_keeps_its_cache(policy):
     expected = policy.decode(batch, greedy_columns=1).tokens
     with policy.backbone.gradient_checkpointing():
         torch.testing.assert_close(policy.decode(batch, greedy_columns=1).tokens, expected)
+
+
+def test_fit_with_gradient_checkpointing_matches_without(tiny_model_dir):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(24, 3)).round(2)
+    y = X @ np.array([1.0, 2.0, -1.0])
+    params = dict(
+        model=tiny_model_dir,
+        sft_epochs=2,
+        sft_lr=1e-2,
+        rl_algorithm="remax",
+        rl_epochs=1,
+        batch_size=8,
+        n_samples=4,
+        dtype="float32",
+        random_state=0,
+    )
+    plain = LLMRegressor(**params).fit(X, y)
+    checkpointed = LLMRegressor(**params, gradient_checkpointing=True).fit(X, y)
+    expected = plain._handle.trainable_weights()
+    for name, value in checkpointed._handle.trainable_weights().items():
+        np.testing.assert_allclose(value, expected[name], rtol=0, atol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(checkpointed.predict(X), plain.predict(X))
+    assert not checkpointed._handle.policy.backbone.checkpointing  # off again after SFT
