@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -120,6 +121,11 @@ def validate_params(est: object) -> None:
     if est.micro_batch_size is not None:
         _check_int("micro_batch_size", est.micro_batch_size, 1)
     _check_bool("gradient_checkpointing", est.gradient_checkpointing)
+    if est.checkpoint_dir is not None and not isinstance(est.checkpoint_dir, str | os.PathLike):
+        raise TypeError(f"checkpoint_dir must be a folder path or None, got {est.checkpoint_dir!r}")
+    _check_bool("resume", est.resume)
+    if est.resume and est.checkpoint_dir is None:
+        raise ValueError("resume=True needs a checkpoint_dir to resume from")
     _check_int("verbose", est.verbose, 0)
 
 

@@ -18,6 +18,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
+from ._checkpoint import FitCheckpoints, PhaseCheckpoint, fit_identity
 from ._checks import check_finite_features, validate_params
 from ._distributed import DataParallel, data_parallel, local_device
 from .backbones import LanguageModelBackbone, load_pretrained, resolve_compute_dtype
@@ -298,6 +299,18 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         not checkpointed: a checkpointed layer cannot keep a cache (its backward replay
         would write the cache twice), and without one each prompt would be re-encoded for
         every rollout.
+    checkpoint_dir : str, path-like or None, default=None
+        Folder for per-epoch checkpoints: adapter weights, optimizer and scheduler state,
+        random generator states, phase, epoch and history, after every epoch of each
+        phase (safetensors, JSON and ``torch.save``; each written atomically). A fit with
+        ``resume=False`` replaces the folder's checkpoints. Under several processes only
+        rank 0 writes. Do not share a folder between fits that run at the same time.
+    resume : bool, default=False
+        Continue from the checkpoint in ``checkpoint_dir``, if it holds one, to the same
+        result as an uninterrupted fit. The checkpoint must come from a fit with the same
+        parameters (``device``, ``verbose``, ``micro_batch_size``,
+        ``gradient_checkpointing`` may differ), data and base model; otherwise fit raises
+        a ValueError. Without a checkpoint the fit starts from the beginning.
     random_state : int, RandomState instance or None, default=None
         Seeds adapter initialization, batch order and sampling. Fits with the same seed
         give identical predictions on CPU.
@@ -377,6 +390,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         dtype: str = "auto",
         micro_batch_size: int | None = None,
         gradient_checkpointing: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -417,6 +432,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.dtype = dtype
         self.micro_batch_size = micro_batch_size
         self.gradient_checkpointing = gradient_checkpointing
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
         self.random_state = random_state
         self.verbose = verbose
 
@@ -514,15 +531,22 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         )
         self.serializer_, self.codec_, self._handle = serializer, codec, handle
         prompts = serializer(X)
+        checkpoints = None
+        if self.checkpoint_dir is not None:
+            identity = fit_identity(self.get_params(deep=False), prompts, y)
+            checkpoints = FitCheckpoints(self.checkpoint_dir, identity, parallel)
+            self._seed = checkpoints.open(self.resume, self._seed)
         # Fork the global RNG: peft's adapter init and dropout draw from it, and a fit must
         # neither depend on nor disturb the caller's torch random state.
         with _forked_torch_rng():
             torch.manual_seed(self._seed)
             policy = handle.build()
+            if checkpoints is not None:
+                checkpoints.check_base_model(handle.base_fingerprint)
             adapters = policy.backbone.trainable_parameters()
             parallel.broadcast_parameters(adapters)
             parallel.seed_process(self._seed)
-            self.history_ = self._train(policy, prompts, y, codec, parallel)
+            self.history_ = self._train(policy, prompts, y, codec, parallel, checkpoints)
             parallel.broadcast_parameters(adapters)
         self.fit_time_ = time.perf_counter() - start
         logger.info("LLMRegressor fitted on %d rows in %.1f s", len(y), self.fit_time_)
@@ -534,6 +558,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         y: np.ndarray,
         codec: NumberCodec,
         parallel: DataParallel,
+        checkpoints: FitCheckpoints | None,
     ) -> list[dict]:
         if codec.constant_:
             logger.info("y is constant: every prediction is %g, the model is not trained", y[0])
@@ -558,6 +583,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
                 validate,
                 verbose,
                 parallel,
+                checkpoints.phase("sft") if checkpoints else None,
             )
         if self.rl_algorithm is not None and self.rl_epochs > 0:
             history += self._run_rl(
@@ -568,6 +594,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
                 rng,
                 verbose,
                 parallel,
+                checkpoints.phase("rl") if checkpoints else None,
             )
         return history
 
@@ -631,6 +658,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         rng: np.random.Generator,
         verbose: int,
         parallel: DataParallel,
+        checkpoint: PhaseCheckpoint | None,
     ) -> list[dict]:
         config = RLConfig(
             algorithm=self.rl_algorithm,
@@ -657,6 +685,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             validate,
             verbose,
             parallel,
+            checkpoint,
         )
 
     # ------------------------------------------------------------------------- predict

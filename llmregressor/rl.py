@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._checkpoint import PhaseCheckpoint
 from ._distributed import DataParallel
 from ._training import BestState, make_optimizer, minibatches
 from .codecs import NumberCodec, ScientificCodec
@@ -178,6 +179,7 @@ def run_rl(
     validate: Callable[[], float] | None = None,
     verbose: int = 0,
     parallel: DataParallel | None = None,
+    checkpoint: PhaseCheckpoint | None = None,
 ) -> list[dict]:
     """Improve the policy in place with ReMax or GRPO.
 
@@ -205,6 +207,8 @@ def run_rl(
     parallel : DataParallel, optional
         This process's share of each batch of prompts (several processes,
         micro-batches); by default one process computes each batch in one pass.
+    checkpoint : PhaseCheckpoint, optional
+        Saves the training state after every epoch and resumes from it.
 
     Returns
     -------
@@ -222,7 +226,14 @@ def run_rl(
     true_tokens = codec.encode(y)
     best = BestState(backbone, patience=None)
     history: list[dict] = []
-    if validate is not None:
+    first_epoch, last_epoch = 0, config.epochs
+    resumed = None
+    if checkpoint is not None:
+        resumed = checkpoint.attach(backbone, optimizer, scheduler, best, rng)
+    if resumed is not None:
+        history, first_epoch = resumed.history, resumed.next_epoch
+        last_epoch = first_epoch if resumed.finished else last_epoch
+    elif validate is not None:
         sft_rmse = validate()
         best.update(sft_rmse, epoch=-1)
         history.append({"phase": "rl", "epoch": -1, "val_rmse": sft_rmse, "note": "SFT state"})
@@ -231,7 +242,10 @@ def run_rl(
     logged_keys += ["expert_loss"] * (config.expert_coef > 0)
 
     epochs = tqdm(
-        range(config.epochs), desc=f"RL ({config.algorithm})", unit="epoch", disable=verbose <= 0
+        range(first_epoch, last_epoch),
+        desc=f"RL ({config.algorithm})",
+        unit="epoch",
+        disable=verbose <= 0,
     )
     for epoch in epochs:
         start = time.perf_counter()
@@ -305,6 +319,8 @@ def run_rl(
         logger.info("RL epoch %d: %s", epoch, record)
         if record["val_rmse"] is not None:
             best.update(record["val_rmse"], epoch)
+        if checkpoint is not None:
+            checkpoint.save(epoch, history, finished=epoch + 1 == config.epochs)
     best.restore()
     if best.best_epoch == -1:
         history.append(

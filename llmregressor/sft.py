@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._checkpoint import PhaseCheckpoint
 from ._distributed import DataParallel
 from ._training import BestState, make_optimizer, minibatches
 from .decoding import NumberPolicy
@@ -44,6 +45,7 @@ def run_sft(
     validate: Callable[[], float] | None = None,
     verbose: int = 0,
     parallel: DataParallel | None = None,
+    checkpoint: PhaseCheckpoint | None = None,
 ) -> list[dict]:
     """Train the policy's adapters with cross-entropy on the target symbols.
 
@@ -67,6 +69,8 @@ def run_sft(
     parallel : DataParallel, optional
         This process's share of each batch (several processes, micro-batches); by default
         one process computes each batch in one pass.
+    checkpoint : PhaseCheckpoint, optional
+        Saves the training state after every epoch and resumes from it.
 
     Returns
     -------
@@ -80,8 +84,13 @@ def run_sft(
     optimizer, scheduler = make_optimizer(backbone, config.lr, steps_per_epoch * config.epochs)
     best = BestState(backbone, config.n_iter_no_change)
     target_tensor = torch.as_tensor(targets, dtype=torch.long, device=backbone.device)
-    history = []
-    epochs = tqdm(range(config.epochs), desc="SFT", unit="epoch", disable=verbose <= 0)
+    history, first_epoch, last_epoch = [], 0, config.epochs
+    if checkpoint is not None:
+        resumed = checkpoint.attach(backbone, optimizer, scheduler, best, rng)
+        if resumed is not None:
+            history, first_epoch = resumed.history, resumed.next_epoch
+            last_epoch = first_epoch if resumed.finished else last_epoch
+    epochs = tqdm(range(first_epoch, last_epoch), desc="SFT", unit="epoch", disable=verbose <= 0)
     for epoch in epochs:
         start = time.perf_counter()
         backbone.train(True)
@@ -115,9 +124,11 @@ def run_sft(
         logger.info("SFT epoch %d: %s", epoch, record)
         if record["val_rmse"] is not None:
             best.update(record["val_rmse"], epoch)
-            if best.should_stop:
-                logger.info("SFT early stop after epoch %d (best %s)", epoch, best.best_epoch)
-                break
+        if checkpoint is not None:
+            checkpoint.save(epoch, history, best.should_stop or epoch + 1 == config.epochs)
+        if best.should_stop:
+            logger.info("SFT early stop after epoch %d (best %s)", epoch, best.best_epoch)
+            break
     best.restore()
     if best.best_epoch is not None:
         logger.info("SFT kept epoch %d (val RMSE %.4g)", best.best_epoch, best.best_score)

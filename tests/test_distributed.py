@@ -127,8 +127,11 @@ def test_micro_batches_give_the_full_batch_result(data, tiny_model_dir):
 
 def test_two_process_fit_matches_one_process(data, tiny_model_dir, tmp_path):
     X, y = data
+    checkpoints = tmp_path / "checkpoints"
     np.savez(tmp_path / "data.npz", X=X, y=y)
-    (tmp_path / "params.json").write_text(json.dumps(params(tiny_model_dir)))
+    (tmp_path / "params.json").write_text(
+        json.dumps(params(tiny_model_dir, checkpoint_dir=str(checkpoints)))
+    )
     env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [
@@ -163,6 +166,15 @@ def test_two_process_fit_matches_one_process(data, tiny_model_dir, tmp_path):
     # rounding of a CDF boundary; allow that for one row in ten.
     assert np.mean(ranks[0]["predictions"] != single.predict(X)) <= 0.1
     assert [r["phase"] for r in histories[0]] == [r["phase"] for r in single.history_]
+
+    # Rank 0 wrote the checkpoints; a 1-process fit resumes the finished 2-process fit.
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "fit.json",
+        "rl-epoch-0000",
+        "sft-epoch-0001",
+    ]
+    resumed = LLMRegressor(**params(tiny_model_dir, checkpoint_dir=checkpoints, resume=True))
+    assert_weights_close(weights(resumed.fit(X, y)), rank_weights[0], atol=0)
 
 
 # -------------------------------------------------------- parallel model selection
