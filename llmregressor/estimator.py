@@ -189,6 +189,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     :meth:`save` writes a fitted estimator to a folder (JSON and safetensors, no pickle)
     that :meth:`load` reads back.
 
+    Launched with ``torchrun`` or ``accelerate launch``, :meth:`fit` trains data-parallel
+    across the processes and returns the same estimator in each; only rank 0 writes
+    checkpoints, and only it should write other files. ``micro_batch_size`` and
+    ``gradient_checkpointing`` bound memory; ``checkpoint_dir`` and ``resume`` let an
+    interrupted fit continue (see the scaling page of the documentation).
+
     Parameters
     ----------
     model : str, default="smollm2-135m"
@@ -223,7 +229,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     lora_target_modules : str or list of str, default="all-linear"
         Modules that get adapters (peft's ``target_modules``); the output head never does.
     batch_size : int, default=16
-        Rows per training step and per prediction batch.
+        Rows per training step (over all processes of a multi-process fit together) and
+        per prediction batch.
     sft_epochs : int, default=6
         Maximum epochs of the SFT phase.
     sft_lr : float, default=1e-3
@@ -293,7 +300,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         also caps prediction batches. None computes each batch in one pass.
     gradient_checkpointing : bool, default=False
         Recompute the transformer's activations in the backward pass of SFT instead of
-        keeping them: less memory, about a third more compute per step. SFT then encodes
+        keeping them: less memory, one more forward pass per step. SFT then encodes
         each prompt with its target in one pass without a key/value cache (the same
         result up to float rounding). RL keeps its cached, shared prompt encoding and is
         not checkpointed: a checkpointed layer cannot keep a cache (its backward replay
