@@ -25,6 +25,7 @@ def main(data_path: str, params_path: str, out_dir: str) -> None:
         os.path.join(out_dir, f"rank{dist.get_rank()}.npz"),
         predictions=reg.predict(data["X"]),
         world_size=dist.get_world_size(),
+        device=str(reg._handle.policy.backbone.device),
         history=json.dumps(reg.history_),
         **{f"w/{k}": v for k, v in weights.items()},
     )

@@ -125,13 +125,11 @@ def test_micro_batches_give_the_full_batch_result(data, tiny_model_dir):
 # -------------------------------------------------------------- 2 processes, gloo
 
 
-def test_two_process_fit_matches_one_process(data, tiny_model_dir, tmp_path):
-    X, y = data
-    checkpoints = tmp_path / "checkpoints"
-    np.savez(tmp_path / "data.npz", X=X, y=y)
-    (tmp_path / "params.json").write_text(
-        json.dumps(params(tiny_model_dir, checkpoint_dir=str(checkpoints)))
-    )
+def fit_in_processes(X, y, fit_params, n_processes, folder):
+    """Fit under ``torchrun`` in ``n_processes`` processes; return each rank's outputs."""
+    np.savez(folder / "data.npz", X=X, y=y)
+    (folder / "params.json").write_text(json.dumps(fit_params))
+    # The workers must import this checkout, whatever copy is installed.
     env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [
@@ -139,11 +137,11 @@ def test_two_process_fit_matches_one_process(data, tiny_model_dir, tmp_path):
             "-m",
             "torch.distributed.run",
             "--standalone",
-            "--nproc_per_node=2",
+            f"--nproc_per_node={n_processes}",
             str(WORKER),
-            str(tmp_path / "data.npz"),
-            str(tmp_path / "params.json"),
-            str(tmp_path),
+            str(folder / "data.npz"),
+            str(folder / "params.json"),
+            str(folder),
         ],
         env=env,
         capture_output=True,
@@ -151,8 +149,15 @@ def test_two_process_fit_matches_one_process(data, tiny_model_dir, tmp_path):
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-4000:]
-    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
-    assert int(ranks[0]["world_size"]) == 2
+    return [np.load(folder / f"rank{r}.npz") for r in range(n_processes)]
+
+
+def test_two_process_fit_matches_one_process(data, tiny_model_dir, tmp_path):
+    X, y = data
+    checkpoints = tmp_path / "checkpoints"
+    fit_params = params(tiny_model_dir, checkpoint_dir=str(checkpoints))
+    ranks = fit_in_processes(X, y, fit_params, 2, tmp_path)
+    assert int(ranks[0]["world_size"]) == 2 and str(ranks[0]["device"]) == "cpu"
     rank_weights = [{k[2:]: r[k] for k in r.files if k.startswith("w/")} for r in ranks]
     # Every process returns the same fitted estimator.
     assert_weights_close(rank_weights[1], rank_weights[0], atol=0)
