@@ -150,3 +150,11 @@ def test_resume_needs_a_checkpoint_dir(data, tiny_model_dir):
     X, y = data
     with pytest.raises(ValueError, match="resume=True needs a checkpoint_dir"):
         make(tiny_model_dir, None, resume=True).fit(X, y)
+
+
+def test_a_checkpointed_fit_saves_and_loads(uninterrupted, data, tmp_path):
+    X, _ = data
+    uninterrupted.save(tmp_path / "model")
+    loaded = LLMRegressor.load(tmp_path / "model")
+    assert loaded.checkpoint_dir == uninterrupted.checkpoint_dir  # a Path stays a Path
+    np.testing.assert_array_equal(loaded.predict(X), uninterrupted.predict(X))
