@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -37,6 +38,11 @@ def _check_real(
         raise ValueError(
             f"{name} must be in {left}{low}, {high if high else 'inf'}{right}, got {value}"
         )
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def _check_choice(name: str, value: object, choices: tuple) -> None:
@@ -134,6 +140,14 @@ def validate_params(est: object) -> None:
             f"device must be a string such as 'auto', 'cpu' or 'cuda', got {est.device!r}"
         )
     _check_choice("dtype", est.dtype, ("auto", "float32", "bfloat16"))
+    if est.micro_batch_size is not None:
+        _check_int("micro_batch_size", est.micro_batch_size, 1)
+    _check_bool("gradient_checkpointing", est.gradient_checkpointing)
+    if est.checkpoint_dir is not None and not isinstance(est.checkpoint_dir, str | os.PathLike):
+        raise TypeError(f"checkpoint_dir must be a folder path or None, got {est.checkpoint_dir!r}")
+    _check_bool("resume", est.resume)
+    if est.resume and est.checkpoint_dir is None:
+        raise ValueError("resume=True needs a checkpoint_dir to resume from")
     _check_int("verbose", est.verbose, 0)
 
 

@@ -75,3 +75,18 @@ class BestState:
         """Load the best weights back (no-op if no epoch was scored)."""
         if self._state is not None:
             self.backbone.load_adapter_state(self._state)
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue tracking after a restart (for checkpoints)."""
+        return {
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "epochs_since_best": self._epochs_since_best,
+            "weights": self._state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict`."""
+        self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        self._epochs_since_best = state["epochs_since_best"]
+        self._state = state["weights"]

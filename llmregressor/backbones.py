@@ -25,8 +25,8 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,6 +296,7 @@ class LanguageModelBackbone:
         self._output_embeddings = inner.get_output_embeddings()
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
+        self.checkpointing = False
 
     @property
     def number_embeddings(self) -> torch.Tensor:
@@ -357,6 +358,39 @@ class LanguageModelBackbone:
             "attention_mask": attention_mask.to(self.device),
         }
 
+    @contextmanager
+    def gradient_checkpointing(self, enabled: bool = True) -> Iterator[None]:
+        """Recompute the decoder layers' activations in the backward pass, within the block.
+
+        Training then keeps only each layer's input, not its intermediate activations.
+        Checkpointed layers cannot keep a KV cache (the backward pass replays each layer,
+        which would write its keys and values into the cache a second time), so
+        transformers drops the cache of a checkpointed layer; while this is on, training
+        scores go through :meth:`encode_sequences` instead of :meth:`encode` and
+        :meth:`advance`. Decoding under ``torch.no_grad`` is not checkpointed and keeps
+        its cache.
+
+        Parameters
+        ----------
+        enabled : bool, default=True
+            False makes the block a no-op.
+        """
+        if not enabled:
+            yield
+            return
+        inner = self.model.get_base_model()
+        # Newer transformers renamed gradient_checkpointing_* to activation_checkpointing_*.
+        kind = "activation" if hasattr(inner, "activation_checkpointing_enable") else "gradient"
+        # Non-reentrant checkpointing needs no input that requires grad (the frozen
+        # embeddings give none) and replays dropout with the same masks.
+        getattr(inner, f"{kind}_checkpointing_enable")({"use_reentrant": False})
+        self.checkpointing = True
+        try:
+            yield
+        finally:
+            getattr(inner, f"{kind}_checkpointing_disable")()
+            self.checkpointing = False
+
     def _autocast(self) -> AbstractContextManager:
         return torch.autocast(
             self.device.type,
@@ -384,6 +418,41 @@ class LanguageModelBackbone:
             )
         state = DecodeState(out.cache, mask, position_ids[:, -1] + 1)
         return state, out.last_hidden_state[:, -1].float()
+
+    def encode_sequences(
+        self, batch: dict[str, torch.Tensor], repeats: int, symbols: torch.Tensor
+    ) -> torch.Tensor:
+        """Encode prompts followed by given number symbols in one pass, without a KV cache.
+
+        Gives the hidden states that :meth:`encode` followed by :meth:`advance` gives, for
+        use under :meth:`gradient_checkpointing`.
+
+        Parameters
+        ----------
+        batch : dict of Tensor
+            Left-padded prompts, ``batch`` rows.
+        repeats : int
+            Sequences per prompt.
+        symbols : Tensor of shape (batch * repeats, steps)
+            Codec symbol indices after each prompt, its ``repeats`` sequences consecutive.
+
+        Returns
+        -------
+        hidden : Tensor of shape (batch * repeats, steps + 1, hidden)
+            Hidden states at the last prompt token and at each given token.
+        """
+        token_ids = self.symbol_ids[symbols]
+        mask = batch["attention_mask"].repeat_interleave(repeats, dim=0)
+        mask = torch.cat([mask, mask.new_ones(token_ids.shape)], dim=1)
+        input_ids = batch["input_ids"].repeat_interleave(repeats, dim=0)
+        with self._autocast():
+            out = self._decoder(
+                input_ids=torch.cat([input_ids, token_ids], dim=1),
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=False,
+            )
+        return out.last_hidden_state[:, -(token_ids.shape[1] + 1) :].float()
 
     def expand(self, state: DecodeState, repeats: int) -> DecodeState:
         """Repeat each row ``repeats`` times; the cache is expanded in place.

@@ -199,15 +199,19 @@ class NumberPolicy:
         scores : TokenScores
         """
         n_rows, columns, length = tokens.shape
-        state, hidden = self.backbone.encode(batch)
-        state = self.backbone.expand(state, columns)
         flat = tokens.reshape(n_rows * columns, length)
-        first = hidden.repeat_interleave(columns, dim=0)[:, None]
-        if length > 1:
-            rest = self.backbone.advance(state, flat[:, :-1])
-            hidden_seq = torch.cat([first, rest], dim=1)
+        if getattr(self.backbone, "checkpointing", False) and torch.is_grad_enabled():
+            # Checkpointed layers keep no cache: one pass over prompt and symbols instead.
+            hidden_seq = self.backbone.encode_sequences(batch, columns, flat[:, :-1])
         else:
-            hidden_seq = first
+            state, hidden = self.backbone.encode(batch)
+            state = self.backbone.expand(state, columns)
+            first = hidden.repeat_interleave(columns, dim=0)[:, None]
+            if length > 1:
+                rest = self.backbone.advance(state, flat[:, :-1])
+                hidden_seq = torch.cat([first, rest], dim=1)
+            else:
+                hidden_seq = first
         table = self.log_softmax(hidden_seq, slice(None), temperature)
         chosen = table.gather(-1, flat[..., None])[..., 0]
         probs = table.exp()

@@ -7,6 +7,7 @@ import numbers
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
@@ -15,7 +16,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
+from ._checkpoint import FitCheckpoints, PhaseCheckpoint, fit_identity
 from ._checks import check_finite_features, validate_params
+from ._distributed import DataParallel, data_parallel, local_device
 from .backbone_protocol import BackboneSpec, RowInputs
 from .backbones import LanguageModelSpec
 from .codecs import NumberCodec, make_codec
@@ -37,7 +40,7 @@ EARLY_STOPPING_MIN_ROWS = 1000
 
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         resolved = torch.device(device)
     except RuntimeError as err:
@@ -46,7 +49,7 @@ def _resolve_device(device: str) -> torch.device:
         ) from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available here")
-    return resolved
+    return local_device(resolved)
 
 
 class _PolicyHandle:
@@ -135,6 +138,13 @@ class _PolicyHandle:
         return state
 
 
+def _gradient_checkpointing(backbone: object, enabled: bool) -> AbstractContextManager:
+    """Return the backbone's gradient-checkpointing context (the mlp-decoder has none)."""
+    if hasattr(backbone, "gradient_checkpointing"):
+        return backbone.gradient_checkpointing(enabled)
+    return nullcontext()
+
+
 def _forked_torch_rng():
     """Fork torch's global RNG (CPU and the current CUDA device) for the enclosed block."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -162,6 +172,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     empirical quantiles and :meth:`predict_interval` a central interval of given coverage.
     :meth:`save` writes a fitted estimator to a folder (JSON and safetensors, no pickle)
     that :meth:`load` reads back.
+
+    Launched with ``torchrun`` or ``accelerate launch``, :meth:`fit` trains data-parallel
+    across the processes and returns the same estimator in each; only rank 0 writes
+    checkpoints, and only it should write other files. ``micro_batch_size`` and
+    ``gradient_checkpointing`` bound memory; ``checkpoint_dir`` and ``resume`` let an
+    interrupted fit continue (see the scaling page of the documentation).
 
     Parameters
     ----------
@@ -215,7 +231,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     dropout : float, default=0.1
         Dropout in the MLP encoder and the decoder layers.
     batch_size : int, default=16
-        Rows per training step and per prediction batch.
+        Rows per training step (over all processes of a multi-process fit together) and
+        per prediction batch.
     sft_epochs : int, default=6
         Maximum epochs of the SFT phase.
     sft_lr : float, default=1e-3
@@ -290,6 +307,32 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Compute precision of the LM or of the MLP-decoder network (autocast; weights stay
         fp32). ``"auto"`` uses bfloat16 on GPUs and CPUs that compute it natively, float32
         elsewhere.
+    micro_batch_size : int or None, default=None
+        Most rows (SFT) or prompts (RL, each with its ``n_rollouts`` decodes) one forward
+        pass holds, per process. A larger ``batch_size`` is computed in micro-batches whose
+        gradients are accumulated, so the optimizer step sees the gradient of the whole
+        batch (up to float rounding): it caps memory without changing the training. It
+        also caps prediction batches. None computes each batch in one pass.
+    gradient_checkpointing : bool, default=False
+        Recompute the transformer's activations in the backward pass of SFT instead of
+        keeping them: less memory, one more forward pass per step. SFT then encodes
+        each prompt with its target in one pass without a key/value cache (the same
+        result up to float rounding). RL keeps its cached, shared prompt encoding and is
+        not checkpointed: a checkpointed layer cannot keep a cache (its backward replay
+        would write the cache twice), and without one each prompt would be re-encoded for
+        every rollout. Ignored by the ``mlp-decoder``, whose network is small.
+    checkpoint_dir : str, path-like or None, default=None
+        Folder for per-epoch checkpoints: adapter weights, optimizer and scheduler state,
+        random generator states, phase, epoch and history, after every epoch of each
+        phase (safetensors, JSON and ``torch.save``; each written atomically). A fit with
+        ``resume=False`` replaces the folder's checkpoints. Under several processes only
+        rank 0 writes. Do not share a folder between fits that run at the same time.
+    resume : bool, default=False
+        Continue from the checkpoint in ``checkpoint_dir``, if it holds one, to the same
+        result as an uninterrupted fit. The checkpoint must come from a fit with the same
+        parameters (``device``, ``verbose``, ``micro_batch_size``,
+        ``gradient_checkpointing`` may differ), data and base model; otherwise fit raises
+        a ValueError. Without a checkpoint the fit starts from the beginning.
     random_state : int, RandomState instance or None, default=None
         Seeds adapter initialization, batch order and sampling. Fits with the same seed
         give identical predictions on CPU.
@@ -377,6 +420,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         n_samples: int = 16,
         device: str = "auto",
         dtype: str = "auto",
+        micro_batch_size: int | None = None,
+        gradient_checkpointing: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -423,6 +470,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.n_samples = n_samples
         self.device = device
         self.dtype = dtype
+        self.micro_batch_size = micro_batch_size
+        self.gradient_checkpointing = gradient_checkpointing
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
         self.random_state = random_state
         self.verbose = verbose
 
@@ -481,7 +532,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         check_finite_features(X)
         y = np.asarray(y, dtype=np.float64)
         self.n_samples_fit_ = len(y)
-        self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        parallel = data_parallel(_resolve_device(self.device), self.micro_batch_size)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        # One seed for all processes: batch order, splits and samples must agree.
+        self._seed = parallel.broadcast_seed(seed)
         codec = make_codec(
             self.number_format,
             base=self.base,
@@ -496,12 +550,24 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             self.serializer_ = spec.serializer
         self.codec_ = codec
         self._handle = _PolicyHandle(spec, codec.allowed_mask(), self.device)
+        checkpoints = None
+        if self.checkpoint_dir is not None:
+            identity = fit_identity(self.get_params(deep=False), X, y)
+            checkpoints = FitCheckpoints(self.checkpoint_dir, identity, parallel)
+            self._seed = checkpoints.open(self.resume, self._seed)
         # Fork the global RNG: weight init and dropout draw from it, and a fit must
         # neither depend on nor disturb the caller's torch random state.
         with _forked_torch_rng():
             torch.manual_seed(self._seed)
             policy = self._handle.build()
-            self.history_ = self._train(policy, policy.backbone.row_inputs(X), y, codec)
+            if checkpoints is not None:
+                checkpoints.check_base_model(getattr(spec, "base_fingerprint", None))
+            weights = policy.backbone.trainable_parameters()
+            parallel.broadcast_parameters(weights)
+            parallel.seed_process(self._seed)
+            inputs = policy.backbone.row_inputs(X)
+            self.history_ = self._train(policy, inputs, y, codec, parallel, checkpoints)
+            parallel.broadcast_parameters(weights)
         self.fit_time_ = time.perf_counter() - start
         logger.info("LLMRegressor fitted on %d rows in %.1f s", len(y), self.fit_time_)
 
@@ -543,12 +609,18 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         return LanguageModelSpec(self.model, lora, codec.symbols, self.dtype, serializer)
 
     def _train(
-        self, policy: NumberPolicy, inputs: RowInputs, y: np.ndarray, codec: NumberCodec
+        self,
+        policy: NumberPolicy,
+        inputs: RowInputs,
+        y: np.ndarray,
+        codec: NumberCodec,
+        parallel: DataParallel,
+        checkpoints: FitCheckpoints | None,
     ) -> list[dict]:
         if codec.constant_:
             logger.info("y is constant: every prediction is %g, the model is not trained", y[0])
             return []
-        train_items, y_train, validate = self._training_split(policy, inputs, y)
+        train_items, y_train, validate = self._training_split(policy, inputs, y, parallel)
         rng = np.random.default_rng(self._seed)
         config = SFTConfig(
             epochs=self.sft_epochs,
@@ -559,19 +631,39 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
                 self.sft_loss, self.sft_loss_weight, codec.symbols, codec.allowed_mask()
             ),
         )
-        history = run_sft(
-            policy, train_items, codec.encode(y_train), config, rng, validate, self.verbose
-        )
+        # Progress bars from one process only.
+        verbose = self.verbose if parallel.is_main else 0
+        with _gradient_checkpointing(policy.backbone, self.gradient_checkpointing):
+            history = run_sft(
+                policy,
+                train_items,
+                codec.encode(y_train),
+                config,
+                rng,
+                validate,
+                verbose,
+                parallel,
+                checkpoints.phase("sft") if checkpoints else None,
+            )
         if self.rl_algorithm is not None and self.rl_epochs > 0:
-            history += self._run_rl(policy, train_items, y_train, validate, rng)
+            history += self._run_rl(
+                policy,
+                train_items,
+                y_train,
+                validate,
+                rng,
+                verbose,
+                parallel,
+                checkpoints.phase("rl") if checkpoints else None,
+            )
         return history
 
     def _training_split(
-        self, policy: NumberPolicy, inputs: RowInputs, y: np.ndarray
+        self, policy: NumberPolicy, inputs: RowInputs, y: np.ndarray, parallel: DataParallel
     ) -> tuple[Sequence[object], np.ndarray, Callable[[], float] | None]:
         """Hold out the validation rows; return train model inputs, train y, validator."""
         is_val = self._validation_rows(len(y))
-        validate = self._validator(policy, inputs, y, is_val)
+        validate = self._validator(policy, inputs, y, is_val, parallel)
         return inputs.take(np.flatnonzero(~is_val)).items, y[~is_val], validate
 
     def _validation_rows(self, n_rows: int) -> np.ndarray:
@@ -590,17 +682,27 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         return is_val
 
     def _validator(
-        self, policy: NumberPolicy, inputs: RowInputs, y: np.ndarray, is_val: np.ndarray
+        self,
+        policy: NumberPolicy,
+        inputs: RowInputs,
+        y: np.ndarray,
+        is_val: np.ndarray,
+        parallel: DataParallel,
     ) -> Callable[[], float] | None:
-        """Build a function returning the decoded validation RMSE (with predict_mode)."""
+        """Build a function returning the decoded validation RMSE (with predict_mode).
+
+        Each process decodes its share of the validation rows; all get the same RMSE.
+        """
         if not is_val.any():
             return None
-        rows = np.flatnonzero(is_val)
+        all_rows = np.flatnonzero(is_val)
+        rows = all_rows[parallel.shard(len(all_rows))]
         val_inputs = inputs.take(rows)
 
         def validate() -> float:
             predictions = self._aggregate(self._draw(policy, val_inputs, progress=False))
-            return float(np.sqrt(np.mean((predictions - y[rows]) ** 2)))
+            squared = parallel.all_sum(np.array([np.sum((predictions - y[rows]) ** 2)]))
+            return float(np.sqrt(squared[0] / len(all_rows)))
 
         return validate
 
@@ -611,6 +713,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         y_train: np.ndarray,
         validate: Callable[[], float] | None,
         rng: np.random.Generator,
+        verbose: int,
+        parallel: DataParallel,
+        checkpoint: PhaseCheckpoint | None,
     ) -> list[dict]:
         config = RLConfig(
             algorithm=self.rl_algorithm,
@@ -627,7 +732,17 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         )
         reward = make_reward(self.reward, self.codec_)
         return run_rl(
-            policy, train_items, y_train, self.codec_, config, reward, rng, validate, self.verbose
+            policy,
+            train_items,
+            y_train,
+            self.codec_,
+            config,
+            reward,
+            rng,
+            validate,
+            verbose,
+            parallel,
+            checkpoint,
         )
 
     # ------------------------------------------------------------------------- predict
@@ -654,11 +769,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             return np.full((len(inputs), columns), self.codec_.mean_)
         length = self.codec_.length
         out = np.empty((len(inputs), columns))
-        starts = range(0, len(inputs), self.batch_size)
+        size = min(self.batch_size, self.micro_batch_size or self.batch_size)
+        starts = range(0, len(inputs), size)
         for start in tqdm(
             starts, desc="predict", unit="batch", disable=self.verbose <= 0 or not progress
         ):
-            stop = start + self.batch_size
+            stop = start + size
             batch = policy.backbone.collate(inputs.items[start:stop])
             uniforms = None
             if not greedy:

@@ -176,6 +176,9 @@ def _param_to_json(name: str, value: object) -> object:
     if isinstance(value, list | tuple) and all(isinstance(v, _SCALARS) for v in value):
         # JSON has no tuple; tag it so get_params() round-trips exactly.
         return {"tuple": list(value)} if isinstance(value, tuple) else list(value)
+    if isinstance(value, os.PathLike):
+        # A folder (checkpoint_dir), tagged so that it loads back as a Path.
+        return {"path": os.fspath(value)}
     if name == "reward" and callable(value):
         hint = (
             "A callable cannot be stored without pickle, and loading must never run code. The "
@@ -198,7 +201,7 @@ def _param_to_json(name: str, value: object) -> object:
 
 def _param_from_json(value: object) -> object:
     if isinstance(value, dict):
-        return tuple(value["tuple"])
+        return Path(value["path"]) if "path" in value else tuple(value["tuple"])
     return value
 
 

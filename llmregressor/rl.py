@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._checkpoint import PhaseCheckpoint
+from ._distributed import DataParallel
 from ._training import BestState, make_optimizer, minibatches
 from .codecs import NumberCodec, ScientificCodec
 from .decoding import NumberPolicy
@@ -177,6 +179,8 @@ def run_rl(
     rng: np.random.Generator,
     validate: Callable[[], float] | None = None,
     verbose: int = 0,
+    parallel: DataParallel | None = None,
+    checkpoint: PhaseCheckpoint | None = None,
 ) -> list[dict]:
     """Improve the policy in place with ReMax or GRPO.
 
@@ -201,6 +205,11 @@ def run_rl(
         state (possibly the SFT one) is restored at the end.
     verbose : int, default=0
         Progress bar when > 0.
+    parallel : DataParallel, optional
+        This process's share of each batch of prompts (several processes,
+        micro-batches); by default one process computes each batch in one pass.
+    checkpoint : PhaseCheckpoint, optional
+        Saves the training state after every epoch and resumes from it.
 
     Returns
     -------
@@ -209,6 +218,7 @@ def run_rl(
         expert loss, lr) and ``phase="rl"`` epoch records (``val_rmse``).
     """
     backbone = policy.backbone
+    parallel = parallel or DataParallel()
     remax = config.algorithm == "remax"
     steps_per_epoch = -(-len(row_inputs) // config.batch_size)
     total_updates = steps_per_epoch * config.epochs * (1 if remax else config.updates_per_batch)
@@ -217,63 +227,76 @@ def run_rl(
     true_tokens = codec.encode(y)
     best = BestState(backbone, patience=None)
     history: list[dict] = []
-    if validate is not None:
+    first_epoch, last_epoch = 0, config.epochs
+    resumed = None
+    if checkpoint is not None:
+        resumed = checkpoint.attach(backbone, optimizer, scheduler, best, rng)
+    if resumed is not None:
+        history, first_epoch = resumed.history, resumed.next_epoch
+        last_epoch = first_epoch if resumed.finished else last_epoch
+    elif validate is not None:
         sft_rmse = validate()
         best.update(sft_rmse, epoch=-1)
         history.append({"phase": "rl", "epoch": -1, "val_rmse": sft_rmse, "note": "SFT state"})
+    # Logged by every update; a process without rows in a batch still joins the average.
+    logged_keys = ["entropy"] + ["kl"] * (reference is not None)
+    logged_keys += ["expert_loss"] * (config.expert_coef > 0)
 
     epochs = tqdm(
-        range(config.epochs), desc=f"RL ({config.algorithm})", unit="epoch", disable=verbose <= 0
+        range(first_epoch, last_epoch),
+        desc=f"RL ({config.algorithm})",
+        unit="epoch",
+        disable=verbose <= 0,
     )
     for epoch in epochs:
         start = time.perf_counter()
         for rows in minibatches(len(row_inputs), config.batch_size, rng):
-            batch = backbone.collate([row_inputs[i] for i in rows])
-            uniforms = torch.as_tensor(
-                rng.random((len(rows), config.n_rollouts, codec.length)), device=backbone.device
-            )
-            rollout = policy.decode(batch, uniforms, int(remax), config.temperature)
-            tokens = rollout.tokens.cpu().numpy()
-            rewards = reward_fn(codec.decode(tokens), y[rows][:, None])
-            if remax:
-                advantages = remax_advantages(rewards[:, 1:], rewards[:, 0])
-                sampled = rollout.tokens[:, 1:]
-                old_log_probs = rollout.log_probs[:, 1:]
-                rewards = rewards[:, 1:]
-            else:
-                advantages = grpo_advantages(rewards, scale=config.scale_rewards == "group")
-                sampled, old_log_probs = rollout.tokens, rollout.log_probs
-            expert = None
-            if config.expert_coef > 0:
-                flat = sampled.reshape(-1, codec.length).cpu().numpy()
-                expert = codec.expert_targets(
-                    flat, np.repeat(true_tokens[rows], sampled.shape[1], 0)
-                )
-                expert = torch.as_tensor(expert, device=backbone.device).reshape(sampled.shape)
-            ref_log_probs = None
-            if reference is not None:
-                with torch.no_grad(), _adapter_weights(policy, reference):
-                    ref_log_probs = policy.score(batch, sampled, config.temperature).log_probs
-            advantage_t = torch.as_tensor(advantages, dtype=torch.float32, device=backbone.device)
-            for _ in range(1 if remax else config.updates_per_batch):
-                step = _policy_step(
+            # Drawn for the whole batch on every process, then sliced: the samples do not
+            # depend on how many processes or micro-batches share the batch.
+            uniforms = rng.random((len(rows), config.n_rollouts, codec.length))
+            parts = [
+                _roll_out(
                     policy,
-                    batch,
-                    sampled,
-                    old_log_probs,
-                    advantage_t,
-                    ref_log_probs,
-                    expert,
+                    [row_inputs[i] for i in rows[positions]],
+                    y[rows[positions]],
+                    true_tokens[rows[positions]],
+                    uniforms[positions],
+                    positions,
+                    weight,
+                    codec,
                     config,
-                    remax,
+                    reward_fn,
+                    reference,
                 )
+                for positions, weight in parallel.micro_batches(len(rows))
+            ]
+            for _ in range(1 if remax else config.updates_per_batch):
                 optimizer.zero_grad(set_to_none=True)
-                step.pop("loss").backward()
+                logged = np.zeros(len(logged_keys))
+                for part in parts:
+                    step = _policy_step(
+                        policy,
+                        part.batch,
+                        part.sampled,
+                        part.old_log_probs,
+                        part.advantages,
+                        part.ref_log_probs,
+                        part.expert,
+                        config,
+                        remax,
+                    )
+                    (part.weight * step.pop("loss")).backward()
+                    logged += part.weight * np.array([step[k] for k in logged_keys])
+                parallel.sync_gradients(backbone.trainable_parameters())
                 torch.nn.utils.clip_grad_norm_(
                     backbone.trainable_parameters(), config.max_grad_norm
                 )
                 optimizer.step()
                 scheduler.step()
+            rewards = np.zeros((len(rows), config.n_rollouts))
+            for part in parts:
+                rewards[part.positions] = part.rewards
+            rewards = parallel.all_sum(rewards)
             spread = rewards.max(axis=1) - rewards.min(axis=1)
             history.append(
                 {
@@ -282,7 +305,7 @@ def run_rl(
                     "reward_mean": float(rewards.mean()),
                     "reward_std": float(rewards.std()),
                     "zero_spread_share": float(np.mean(spread == 0)),
-                    **step,
+                    **dict(zip(logged_keys, map(float, parallel.all_sum(logged)), strict=True)),
                     "lr": scheduler.get_last_lr()[0],
                 }
             )
@@ -297,6 +320,8 @@ def run_rl(
         logger.info("RL epoch %d: %s", epoch, record)
         if record["val_rmse"] is not None:
             best.update(record["val_rmse"], epoch)
+        if checkpoint is not None:
+            checkpoint.save(epoch, history, finished=epoch + 1 == config.epochs)
     best.restore()
     if best.best_epoch == -1:
         history.append(
@@ -308,6 +333,73 @@ def run_rl(
         )
         logger.info("RL never beat the SFT state on validation; SFT state kept")
     return history
+
+
+@dataclass
+class _RolloutPart:
+    """One micro-batch of a step's rollouts, kept for every update on that batch."""
+
+    positions: np.ndarray
+    weight: float
+    batch: dict[str, torch.Tensor]
+    sampled: torch.Tensor
+    old_log_probs: torch.Tensor
+    advantages: torch.Tensor
+    rewards: np.ndarray
+    ref_log_probs: torch.Tensor | None
+    expert: torch.Tensor | None
+
+
+def _roll_out(
+    policy: NumberPolicy,
+    row_inputs: Sequence[object],
+    y: np.ndarray,
+    true_tokens: np.ndarray,
+    uniforms: np.ndarray,
+    positions: np.ndarray,
+    weight: float,
+    codec: NumberCodec,
+    config: RLConfig,
+    reward_fn: RewardFn,
+    reference: dict[str, torch.Tensor] | None,
+) -> _RolloutPart:
+    """Decode, reward and score the rollouts of one micro-batch of rows."""
+    backbone = policy.backbone
+    remax = config.algorithm == "remax"
+    batch = backbone.collate(row_inputs)
+    rollout = policy.decode(
+        batch, torch.as_tensor(uniforms, device=backbone.device), int(remax), config.temperature
+    )
+    tokens = rollout.tokens.cpu().numpy()
+    rewards = reward_fn(codec.decode(tokens), y[:, None])
+    if remax:
+        advantages = remax_advantages(rewards[:, 1:], rewards[:, 0])
+        sampled = rollout.tokens[:, 1:]
+        old_log_probs = rollout.log_probs[:, 1:]
+        rewards = rewards[:, 1:]
+    else:
+        advantages = grpo_advantages(rewards, scale=config.scale_rewards == "group")
+        sampled, old_log_probs = rollout.tokens, rollout.log_probs
+    expert = None
+    if config.expert_coef > 0:
+        flat = sampled.reshape(-1, codec.length).cpu().numpy()
+        expert = codec.expert_targets(flat, np.repeat(true_tokens, sampled.shape[1], 0))
+        expert = torch.as_tensor(expert, device=backbone.device).reshape(sampled.shape)
+    ref_log_probs = None
+    if reference is not None:
+        with torch.no_grad(), _adapter_weights(policy, reference):
+            ref_log_probs = policy.score(batch, sampled, config.temperature).log_probs
+    return _RolloutPart(
+        positions,
+        weight,
+        batch,
+        sampled,
+        old_log_probs,
+        torch.as_tensor(advantages, dtype=torch.float32, device=backbone.device),
+        rewards,
+        ref_log_probs,
+        expert,
+    )
 
 
 def _policy_step(

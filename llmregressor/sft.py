@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._checkpoint import PhaseCheckpoint
+from ._distributed import DataParallel
 from ._training import BestState, make_optimizer, minibatches
 from .decoding import NumberPolicy
 from .token_losses import SFTLoss
@@ -45,6 +47,8 @@ def run_sft(
     rng: np.random.Generator,
     validate: Callable[[], float] | None = None,
     verbose: int = 0,
+    parallel: DataParallel | None = None,
+    checkpoint: PhaseCheckpoint | None = None,
 ) -> list[dict]:
     """Train the policy's trainable weights with a token-level loss on the target symbols.
 
@@ -66,6 +70,11 @@ def run_sft(
         restoring the best epoch's weights.
     verbose : int, default=0
         Show a progress bar when > 0.
+    parallel : DataParallel, optional
+        This process's share of each batch (several processes, micro-batches); by default
+        one process computes each batch in one pass.
+    checkpoint : PhaseCheckpoint, optional
+        Saves the training state after every epoch and resumes from it.
 
     Returns
     -------
@@ -74,51 +83,67 @@ def run_sft(
         ``time_s``; with a number-aware loss also ``train_ce`` and ``train_term``.
     """
     backbone = policy.backbone
+    parallel = parallel or DataParallel()
     steps_per_epoch = -(-len(row_inputs) // config.batch_size)
     optimizer, scheduler = make_optimizer(backbone, config.lr, steps_per_epoch * config.epochs)
     best = BestState(backbone, config.n_iter_no_change)
     target_tensor = torch.as_tensor(targets, dtype=torch.long, device=backbone.device)
-    history = []
-    epochs = tqdm(range(config.epochs), desc="SFT", unit="epoch", disable=verbose <= 0)
+    history, first_epoch, last_epoch = [], 0, config.epochs
+    if checkpoint is not None:
+        resumed = checkpoint.attach(backbone, optimizer, scheduler, best, rng)
+        if resumed is not None:
+            history, first_epoch = resumed.history, resumed.next_epoch
+            last_epoch = first_epoch if resumed.finished else last_epoch
+    epochs = tqdm(range(first_epoch, last_epoch), desc="SFT", unit="epoch", disable=verbose <= 0)
     for epoch in epochs:
         start = time.perf_counter()
         backbone.train(True)
         losses, terms = [], []
         for rows in minibatches(len(row_inputs), config.batch_size, rng):
-            batch = backbone.collate([row_inputs[i] for i in rows])
-            targets = target_tensor[rows][:, None]
-            scores = policy.score(batch, targets)
-            if config.loss is None:
-                loss, term = -scores.log_probs.mean(), None
-            else:
-                loss, term = config.loss(scores.table, targets)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, term = 0.0, None
+            # This process's micro-batches; their weighted losses add up to the batch mean.
+            for positions, weight in parallel.micro_batches(len(rows)):
+                part = rows[positions]
+                batch = backbone.collate([row_inputs[i] for i in part])
+                part_targets = target_tensor[part][:, None]
+                scores = policy.score(batch, part_targets)
+                if config.loss is None:
+                    part_loss, part_term = -scores.log_probs.mean(), None
+                else:
+                    part_loss, part_term = config.loss(scores.table, part_targets)
+                if part_term is not None:
+                    term = (term or 0.0) + part_term.item() * weight
+                (part_loss * weight).backward()
+                loss += part_loss.item() * weight
+            parallel.sync_gradients(backbone.trainable_parameters())
             torch.nn.utils.clip_grad_norm_(backbone.trainable_parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
+            losses.append(loss)
             if term is not None:
-                terms.append(term.item())
+                terms.append(term)
         record = {
             "phase": "sft",
             "epoch": epoch,
-            "train_loss": float(np.mean(losses)),
+            "train_loss": float(np.mean(parallel.all_sum(losses))),
             "val_rmse": validate() if validate is not None else None,
             "lr": scheduler.get_last_lr()[0],
             "time_s": time.perf_counter() - start,
         }
         if terms:
-            record["train_term"] = float(np.mean(terms))
+            record["train_term"] = float(np.mean(parallel.all_sum(terms)))
             record["train_ce"] = record["train_loss"] - config.loss.weight * record["train_term"]
         history.append(record)
         epochs.set_postfix(loss=f"{record['train_loss']:.3f}", val_rmse=record["val_rmse"])
         logger.info("SFT epoch %d: %s", epoch, record)
         if record["val_rmse"] is not None:
             best.update(record["val_rmse"], epoch)
-            if best.should_stop:
-                logger.info("SFT early stop after epoch %d (best %s)", epoch, best.best_epoch)
-                break
+        if checkpoint is not None:
+            checkpoint.save(epoch, history, best.should_stop or epoch + 1 == config.epochs)
+        if best.should_stop:
+            logger.info("SFT early stop after epoch %d (best %s)", epoch, best.best_epoch)
+            break
     best.restore()
     if best.best_epoch is not None:
         logger.info("SFT kept epoch %d (val RMSE %.4g)", best.best_epoch, best.best_score)

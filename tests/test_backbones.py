@@ -1,0 +1,88 @@
+"""Gradient checkpointing of the backbone: the cache-free scoring path it needs."""
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig
+
+from llmregressor import LLMRegressor
+from llmregressor.backbones import LanguageModelBackbone, load_pretrained
+from llmregressor.codecs import NormalizedCodec
+from llmregressor.decoding import NumberPolicy
+
+PROMPTS = ["a is 1, b is red\nThe target is ", "a is 22\nThe target is ", "b is x\nThe target is "]
+
+
+@pytest.fixture
+def policy(tiny_model_dir):
+    torch.manual_seed(0)
+    codec = NormalizedCodec(4, 3)
+    causal_lm, tokenizer = load_pretrained(tiny_model_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    backbone = LanguageModelBackbone(
+        causal_lm, tokenizer, codec.symbols, config, torch.device("cpu")
+    )
+    return NumberPolicy(backbone, codec.allowed_mask())
+
+
+def scores_and_grads(policy, tokens):
+    backbone = policy.backbone
+    backbone.train(True)
+    for parameter in backbone.trainable_parameters():
+        parameter.grad = None
+    batch = backbone.collate(backbone.tokenize(PROMPTS))
+    log_probs = policy.score(batch, tokens).log_probs
+    log_probs.sum().backward()
+    return log_probs.detach(), [p.grad.clone() for p in backbone.trainable_parameters()]
+
+
+@pytest.mark.parametrize("columns", [1, 3])
+def test_checkpointed_scores_match_the_cached_path(policy, columns):
+    tokens = torch.randint(0, 4, (len(PROMPTS), columns, policy.length))
+    expected, expected_grads = scores_and_grads(policy, tokens)
+    mlp = policy.backbone._decoder.layers[0].mlp
+    calls = []
+    # A pre-hook: the replay stops early, once it has what backward needs, before the
+    # module returns (so a forward hook would not see it).
+    hook = mlp.register_forward_pre_hook(lambda *args: calls.append(1))
+    with policy.backbone.gradient_checkpointing():
+        assert policy.backbone.checkpointing
+        actual, grads = scores_and_grads(policy, tokens)
+    hook.remove()
+    assert not policy.backbone.checkpointing
+    # One forward pass, and its replay in the backward pass: the layer was checkpointed.
+    assert len(calls) == 2
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_decoding_under_checkpointing_keeps_its_cache(policy):
+    batch = policy.backbone.collate(policy.backbone.tokenize(PROMPTS))
+    expected = policy.decode(batch, greedy_columns=1).tokens
+    with policy.backbone.gradient_checkpointing():
+        torch.testing.assert_close(policy.decode(batch, greedy_columns=1).tokens, expected)
+
+
+def test_fit_with_gradient_checkpointing_matches_without(tiny_model_dir):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(24, 3)).round(2)
+    y = X @ np.array([1.0, 2.0, -1.0])
+    params = dict(
+        model=tiny_model_dir,
+        sft_epochs=2,
+        sft_lr=1e-2,
+        rl_algorithm="remax",
+        rl_epochs=1,
+        batch_size=8,
+        n_samples=4,
+        dtype="float32",
+        random_state=0,
+    )
+    plain = LLMRegressor(**params).fit(X, y)
+    checkpointed = LLMRegressor(**params, gradient_checkpointing=True).fit(X, y)
+    expected = plain._handle.trainable_weights()
+    for name, value in checkpointed._handle.trainable_weights().items():
+        np.testing.assert_allclose(value, expected[name], rtol=0, atol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(checkpointed.predict(X), plain.predict(X))
+    assert not checkpointed._handle.policy.backbone.checkpointing  # off again after SFT
