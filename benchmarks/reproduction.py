@@ -42,6 +42,7 @@ import public_datasets
 from _report import markdown_table, write_section
 from llmregressor import LLMRegressor
 from llmregressor.features import make_feature_preprocessor
+from llmregressor.metrics import interval_coverage
 
 TEST_FRACTION = 0.2
 # SFT: the paper's AdamW + warm-up + cosine schedule at the estimator's default lr, batch 64
@@ -58,6 +59,7 @@ RL_BATCH_SIZE = 64
 N_ROLLOUTS = 4
 EXPERT_COEF = 0.05  # the paper's tabular lambda
 N_SAMPLES = 16  # predictions are the mean of 16 samples (the estimator's default)
+COVERAGES = (0.8, 0.9)
 EFFICIENCY_N = (1, 4, 16, 64)
 
 SFT_LOSSES = {"CE": "ce", "NTL-MSE": "ntl-mse", "NTL-WAS": "ntl-was", "DIST": "dist"}
@@ -206,6 +208,11 @@ def sampling_efficiency(
     for n in EFFICIENCY_N:
         for name, aggregate in (("mean", np.mean), ("median", np.median)):
             scores[(name, str(n))] = z_rmse(aggregate(draws[:, :n], axis=1), y_test, y_train)
+    # Central intervals as predict_interval() draws them with the default n_samples.
+    for coverage in COVERAGES:
+        tail = (1 - coverage) / 2
+        bounds = np.quantile(draws[:, :N_SAMPLES], [tail, 1 - tail], axis=1).T
+        scores[("coverage", f"{coverage:g}")] = interval_coverage(y_test, bounds)
     return scores
 
 
@@ -284,6 +291,18 @@ def accuracy_tables(results: dict) -> str:
         + "\n\nPer dataset, mean ± std over seeds:\n\n"
         + markdown_table(["dataset", "model"] + columns, rows)
     )
+
+
+def coverage_table(efficiency: dict) -> str:
+    """Empirical coverage of the central intervals, CE vs ReMax, mean over seeds."""
+    keys = [("coverage", f"{c:g}") for c in COVERAGES]
+    rows = [
+        [d, m] + [float(np.mean([s[k] for s in efficiency[d][m]])) for k in keys]
+        for d in efficiency
+        for m in ("CE", "ReMax")
+    ]
+    header = ["dataset", "model"] + [f"{c:.0%} interval" for c in COVERAGES]
+    return markdown_table(header, rows)
 
 
 def efficiency_table(efficiency: dict) -> str:
@@ -379,7 +398,11 @@ def main() -> None:
         + " fits.\n\n"
         + accuracy_tables(results)
         + "\n\nSampling efficiency: test RMSE (standardized) of the greedy decode and of the "
-        "mean / median of the first N samples, mean over seeds.\n\n" + efficiency_table(efficiency)
+        "mean / median of the first N samples, mean over seeds.\n\n"
+        + efficiency_table(efficiency)
+        + "\n\nInterval coverage: share of test targets inside the central 80% / 90% "
+        f"interval of {N_SAMPLES} samples (what predict_interval returns by default), before "
+        "(CE) and after RL (ReMax), mean over seeds.\n\n" + coverage_table(efficiency)
     )
     if args.quick:
         body += (

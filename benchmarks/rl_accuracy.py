@@ -39,6 +39,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 import public_datasets
 from _report import markdown_table, write_section
 from llmregressor import LLMRegressor
+from llmregressor._distributed import DataParallel
 from llmregressor.metrics import interval_coverage
 
 
@@ -62,12 +63,22 @@ def continue_with_rl(sft: LLMRegressor, algorithm: str, X, y) -> LLMRegressor:
     reg.set_params(rl_algorithm=algorithm)
     policy = reg._handle.policy
     y = np.asarray(y, dtype=float)
-    train_items, y_train, validate = reg._training_split(policy, reg._row_inputs(X), y)
+    single_process = DataParallel()
+    train_items, y_train, validate = reg._training_split(
+        policy, reg._row_inputs(X), y, single_process
+    )
     start = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(reg._seed)
         rl_history = reg._run_rl(
-            policy, train_items, y_train, validate, np.random.default_rng(reg._seed + 1)
+            policy,
+            train_items,
+            y_train,
+            validate,
+            np.random.default_rng(reg._seed + 1),
+            reg.verbose,
+            single_process,
+            None,
         )
     reg.history_ = reg.history_ + rl_history
     reg.fit_time_ = sft.fit_time_ + time.perf_counter() - start
