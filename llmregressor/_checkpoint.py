@@ -87,9 +87,10 @@ def fit_identity(params: dict, X: np.ndarray, y: np.ndarray) -> dict:
         SHA-256 of the rows and targets).
     """
     digest = hashlib.sha256()
-    # repr() writes floats exactly and tells strings, numbers and None apart.
-    for row in X.tolist():
-        digest.update(repr(row).encode("utf-8") + b"\0")
+    # repr() writes floats exactly and tells strings, numbers and None apart. Row by row,
+    # so that no Python copy of the whole table is ever built.
+    for row in X:
+        digest.update(repr(row.tolist()).encode("utf-8") + b"\0")
     digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
     described = {k: _describe(v) for k, v in params.items() if k not in RESUMABLE_CHANGES}
     return {"params": described, "data": digest.hexdigest()}
