@@ -10,23 +10,33 @@ prediction only ever talk to a backbone through this interface. Two implementati
   LoRA adapters reading the serialized row as a prompt;
 - :class:`~llmregressor.mlp_decoder.MLPDecoderBackbone`: the paper's from-scratch MLP
   encoder of the preprocessed feature vector plus a small causal Transformer decoder.
+
+Rows become model inputs only when they are needed: :class:`RowInputs` keeps row numbers
+and encodes the rows of upcoming batches a chunk at a time, so neither training nor
+prediction holds every row's prompt, token ids or feature vector at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-__all__ = ["Backbone", "BackboneSpec", "RowInputs"]
+__all__ = ["ENCODE_CHUNK_ROWS", "Backbone", "BackboneSpec", "EncodedRows", "RowInputs"]
+
+
+# Rows one call of :meth:`Backbone.encode_rows` turns into model inputs while training or
+# predicting: enough that the per-call overhead (tokenizer, scikit-learn's input checks)
+# vanishes, few enough that memory stays flat however many rows there are.
+ENCODE_CHUNK_ROWS = 1024
 
 
 @dataclass(frozen=True)
-class RowInputs:
-    """Model inputs of a set of table rows.
+class EncodedRows:
+    """Model inputs of some table rows, computed.
 
     Attributes
     ----------
@@ -44,9 +54,117 @@ class RowInputs:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def take(self, rows: Sequence[int] | np.ndarray) -> RowInputs:
-        """Select the inputs of the given rows, in that order."""
-        return RowInputs([self.items[i] for i in rows], self.keys[np.asarray(rows, dtype=int)])
+    def take(self, positions: Sequence[int] | np.ndarray) -> EncodedRows:
+        """Select the inputs at the given positions, in that order."""
+        return EncodedRows(
+            [self.items[i] for i in positions], self.keys[np.asarray(positions, dtype=int)]
+        )
+
+
+class RowInputs:
+    """Model inputs of table rows, computed on demand a chunk of rows at a time.
+
+    Holds only row numbers and the function that encodes rows, so the memory it needs
+    beyond the table itself stays flat as rows grow; training and prediction encode the
+    rows of upcoming batches in chunks of about ``chunk_rows`` (:meth:`batches`). A row's
+    encoding does not depend on the rows encoded with it, so chunking changes no result.
+
+    Parameters
+    ----------
+    rows : ndarray of int
+        Row numbers, in this sequence's order, as ``encode`` understands them.
+    encode : callable
+        ``encode(rows) -> EncodedRows`` for an int array of row numbers.
+    chunk_rows : int, optional
+        Rows per call of ``encode`` in :meth:`batches`; defaults to ``ENCODE_CHUNK_ROWS``.
+    """
+
+    def __init__(
+        self,
+        rows: np.ndarray,
+        encode: Callable[[np.ndarray], EncodedRows],
+        chunk_rows: int | None = None,
+    ) -> None:
+        self.rows = np.asarray(rows, dtype=np.intp)
+        self._encode = encode
+        self.chunk_rows = ENCODE_CHUNK_ROWS if chunk_rows is None else chunk_rows
+
+    @classmethod
+    def from_table(
+        cls,
+        X: np.ndarray,
+        encode_rows: Callable[[np.ndarray], EncodedRows],
+        chunk_rows: int | None = None,
+    ) -> RowInputs:
+        """Lazy inputs of every row of ``X``, encoded by ``encode_rows(X[rows])``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_rows, n_features)
+            Validated rows; kept by reference, never copied.
+        encode_rows : callable
+            A backbone's :meth:`Backbone.encode_rows`.
+        chunk_rows : int, optional
+            Rows per call of ``encode_rows`` in :meth:`batches`; defaults to
+            ``ENCODE_CHUNK_ROWS``.
+
+        Returns
+        -------
+        inputs : RowInputs
+        """
+        return cls(np.arange(len(X)), lambda rows: encode_rows(X[rows]), chunk_rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, positions: Sequence[int] | np.ndarray) -> RowInputs:
+        """Select the rows at the given positions, in that order, still unencoded."""
+        return RowInputs(
+            self.rows[np.asarray(positions, dtype=np.intp)], self._encode, self.chunk_rows
+        )
+
+    def encode(self, positions: Sequence[int] | np.ndarray | None = None) -> EncodedRows:
+        """Encode the rows at the given positions (all rows if None) now, in one call."""
+        rows = self.rows if positions is None else self.rows[np.asarray(positions, dtype=np.intp)]
+        return self._encode(rows)
+
+    def batches(self, batches: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, EncodedRows]]:
+        """Encode the rows of each batch, a chunk of consecutive batches per call.
+
+        ``batches`` is consumed lazily, one chunk ahead of what was yielded: a generator
+        that draws random numbers (a shuffle) draws them when its first batch is needed,
+        as it would without chunking.
+
+        Parameters
+        ----------
+        batches : iterable of ndarray of int
+            Positions of each batch's rows.
+
+        Yields
+        ------
+        positions : ndarray of int
+            The batch, as given.
+        encoded : EncodedRows
+            Its rows' model inputs and keys.
+        """
+        chunk: list[np.ndarray] = []
+        size = 0
+        for positions in batches:
+            chunk.append(np.asarray(positions, dtype=np.intp))
+            size += len(positions)
+            if size >= self.chunk_rows:
+                yield from self._split(chunk)
+                chunk, size = [], 0
+        yield from self._split(chunk)
+
+    def _split(self, chunk: list[np.ndarray]) -> Iterator[tuple[np.ndarray, EncodedRows]]:
+        if not chunk:
+            return
+        encoded = self.encode(np.concatenate(chunk))
+        start = 0
+        for positions in chunk:
+            yield positions, encoded.take(range(start, start + len(positions)))
+            start += len(positions)
 
 
 @runtime_checkable
@@ -65,8 +183,12 @@ class Backbone(Protocol):
     def number_embeddings(self) -> torch.Tensor:
         """Output embeddings of the codec's symbols, shape ``(n_symbols, hidden)``."""
 
-    def row_inputs(self, X: np.ndarray) -> RowInputs:
-        """Turn validated table rows into model inputs and per-row keys."""
+    def encode_rows(self, X: np.ndarray) -> EncodedRows:
+        """Turn validated table rows into model inputs and per-row keys, now.
+
+        Each row's result must not depend on the other rows of ``X``: :class:`RowInputs`
+        encodes large tables a chunk of rows at a time.
+        """
 
     def collate(self, items: Sequence[object]) -> dict[str, torch.Tensor]:
         """Batch some rows' model inputs on :attr:`device`."""

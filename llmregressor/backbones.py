@@ -35,7 +35,7 @@ import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from .backbone_protocol import RowInputs
+from .backbone_protocol import EncodedRows
 from .serialize import RowSerializer
 
 logger = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class LanguageModelBackbone:
         ``torch.bfloat16`` runs the transformer under autocast (weights and adapters stay
         fp32, so optimizer updates keep full precision); the number head always runs in fp32.
     serializer : RowSerializer, optional
-        Writes table rows as prompts; needed by :meth:`row_inputs` only.
+        Writes table rows as prompts; needed by :meth:`encode_rows` only.
     """
 
     def __init__(
@@ -326,7 +326,7 @@ class LanguageModelBackbone:
         """Token ids of each prompt (no special tokens: the template is the whole prompt)."""
         return self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
 
-    def row_inputs(self, X: np.ndarray) -> RowInputs:
+    def encode_rows(self, X: np.ndarray) -> EncodedRows:
         """Serialize and tokenize table rows; each row's key is the CRC-32 of its prompt.
 
         Parameters
@@ -336,14 +336,14 @@ class LanguageModelBackbone:
 
         Returns
         -------
-        inputs : RowInputs
+        encoded : EncodedRows
             Token ids per row.
         """
         if self.serializer is None:
             raise ValueError("this backbone was built without a RowSerializer")
         prompts = self.serializer(X)
         keys = np.array([zlib.crc32(p.encode("utf-8")) for p in prompts], dtype=np.uint32)
-        return RowInputs(self.tokenize(prompts), keys)
+        return EncodedRows(self.tokenize(prompts), keys)
 
     def collate(self, token_ids: Sequence[list[int]]) -> dict[str, torch.Tensor]:
         """Left-pad prompts so every row's answer starts at the same column."""

@@ -565,7 +565,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             weights = policy.backbone.trainable_parameters()
             parallel.broadcast_parameters(weights)
             parallel.seed_process(self._seed)
-            inputs = policy.backbone.row_inputs(X)
+            inputs = RowInputs.from_table(X, policy.backbone.encode_rows)
             self.history_ = self._train(policy, inputs, y, codec, parallel, checkpoints)
             parallel.broadcast_parameters(weights)
         self.fit_time_ = time.perf_counter() - start
@@ -620,7 +620,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         if codec.constant_:
             logger.info("y is constant: every prediction is %g, the model is not trained", y[0])
             return []
-        train_items, y_train, validate = self._training_split(policy, inputs, y, parallel)
+        train_inputs, y_train, validate = self._training_split(policy, inputs, y, parallel)
         rng = np.random.default_rng(self._seed)
         config = SFTConfig(
             epochs=self.sft_epochs,
@@ -636,7 +636,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         with _gradient_checkpointing(policy.backbone, self.gradient_checkpointing):
             history = run_sft(
                 policy,
-                train_items,
+                train_inputs,
                 codec.encode(y_train),
                 config,
                 rng,
@@ -648,7 +648,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         if self.rl_algorithm is not None and self.rl_epochs > 0:
             history += self._run_rl(
                 policy,
-                train_items,
+                train_inputs,
                 y_train,
                 validate,
                 rng,
@@ -660,11 +660,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
 
     def _training_split(
         self, policy: NumberPolicy, inputs: RowInputs, y: np.ndarray, parallel: DataParallel
-    ) -> tuple[Sequence[object], np.ndarray, Callable[[], float] | None]:
+    ) -> tuple[RowInputs, np.ndarray, Callable[[], float] | None]:
         """Hold out the validation rows; return train model inputs, train y, validator."""
         is_val = self._validation_rows(len(y))
         validate = self._validator(policy, inputs, y, is_val, parallel)
-        return inputs.take(np.flatnonzero(~is_val)).items, y[~is_val], validate
+        return inputs.take(np.flatnonzero(~is_val)), y[~is_val], validate
 
     def _validation_rows(self, n_rows: int) -> np.ndarray:
         """Boolean mask of the rows held out for validation (none without early stopping)."""
@@ -709,7 +709,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     def _run_rl(
         self,
         policy: NumberPolicy,
-        train_items: Sequence[object],
+        train_inputs: RowInputs,
         y_train: np.ndarray,
         validate: Callable[[], float] | None,
         rng: np.random.Generator,
@@ -733,7 +733,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         reward = make_reward(self.reward, self.codec_)
         return run_rl(
             policy,
-            train_items,
+            train_inputs,
             y_train,
             self.codec_,
             config,
@@ -747,11 +747,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------- predict
     def _row_inputs(self, X) -> RowInputs:
-        """Validate rows seen at predict time and turn them into the backbone's inputs."""
+        """Validate rows seen at predict time; their model inputs are made batch by batch."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=None, ensure_all_finite="allow-nan", reset=False)
         check_finite_features(X)
-        return self._handle.policy.backbone.row_inputs(X)
+        return RowInputs.from_table(X, self._handle.policy.backbone.encode_rows)
 
     def _draw(
         self,
@@ -770,23 +770,28 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         length = self.codec_.length
         out = np.empty((len(inputs), columns))
         size = min(self.batch_size, self.micro_batch_size or self.batch_size)
-        starts = range(0, len(inputs), size)
-        for start in tqdm(
-            starts, desc="predict", unit="batch", disable=self.verbose <= 0 or not progress
+        # Rows are encoded a chunk ahead of decoding, never all at once.
+        batches = inputs.batches(
+            np.arange(start, min(start + size, len(inputs)))
+            for start in range(0, len(inputs), size)
+        )
+        for rows, encoded in tqdm(
+            batches,
+            desc="predict",
+            unit="batch",
+            total=-(-len(inputs) // size),
+            disable=self.verbose <= 0 or not progress,
         ):
-            stop = start + size
-            batch = policy.backbone.collate(inputs.items[start:stop])
+            batch = policy.backbone.collate(encoded.items)
             uniforms = None
             if not greedy:
                 uniforms = torch.tensor(
-                    np.stack(
-                        [self._row_uniforms(k, n_samples, length) for k in inputs.keys[start:stop]]
-                    ),
+                    np.stack([self._row_uniforms(k, n_samples, length) for k in encoded.keys]),
                     dtype=torch.float64,
                     device=policy.backbone.device,
                 )
             rollout = policy.decode(batch, uniforms, greedy_columns=int(greedy))
-            out[start:stop] = self.codec_.decode(rollout.tokens.cpu().numpy())
+            out[rows] = self.codec_.decode(rollout.tokens.cpu().numpy())
         return out
 
     def _row_uniforms(self, key: int, n_samples: int, length: int) -> np.ndarray:

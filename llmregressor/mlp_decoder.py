@@ -22,7 +22,7 @@ import torch
 from sklearn.compose import ColumnTransformer
 from torch import nn
 
-from .backbone_protocol import RowInputs
+from .backbone_protocol import EncodedRows
 from .backbones import resolve_compute_dtype
 
 __all__ = [
@@ -177,7 +177,7 @@ class MLPDecoderBackbone:
         """Output embeddings of the codec symbols, shape ``(n_symbols, d_model)``."""
         return self.network.output_embedding.weight
 
-    def row_inputs(self, X: np.ndarray) -> RowInputs:
+    def encode_rows(self, X: np.ndarray) -> EncodedRows:
         """Preprocess table rows; each row's key hashes its feature vector.
 
         Parameters
@@ -187,11 +187,11 @@ class MLPDecoderBackbone:
 
         Returns
         -------
-        inputs : RowInputs
+        encoded : EncodedRows
             One float32 feature vector per row.
         """
         features = self.preprocessor.transform(X)
-        return RowInputs(features.astype(np.float32), row_keys(features))
+        return EncodedRows(features.astype(np.float32), row_keys(features))
 
     def collate(self, items: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         """Stack feature vectors into a ``features`` tensor of shape (batch, n_inputs)."""

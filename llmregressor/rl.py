@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from ._checkpoint import PhaseCheckpoint
 from ._distributed import DataParallel
 from ._training import BestState, make_optimizer, minibatches
+from .backbone_protocol import RowInputs
 from .codecs import NumberCodec, ScientificCodec
 from .decoding import NumberPolicy
 
@@ -171,7 +172,7 @@ def _adapter_weights(policy: NumberPolicy, state: dict[str, torch.Tensor]):
 
 def run_rl(
     policy: NumberPolicy,
-    row_inputs: Sequence[object],
+    row_inputs: RowInputs,
     y: np.ndarray,
     codec: NumberCodec,
     config: RLConfig,
@@ -188,8 +189,8 @@ def run_rl(
     ----------
     policy : NumberPolicy
         The SFT policy; it is also the KL reference.
-    row_inputs : sequence
-        Model inputs of the training rows (:attr:`RowInputs.items`).
+    row_inputs : RowInputs
+        Model inputs of the training rows, encoded as the batches reach them.
     y : ndarray of shape (n_rows,)
         Raw training targets.
     codec : NumberCodec
@@ -250,14 +251,15 @@ def run_rl(
     )
     for epoch in epochs:
         start = time.perf_counter()
-        for rows in minibatches(len(row_inputs), config.batch_size, rng):
+        batches = minibatches(len(row_inputs), config.batch_size, rng)
+        for rows, encoded in row_inputs.batches(batches):
             # Drawn for the whole batch on every process, then sliced: the samples do not
             # depend on how many processes or micro-batches share the batch.
             uniforms = rng.random((len(rows), config.n_rollouts, codec.length))
             parts = [
                 _roll_out(
                     policy,
-                    [row_inputs[i] for i in rows[positions]],
+                    encoded.take(positions).items,
                     y[rows[positions]],
                     true_tokens[rows[positions]],
                     uniforms[positions],

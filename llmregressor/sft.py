@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ._checkpoint import PhaseCheckpoint
 from ._distributed import DataParallel
 from ._training import BestState, make_optimizer, minibatches
+from .backbone_protocol import RowInputs
 from .decoding import NumberPolicy
 from .token_losses import SFTLoss
 
@@ -41,7 +42,7 @@ class SFTConfig:
 
 def run_sft(
     policy: NumberPolicy,
-    row_inputs: Sequence[object],
+    row_inputs: RowInputs,
     targets: np.ndarray,
     config: SFTConfig,
     rng: np.random.Generator,
@@ -56,8 +57,8 @@ def run_sft(
     ----------
     policy : NumberPolicy
         The policy to train, in place.
-    row_inputs : sequence
-        Model inputs of the training rows (:attr:`RowInputs.items`).
+    row_inputs : RowInputs
+        Model inputs of the training rows, encoded as the batches reach them.
     targets : ndarray of shape (n_rows, length)
         Encoded training targets (symbol indices).
     config : SFTConfig
@@ -99,13 +100,14 @@ def run_sft(
         start = time.perf_counter()
         backbone.train(True)
         losses, terms = [], []
-        for rows in minibatches(len(row_inputs), config.batch_size, rng):
+        batches = minibatches(len(row_inputs), config.batch_size, rng)
+        for rows, encoded in row_inputs.batches(batches):
             optimizer.zero_grad(set_to_none=True)
             loss, term = 0.0, None
             # This process's micro-batches; their weighted losses add up to the batch mean.
             for positions, weight in parallel.micro_batches(len(rows)):
                 part = rows[positions]
-                batch = backbone.collate([row_inputs[i] for i in part])
+                batch = backbone.collate(encoded.take(positions).items)
                 part_targets = target_tensor[part][:, None]
                 scores = policy.score(batch, part_targets)
                 if config.loss is None:

@@ -88,7 +88,7 @@ def test_backbone_implements_the_protocol(policy):
 
 def test_decoded_log_probs_match_teacher_forcing(policy):
     policy, X = policy
-    batch = policy.backbone.collate(policy.backbone.row_inputs(X).items)
+    batch = policy.backbone.collate(policy.backbone.encode_rows(X).items)
     uniforms = torch.rand((6, 5, policy.length), generator=torch.Generator().manual_seed(1))
     rollout = policy.decode(batch, uniforms.double(), greedy_columns=1)
     assert policy.allowed[torch.arange(policy.length), rollout.tokens].all()
