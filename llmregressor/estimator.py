@@ -177,7 +177,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     across the processes and returns the same estimator in each; only rank 0 writes
     checkpoints, and only it should write other files. ``micro_batch_size`` and
     ``gradient_checkpointing`` bound memory; ``checkpoint_dir`` and ``resume`` let an
-    interrupted fit continue (see the scaling page of the documentation).
+    interrupted fit continue (see the scaling page of the documentation). Rows become
+    prompts and token ids (or feature vectors) a chunk of 1024 rows at a time, as training
+    and prediction reach them: a large ``X`` is never held in model-input form at once.
 
     Parameters
     ----------
