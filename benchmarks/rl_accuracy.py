@@ -64,7 +64,7 @@ def continue_with_rl(sft: LLMRegressor, algorithm: str, X, y) -> LLMRegressor:
     policy = reg._handle.policy
     y = np.asarray(y, dtype=float)
     single_process = DataParallel()
-    train_items, y_train, validate = reg._training_split(
+    train_inputs, y_train, validate = reg._training_split(
         policy, reg._row_inputs(X), y, single_process
     )
     start = time.perf_counter()
@@ -72,7 +72,7 @@ def continue_with_rl(sft: LLMRegressor, algorithm: str, X, y) -> LLMRegressor:
         torch.manual_seed(reg._seed)
         rl_history = reg._run_rl(
             policy,
-            train_items,
+            train_inputs,
             y_train,
             validate,
             np.random.default_rng(reg._seed + 1),
