@@ -84,7 +84,8 @@ def engine_step(policy, codec, prompts, samples):
     backbone = policy.backbone
     batch = backbone.collate(backbone.tokenize(prompts))
     start = time.perf_counter()
-    rollout = policy.decode(batch, torch.rand(len(prompts), samples, codec.length).double(), 1)
+    uniforms = torch.rand(len(prompts), samples, codec.length, device=backbone.device)
+    rollout = policy.decode(batch, uniforms.double(), 1)
     rollout_s = time.perf_counter() - start
     scores = policy.score(batch, rollout.tokens[:, 1:])
     (-scores.log_probs.sum()).backward()
@@ -137,7 +138,9 @@ def main() -> None:
         f"{base[1] / ours[1]:.1f}x."
     )
     print(body)
-    write_section("RL rollout and step speed", "python " + " ".join(sys.argv), body)
+    # A GPU run gets a section of its own instead of replacing the CPU numbers.
+    section = "RL rollout and step speed" + (" (GPU)" if device.type == "cuda" else "")
+    write_section(section, "python " + " ".join(sys.argv), body)
 
 
 if __name__ == "__main__":
