@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "EMBEDDED_MODELS",
+    "compute_autocast",
     "resolve_compute_dtype",
     "DecodeState",
     "EmbeddedModel",
@@ -210,6 +211,23 @@ def symbol_token_ids(tokenizer: object, symbols: tuple[str, ...]) -> list[int]:
             )
         ids.append(encoded[0])
     return ids
+
+
+def compute_autocast(device: torch.device, compute_dtype: torch.dtype) -> AbstractContextManager:
+    """Return an autocast context to ``compute_dtype`` on ``device`` (a no-op for float32).
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the model computes.
+    compute_dtype : torch.dtype
+        From :func:`resolve_compute_dtype`.
+
+    Returns
+    -------
+    context : context manager
+    """
+    return torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
 
 
 def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -392,11 +410,7 @@ class LanguageModelBackbone:
             self.checkpointing = False
 
     def _autocast(self) -> AbstractContextManager:
-        return torch.autocast(
-            self.device.type,
-            dtype=self.compute_dtype,
-            enabled=self.compute_dtype != torch.float32,
-        )
+        return compute_autocast(self.device, self.compute_dtype)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[DecodeState, torch.Tensor]:
         """Encode left-padded prompts.

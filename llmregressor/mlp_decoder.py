@@ -23,7 +23,7 @@ from sklearn.compose import ColumnTransformer
 from torch import nn
 
 from .backbone_protocol import EncodedRows
-from .backbones import resolve_compute_dtype
+from .backbones import compute_autocast, resolve_compute_dtype
 
 __all__ = [
     "MLP_DECODER",
@@ -198,11 +198,7 @@ class MLPDecoderBackbone:
         return {"features": torch.as_tensor(np.stack(items), device=self.device)}
 
     def _autocast(self) -> AbstractContextManager:
-        return torch.autocast(
-            self.device.type,
-            dtype=self.compute_dtype,
-            enabled=self.compute_dtype != torch.float32,
-        )
+        return compute_autocast(self.device, self.compute_dtype)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[DecoderInputs, torch.Tensor]:
         """Encode the rows and run the decoder on position 0.
