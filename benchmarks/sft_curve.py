@@ -78,7 +78,7 @@ def main() -> None:
                 record = {
                     "call": calls[0],
                     "elapsed_s": round(time.perf_counter() - start),
-                    "nll_per_symbol": np.concatenate(nll).mean(0).round(3).tolist(),
+                    "nll_per_symbol": np.concatenate(nll).astype(float).mean(0).round(3).tolist(),
                     "r2_greedy": round(r2_score(y_te, greedy), 3),
                     "r2_mean16": round(r2_score(y_te, draws.mean(1)), 3),
                     "r2_median16": round(r2_score(y_te, np.median(draws, 1)), 3),
