@@ -19,6 +19,7 @@ prediction holds every row's prompt, token ids or feature vector at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -175,9 +176,17 @@ class Backbone(Protocol):
     ----------
     device : torch.device
         Where the backbone computes; batches from :meth:`collate` live there.
+    checkpointing : bool
+        True inside :meth:`gradient_checkpointing` when it is enabled; the decoding engine
+        then scores sequences with ``encode_sequences`` (one pass, no cache) instead of
+        :meth:`encode` and :meth:`advance`.
     """
 
     device: torch.device
+    checkpointing: bool
+
+    def gradient_checkpointing(self, enabled: bool = True) -> AbstractContextManager:
+        """Recompute activations in the backward pass within the block (if supported)."""
 
     @property
     def number_embeddings(self) -> torch.Tensor:

@@ -200,7 +200,7 @@ class NumberPolicy:
         """
         n_rows, columns, length = tokens.shape
         flat = tokens.reshape(n_rows * columns, length)
-        if getattr(self.backbone, "checkpointing", False) and torch.is_grad_enabled():
+        if self.backbone.checkpointing and torch.is_grad_enabled():
             # Checkpointed layers keep no cache: one pass over prompt and symbols instead.
             hidden_seq = self.backbone.encode_sequences(batch, columns, flat[:, :-1])
         else:

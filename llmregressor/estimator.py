@@ -7,7 +7,6 @@ import numbers
 import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
@@ -136,13 +135,6 @@ class _PolicyHandle:
             state["_adapter"] = self.trainable_weights()
         state["_policy"] = None
         return state
-
-
-def _gradient_checkpointing(backbone: object, enabled: bool) -> AbstractContextManager:
-    """Return the backbone's gradient-checkpointing context (the mlp-decoder has none)."""
-    if hasattr(backbone, "gradient_checkpointing"):
-        return backbone.gradient_checkpointing(enabled)
-    return nullcontext()
 
 
 def _forked_torch_rng():
@@ -635,7 +627,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         )
         # Progress bars from one process only.
         verbose = self.verbose if parallel.is_main else 0
-        with _gradient_checkpointing(policy.backbone, self.gradient_checkpointing):
+        with policy.backbone.gradient_checkpointing(self.gradient_checkpointing):
             history = run_sft(
                 policy,
                 train_inputs,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,6 +171,7 @@ class MLPDecoderBackbone:
         self.preprocessor = preprocessor
         self.device = device
         self.compute_dtype = compute_dtype
+        self.checkpointing = False
 
     @property
     def number_embeddings(self) -> torch.Tensor:
@@ -249,6 +250,14 @@ class MLPDecoderBackbone:
     def train(self, mode: bool = True) -> None:
         """Switch dropout on (training) or off (decoding)."""
         self.network.train(mode)
+
+    def gradient_checkpointing(self, enabled: bool = True) -> AbstractContextManager:
+        """Return a no-op block: the small network keeps its activations.
+
+        The estimator's ``gradient_checkpointing`` is ignored by this backbone, whose
+        activations are a few megabytes.
+        """
+        return nullcontext()
 
 
 @dataclass
