@@ -96,6 +96,9 @@ def run_sft(
             history, first_epoch = resumed.history, resumed.next_epoch
             last_epoch = first_epoch if resumed.finished else last_epoch
     epochs = tqdm(range(first_epoch, last_epoch), desc="SFT", unit="epoch", disable=verbose <= 0)
+    # Decided by the loss, not by the rows: a process without rows in a step must still
+    # log a term, or the processes' term lists differ in length and their sum hangs.
+    logs_term = config.loss is not None and config.loss.has_term
     for epoch in epochs:
         start = time.perf_counter()
         backbone.train(True)
@@ -103,7 +106,7 @@ def run_sft(
         batches = minibatches(len(row_inputs), config.batch_size, rng)
         for rows, encoded in row_inputs.batches(batches):
             optimizer.zero_grad(set_to_none=True)
-            loss, term = 0.0, None
+            loss, term = 0.0, 0.0
             # This process's micro-batches; their weighted losses add up to the batch mean.
             for positions, weight in parallel.micro_batches(len(rows)):
                 part = rows[positions]
@@ -115,7 +118,7 @@ def run_sft(
                 else:
                     part_loss, part_term = config.loss(scores.table, part_targets)
                 if part_term is not None:
-                    term = (term or 0.0) + part_term.item() * weight
+                    term += part_term.item() * weight
                 (part_loss * weight).backward()
                 loss += part_loss.item() * weight
             parallel.sync_gradients(backbone.trainable_parameters())
@@ -123,7 +126,7 @@ def run_sft(
             optimizer.step()
             scheduler.step()
             losses.append(loss)
-            if term is not None:
+            if logs_term:
                 terms.append(term)
         record = {
             "phase": "sft",
@@ -133,7 +136,7 @@ def run_sft(
             "lr": scheduler.get_last_lr()[0],
             "time_s": time.perf_counter() - start,
         }
-        if terms:
+        if logs_term:
             record["train_term"] = float(np.mean(parallel.all_sum(terms)))
             record["train_ce"] = record["train_loss"] - config.loss.weight * record["train_term"]
         history.append(record)

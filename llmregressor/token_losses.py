@@ -189,6 +189,11 @@ class SFTLoss:
     values: np.ndarray
     is_digit_position: np.ndarray
 
+    @property
+    def has_term(self) -> bool:
+        """Whether the loss adds a number-aware term (a name other than "ce" and digits)."""
+        return self.name != "ce" and bool(self.is_digit_position.any())
+
     def __call__(
         self, table: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -210,7 +215,7 @@ class SFTLoss:
             The number-aware term alone (None for ``"ce"``).
         """
         loss = cross_entropy(table, targets)
-        if self.name == "ce" or not self.is_digit_position.any():
+        if not self.has_term:
             return loss, None
         positions = torch.as_tensor(self.is_digit_position, device=table.device)
         values = torch.as_tensor(self.values, device=table.device, dtype=table.dtype)
