@@ -1,17 +1,24 @@
 """Which RL settings help after one shared SFT state (diagnosis of the RL-vs-SFT gap).
 
     python benchmarks/rl_sweep.py [--dataset diabetes] [--seed 0] [--train-rows 256]
+                                  [--sft param=value ...] [--settings JSON]
 
-Fits one SFT-only LLMRegressor (defaults), then continues it with several RL settings
-(each from the same SFT state, as benchmarks/rl_accuracy.py does) and reports test R^2 of
-the greedy decode and of the mean of 16 samples, plus the last RL steps' mean entropy.
+Fits one SFT-only LLMRegressor (defaults, or the ``--sft`` parameters, values as JSON),
+then continues it with several RL settings (each from a copy of the same SFT state, as
+benchmarks/rl_accuracy.py does; ``--settings`` replaces the built-in list with a JSON list
+of parameter dicts) and reports test R^2 of the greedy decode and of the mean of 16
+samples, plus the last RL steps' mean entropy. With ``--sft`` the section title names
+those parameters, so sweeps from different SFT states keep their own tables.
 """
 
 import argparse
+import copy
+import json
 import sys
 
 import numpy as np
 from rl_accuracy import continue_with_rl
+from sft_curve import parse_params
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 
@@ -19,10 +26,17 @@ import public_datasets
 from _report import markdown_table, write_section
 from llmregressor import LLMRegressor
 
+# Plain ReMax (no expert term): the settings of the first sweep in docs/benchmarks.md.
 SETTINGS = [
-    {"rl_algorithm": "remax", "rl_lr": 1e-4, "rl_epochs": 1},
-    {"rl_algorithm": "remax", "rl_lr": 2e-5, "rl_epochs": 1},
-    {"rl_algorithm": "remax", "rl_lr": 1e-4, "rl_epochs": 1, "reward": "absolute"},
+    {"rl_algorithm": "remax", "rl_lr": 1e-4, "rl_epochs": 1, "expert_coef": 0.0},
+    {"rl_algorithm": "remax", "rl_lr": 2e-5, "rl_epochs": 1, "expert_coef": 0.0},
+    {
+        "rl_algorithm": "remax",
+        "rl_lr": 1e-4,
+        "rl_epochs": 1,
+        "expert_coef": 0.0,
+        "reward": "absolute",
+    },
 ]
 
 
@@ -40,18 +54,23 @@ def main() -> None:
     parser.add_argument("--dataset", default="diabetes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-rows", type=int, default=256)
+    parser.add_argument("--sft", nargs="*", default=[], metavar="PARAM=VALUE")
+    parser.add_argument("--settings", type=json.loads, default=SETTINGS)
     args = parser.parse_args()
+    sft_params = parse_params(args.sft)
     X, y = public_datasets.load(args.dataset)
     X_tr, X_te, y_tr, y_te = train_test_split(
         X, y, train_size=args.train_rows, random_state=args.seed
     )
     X_te, y_te = X_te[:1000], y_te[:1000]
-    sft = LLMRegressor(rl_algorithm=None, random_state=args.seed).fit(X_tr, y_tr)
-    rows = [["SFT only (6 epochs)", *evaluate(sft, X_te, y_te), "", ""]]
+    sft = LLMRegressor(random_state=args.seed, **sft_params, rl_algorithm=None).fit(X_tr, y_tr)
+    rows = [[f"SFT only ({sft.sft_epochs} epochs)", *evaluate(sft, X_te, y_te), "", ""]]
     print(rows[-1], flush=True)
-    for setting in SETTINGS:
+    for setting in args.settings:
         params = {k: v for k, v in setting.items() if k != "rl_algorithm"}
-        reg = continue_with_rl(sft.set_params(**params), setting["rl_algorithm"], X_tr, y_tr)
+        # A copy per setting: one setting's parameters must not leak into the next.
+        start = copy.deepcopy(sft).set_params(**params)
+        reg = continue_with_rl(start, setting["rl_algorithm"], X_tr, y_tr)
         steps = [r for r in reg.history_ if r["phase"] == "rl_step"]
         entropy = np.mean([r["entropy"] for r in steps[-4:]])
         rewards = [r["reward_mean"] for r in steps]
@@ -68,7 +87,8 @@ def main() -> None:
             ["setting", "R^2 greedy", "R^2 mean of 16", "entropy", "reward trend"], rows
         )
     )
-    write_section(f"RL settings sweep ({args.dataset})", "python " + " ".join(sys.argv), body)
+    title = ", ".join([args.dataset, *(f"{k}={v}" for k, v in sft_params.items())])
+    write_section(f"RL settings sweep ({title})", "python " + " ".join(sys.argv), body)
 
 
 if __name__ == "__main__":
