@@ -19,7 +19,6 @@ their own section of docs/benchmarks.md; ``--quick`` writes a separate section.
 """
 
 import argparse
-import copy
 import math
 import sys
 import time
@@ -238,8 +237,7 @@ def run_seed(name, X, y, seed, budget, costs):
         record_training(costs, reg, n_train, ("sft",))
         fitted[label] = (reg, reg.fit_time_)
     for label, (algorithm, expert_coef) in RL_VARIANTS.items():
-        sft = copy.deepcopy(fitted["CE"][0]).set_params(expert_coef=expert_coef)
-        reg = continue_with_rl(sft, algorithm, X_tr, y_tr)
+        reg = continue_with_rl(fitted["CE"][0], algorithm, X_tr, y_tr, expert_coef=expert_coef)
         record_training(costs, reg, n_train, ("rl",))
         kept_sft[label] = reg.history_[-1].get("note", "").startswith("no RL epoch beat")
         fitted[label] = (reg, reg.fit_time_)

@@ -53,14 +53,15 @@ def classic(model, X):
     return make_pipeline(prep, model)
 
 
-def continue_with_rl(sft: LLMRegressor, algorithm: str, X, y) -> LLMRegressor:
+def continue_with_rl(sft: LLMRegressor, algorithm: str, X, y, **params) -> LLMRegressor:
     """A copy of the SFT-only estimator, trained further by RL as fit() would.
 
     It reuses fit()'s own training split and validator (a private helper), so the RL phase
     sees the same training rows and restores its best validation state, as in a full fit.
+    ``params`` (RL parameters) are set on the copy only; ``sft`` is left as it was.
     """
     reg = copy.deepcopy(sft)
-    reg.set_params(rl_algorithm=algorithm)
+    reg.set_params(rl_algorithm=algorithm, **params)
     policy = reg._handle.policy
     y = np.asarray(y, dtype=float)
     single_process = DataParallel()

@@ -12,7 +12,6 @@ those parameters, so sweeps from different SFT states keep their own tables.
 """
 
 import argparse
-import copy
 import json
 import sys
 
@@ -68,9 +67,8 @@ def main() -> None:
     print(rows[-1], flush=True)
     for setting in args.settings:
         params = {k: v for k, v in setting.items() if k != "rl_algorithm"}
-        # A copy per setting: one setting's parameters must not leak into the next.
-        start = copy.deepcopy(sft).set_params(**params)
-        reg = continue_with_rl(start, setting["rl_algorithm"], X_tr, y_tr)
+        # continue_with_rl sets them on its own copy: they cannot leak into the next setting.
+        reg = continue_with_rl(sft, setting["rl_algorithm"], X_tr, y_tr, **params)
         steps = [r for r in reg.history_ if r["phase"] == "rl_step"]
         entropy = np.mean([r["entropy"] for r in steps[-4:]])
         rewards = [r["reward_mean"] for r in steps]
