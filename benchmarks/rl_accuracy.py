@@ -14,7 +14,8 @@ and standardized numbers. Metrics are on the raw target scale; R^2 is scale-free
 A full run (4 datasets x 3 seeds) takes hours on a 2-core CPU, so every finished
 (dataset, seed) appends its raw scores to ``benchmarks/results/rl_accuracy.jsonl``; the
 table is built from all the records there (the newest per dataset, seed and model), so runs
-split across sessions add up. ``--fresh`` starts the record anew.
+split across sessions add up. ``--fresh`` starts the record anew; ``--report`` fits nothing
+and only rebuilds the table from the records.
 """
 
 import argparse
@@ -187,11 +188,14 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=256)
     parser.add_argument("--test-rows", type=int, default=1000)
     parser.add_argument("--fresh", action="store_true", help="discard earlier records")
+    parser.add_argument(
+        "--report", action="store_true", help="fit nothing: rebuild the table from the records"
+    )
     args = parser.parse_args()
     RESULTS.parent.mkdir(exist_ok=True)
     if args.fresh:
         RESULTS.unlink(missing_ok=True)
-    for name in args.datasets:
+    for name in [] if args.report else args.datasets:
         for seed in args.seeds:
             records = run_one(name, seed, args)
             with RESULTS.open("a") as out:
