@@ -290,6 +290,16 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Built-in rewards are the negative squared / absolute / Huber error in standardized
         target space (capped at 50 for the scientific codec). A callable gets raw-scale
         ``(y_pred, y_true)`` arrays of shapes (n, S) and (n, 1) and returns rewards (n, S).
+    reward_on : {"sample", "mean"}, default="sample"
+        What the reward scores. ``"sample"`` (the paper): each rollout's own number.
+        ``"mean"``: the mean of each prompt's ``n_rollouts`` numbers, as
+        ``predict_mode="mean"`` predicts; each rollout is credited with
+        ``S * (R(mean of all S) - R(mean of the other S - 1))``, an unbiased
+        leave-one-out estimate. One draw's error counts the spread of the draws as fully
+        as their bias, the mean's error mostly their bias, so RL then corrects the draws'
+        centre instead of mostly sharpening them. ReMax needs no greedy decode with it
+        (the leave-one-out term is its baseline); GRPO centres (and scales) the credits
+        within each group. Needs ``n_rollouts >= 2``.
     kl_coef : float, default=0.0
         Weight of a per-token KL penalty (k3 estimator) toward the SFT policy.
     expert_coef : float, default=0.05
@@ -420,6 +430,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         n_rollouts: int = 4,
         rl_temperature: float = 1.0,
         reward: str | Callable = "squared",
+        reward_on: str = "sample",
         kl_coef: float = 0.0,
         expert_coef: float = 0.05,
         clip_eps: float = 0.2,
@@ -470,6 +481,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.n_rollouts = n_rollouts
         self.rl_temperature = rl_temperature
         self.reward = reward
+        self.reward_on = reward_on
         self.kl_coef = kl_coef
         self.expert_coef = expert_coef
         self.clip_eps = clip_eps
@@ -738,6 +750,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             clip_eps=self.clip_eps,
             updates_per_batch=self.rl_updates_per_batch,
             scale_rewards=self.scale_rewards,
+            reward_on=self.reward_on,
         )
         reward = make_reward(self.reward, self.codec_)
         return run_rl(

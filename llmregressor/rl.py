@@ -16,6 +16,13 @@ ReMax (Li et al., 2024) uses ``A_i = r_i - r_greedy`` and plain REINFORCE,
 ``A_i = (r_i - mean_group) / (std_group + eps)`` with PPO's clipped ratio
 ``min(rho A, clip(rho, 1 - eps, 1 + eps) A)`` against the rollout policy when a rollout
 batch serves several updates.
+
+Both reward each rollout for its own number (``reward_on="sample"``). The expected error
+of one draw is the squared bias of the draws plus their whole variance, while a prediction
+made as the mean of N draws pays only variance / N: rewarding draws one by one mostly
+sharpens the policy. ``reward_on="mean"`` rewards each prompt's rollouts as a set, for
+the mean of their numbers, and credits each rollout with what it adds to that mean's
+reward (:func:`mean_credit`).
 """
 
 from __future__ import annotations
@@ -39,7 +46,14 @@ from .decoding import NumberPolicy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RLConfig", "grpo_advantages", "make_reward", "remax_advantages", "run_rl"]
+__all__ = [
+    "RLConfig",
+    "grpo_advantages",
+    "make_reward",
+    "mean_credit",
+    "remax_advantages",
+    "run_rl",
+]
 
 # The paper's code caps the error of unbounded codecs so that one wild sample (a huge
 # exponent) cannot dominate a batch's gradient.
@@ -64,6 +78,7 @@ class RLConfig:
     clip_eps: float = 0.2
     updates_per_batch: int = 1
     scale_rewards: str = "group"
+    reward_on: str = "sample"
     max_grad_norm: float = 1.0
 
 
@@ -104,6 +119,40 @@ def grpo_advantages(rewards: np.ndarray, scale: bool = True) -> np.ndarray:
     if scale:
         centred = centred / (rewards.std(axis=1, keepdims=True) + GRPO_EPS)
     return centred
+
+
+def mean_credit(draws: np.ndarray, y_true: np.ndarray, reward_fn: RewardFn) -> np.ndarray:
+    """Credit of each draw for the reward of the mean of its prompt's draws.
+
+    ``c_i = S * (R(mean of the S draws) - R(mean of the other S - 1 draws))``. The
+    subtracted term does not depend on draw ``i``, so it is a baseline that adds no bias:
+    the expectation of ``sum_i c_i * grad log pi(draw_i)`` is exactly
+    ``S * grad E[R(mean of S draws)]``. The factor S keeps the credits on the scale of
+    one draw's reward differences (moving one draw moves the mean by 1/S of it).
+
+    Parameters
+    ----------
+    draws : ndarray of shape (n_prompts, S)
+        Raw-scale decoded numbers, S >= 2 per prompt.
+    y_true : ndarray of shape (n_prompts, 1)
+        Raw-scale targets.
+    reward_fn : callable
+        From :func:`make_reward`, applied to the means.
+
+    Returns
+    -------
+    credits : ndarray of shape (n_prompts, S)
+        Exactly zero for a prompt whose draws all tie (as the rounding of the means
+        might otherwise leave them not quite zero).
+    """
+    n_draws = draws.shape[1]
+    if n_draws < 2:
+        raise ValueError("mean_credit compares each draw with the others: it needs S >= 2")
+    mean_all = draws.mean(axis=1, keepdims=True)
+    mean_others = (draws.sum(axis=1, keepdims=True) - draws) / (n_draws - 1)
+    credits = n_draws * (reward_fn(mean_all, y_true) - reward_fn(mean_others, y_true))
+    credits[draws.min(axis=1) == draws.max(axis=1)] = 0.0
+    return credits
 
 
 def make_reward(reward: str | RewardFn, codec: NumberCodec) -> RewardFn:
@@ -368,20 +417,29 @@ def _roll_out(
     """Decode, reward and score the rollouts of one micro-batch of rows."""
     backbone = policy.backbone
     remax = config.algorithm == "remax"
+    # The mean's leave-one-out credit is ReMax's baseline then: no greedy decode needed.
+    greedy_baseline = remax and config.reward_on == "sample"
     batch = backbone.collate(row_inputs)
     rollout = policy.decode(
-        batch, torch.as_tensor(uniforms, device=backbone.device), int(remax), config.temperature
+        batch,
+        torch.as_tensor(uniforms, device=backbone.device),
+        int(greedy_baseline),
+        config.temperature,
     )
-    tokens = rollout.tokens.cpu().numpy()
-    rewards = reward_fn(codec.decode(tokens), y[:, None])
-    if remax:
+    values = codec.decode(rollout.tokens.cpu().numpy())
+    rewards = reward_fn(values, y[:, None])
+    sampled, old_log_probs = rollout.tokens, rollout.log_probs
+    if greedy_baseline:
         advantages = remax_advantages(rewards[:, 1:], rewards[:, 0])
-        sampled = rollout.tokens[:, 1:]
-        old_log_probs = rollout.log_probs[:, 1:]
-        rewards = rewards[:, 1:]
+        sampled, old_log_probs, rewards = sampled[:, 1:], old_log_probs[:, 1:], rewards[:, 1:]
     else:
-        advantages = grpo_advantages(rewards, scale=config.scale_rewards == "group")
-        sampled, old_log_probs = rollout.tokens, rollout.log_probs
+        if config.reward_on == "mean":
+            credits = mean_credit(values, y[:, None], reward_fn)
+        else:
+            credits = rewards
+        advantages = (
+            credits if remax else grpo_advantages(credits, scale=config.scale_rewards == "group")
+        )
     expert = None
     if config.expert_coef > 0:
         flat = sampled.reshape(-1, codec.length).cpu().numpy()

@@ -247,6 +247,7 @@ def test_bad_training_data(tiny_model_dir, X, y, error, match):
         ("prompt_template", "no field", ValueError, "prompt_template"),
         ("lora_target_modules", 3, TypeError, "lora_target_modules"),
         ("device", "tpu", ValueError, "device"),
+        ("reward_on", "median", ValueError, "reward_on"),
         ("model", "no-such/model-anywhere", ValueError, "Could not load the model"),
     ],
 )

@@ -14,6 +14,7 @@ from llmregressor.rl import (
     _policy_step,
     grpo_advantages,
     make_reward,
+    mean_credit,
     remax_advantages,
 )
 
@@ -49,6 +50,42 @@ def test_callable_reward_is_checked():
         make_reward(lambda p, t: np.zeros(3), codec)(np.zeros((1, 2)), np.zeros((1, 1)))
     with pytest.raises(ValueError, match="reward must be"):
         make_reward("cubic", codec)
+
+
+def squared_error_reward(y_pred, y_true):
+    return -((y_pred - y_true) ** 2)
+
+
+def test_mean_credit_by_hand():
+    draws = np.array([[1.0, 3.0, 2.0], [0.1, 0.1, 0.1]])
+    y_true = np.array([[2.0], [5.0]])
+    # Row 0: the mean (2) is exact; without draw 1 it is 2.5 (reward -0.25), without
+    # draw 3 it is 1.5, without draw 2 it stays 2. Row 1: all draws tie.
+    expected = np.array([[3 * 0.25, 3 * 0.25, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(mean_credit(draws, y_true, squared_error_reward), expected)
+    assert not mean_credit(draws, y_true, squared_error_reward)[1].any()
+    with pytest.raises(ValueError, match="S >= 2"):
+        mean_credit(draws[:, :1], y_true, squared_error_reward)
+
+
+def test_mean_credit_is_an_unbiased_policy_gradient_of_the_mean_reward():
+    """Exact expectations over every outcome of 3 draws from a 3-value categorical."""
+    values = torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64)
+    logits = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64, requires_grad=True)
+    log_p = torch.log_softmax(logits, 0)
+    y_true, n_draws = 1.2, 3
+    outcomes = np.array(list(itertools.product(range(3), repeat=n_draws)))
+    prob = log_p[outcomes].sum(1).exp()
+    draws = values.numpy()[outcomes]
+    mean_reward = torch.as_tensor(-((draws.mean(1) - y_true) ** 2))
+    (exact,) = torch.autograd.grad((prob * mean_reward).sum(), logits, retain_graph=True)
+    credits = torch.as_tensor(
+        mean_credit(draws, np.full((len(draws), 1), y_true), squared_error_reward)
+    )
+    surrogate = (prob.detach() * (credits * log_p[outcomes]).sum(1)).sum()
+    (estimated,) = torch.autograd.grad(surrogate, logits)
+    torch.testing.assert_close(estimated, n_draws * exact)
+    assert exact.abs().max() > 1e-3  # the check is not vacuous
 
 
 # --------------------------------------------------------------- expert targets
@@ -195,6 +232,8 @@ def skewed_task(n, seed):
         {"rl_algorithm": "grpo", "expert_coef": 0.0},
         {"rl_algorithm": "grpo", "rl_updates_per_batch": 2, "kl_coef": 0.01},
         {"rl_algorithm": "remax", "number_format": "scientific"},
+        {"rl_algorithm": "remax", "reward_on": "mean", "expert_coef": 0.0},
+        {"rl_algorithm": "grpo", "reward_on": "mean", "expert_coef": 0.0},
     ],
 )
 def test_rl_reduces_validation_error_of_an_untrained_policy(tiny_model_dir, params):
@@ -255,3 +294,9 @@ def test_rl_keeps_sft_state_when_rl_does_not_help(tiny_model_dir):
     assert reg.history_[-1]["note"].startswith("no RL epoch beat SFT")
     rl_scores = [r["val_rmse"] for r in reg.history_ if r["phase"] == "rl" and "val_rmse" in r]
     assert rl_scores[0] < min(rl_scores[1:])  # the kept SFT state scored best
+
+
+def test_mean_reward_needs_two_rollouts(tiny_model_dir):
+    reg = LLMRegressor(model=tiny_model_dir, rl_algorithm="remax", reward_on="mean", n_rollouts=1)
+    with pytest.raises(ValueError, match="n_rollouts must be >= 2"):
+        reg.fit(*skewed_task(10, 0))
