@@ -8,7 +8,8 @@ then continues it with several RL settings (each from a copy of the same SFT sta
 benchmarks/rl_accuracy.py does; ``--settings`` replaces the built-in list with a JSON list
 of parameter dicts) and reports test R^2 of the greedy decode and of the mean of 16
 samples, plus the last RL steps' mean entropy. With ``--sft`` the section title names
-those parameters, so sweeps from different SFT states keep their own tables.
+those parameters (and a seed other than 0), so sweeps from different SFT states keep their
+own tables.
 """
 
 import argparse
@@ -85,7 +86,9 @@ def main() -> None:
             ["setting", "R^2 greedy", "R^2 mean of 16", "entropy", "reward trend"], rows
         )
     )
-    title = ", ".join([args.dataset, *(f"{k}={v}" for k, v in sft_params.items())])
+    # Seeds other than 0 get their own sections rather than replace seed 0's table.
+    seed = [f"seed={args.seed}"] if args.seed else []
+    title = ", ".join([args.dataset, *seed, *(f"{k}={v}" for k, v in sft_params.items())])
     write_section(f"RL settings sweep ({title})", "python " + " ".join(sys.argv), body)
 
 

@@ -128,10 +128,11 @@ def validate_params(est: object) -> None:
     _check_real("rl_temperature", est.rl_temperature, 0.0, low_open=True)
     if not callable(est.reward):
         _check_choice("reward", est.reward, ("squared", "absolute", "huber"))
-    _check_choice("reward_on", est.reward_on, ("sample", "mean"))
-    if est.reward_on == "mean" and est.rl_algorithm is not None and est.n_rollouts < 2:
+    _check_choice("reward_on", est.reward_on, ("auto", "sample", "mean"))
+    if est.rl_algorithm is not None and est._reward_on() == "mean" and est.n_rollouts < 2:
         raise ValueError(
-            "reward_on='mean' credits each rollout against the others: n_rollouts must be >= 2"
+            "reward_on='mean' (also chosen by 'auto' with predict_mode='mean') credits each "
+            "rollout against the others: n_rollouts must be >= 2"
         )
     _check_real("kl_coef", est.kl_coef, 0.0)
     _check_real("expert_coef", est.expert_coef, 0.0)

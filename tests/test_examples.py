@@ -22,7 +22,9 @@ def tiny_budget(tiny_model_dir, tmp_path, monkeypatch):
 
 
 def test_quickstart(tiny_budget):
-    results = run_example("quickstart.py", [*tiny_budget, "--n-samples", "2"])
+    results = run_example(
+        "quickstart.py", [*tiny_budget, "--n-samples", "2", "--rl-algorithm", "none"]
+    )
     assert set(results) == {"LLMRegressor", "RandomForestRegressor"}
     assert all(math.isfinite(r["rmse"]) and math.isfinite(r["r2"]) for r in results.values())
 

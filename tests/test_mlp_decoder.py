@@ -207,7 +207,7 @@ def test_rl_improves_an_under_trained_mlp_decoder(params):
     X_val, y_val = synthetic_task(128, 1)
     # Two SFT epochs leave the model far from converged; RL then has room to help.
     common = dict(sft_epochs=2, digits=2, n_samples=8, rl_epochs=10, rl_lr=1e-2, n_rollouts=4)
-    before = small(**common).fit(X, y)
+    before = small(**common, rl_algorithm=None).fit(X, y)
     after = small(**common, **params).fit(X, y)
     mse_before = np.mean((before.predict(X_val) - y_val) ** 2)
     mse_after = np.mean((after.predict(X_val) - y_val) ** 2)
