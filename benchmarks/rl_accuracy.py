@@ -5,7 +5,8 @@
 
 For each dataset and seed: one SFT fit with the default parameters (``rl_algorithm=None``),
 then ReMax and GRPO each continue from a copy of that same SFT state (same backbone, same SFT
-budget), with the default RL parameters. The LLM rows predict with the default
+budget), with the default RL parameters (``reward_on="auto"``, which rewards the mean of each
+prompt's rollouts; the label says what the reward scored). The LLM rows predict with the default
 ``predict_mode`` (mean of ``n_samples`` draws), and also report the greedy decode's R^2 and
 the empirical coverage of the central 80% and 90% intervals of those same draws.
 Classic baselines (Ridge, KNN, RandomForest, HistGradientBoosting) get one-hot categoricals
@@ -127,7 +128,10 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> list[dict]:
     sft = LLMRegressor(rl_algorithm=None, random_state=seed).fit(X_tr, y_tr)
     fitted = {"LLM SFT only": sft}
     for algorithm in ("remax", "grpo"):
-        fitted[f"LLM SFT + {algorithm}"] = continue_with_rl(sft, algorithm, X_tr, y_tr)
+        reg = continue_with_rl(sft, algorithm, X_tr, y_tr)
+        # The label names what the reward scored: records made before reward_on="auto"
+        # became the default rewarded each draw alone, and they stay in the table.
+        fitted[f"LLM SFT + {algorithm}, reward {reg._reward_on()}"] = reg
     for label, reg in fitted.items():
         records.append({"model": label, **llm_scores(reg, X_te, y_te), "fit_s": reg.fit_time_})
     for record in records:
