@@ -286,7 +286,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     reward : {"squared", "absolute", "huber"} or callable, default="squared"
         Built-in rewards are the negative squared / absolute / Huber error in standardized
         target space (capped at 50 for the scientific codec). A callable gets raw-scale
-        ``(y_pred, y_true)`` arrays of shapes (n, S) and (n, 1) and returns rewards (n, S).
+        ``(y_pred, y_true)`` arrays of shapes (n, k) and (n, 1) and returns rewards of
+        shape (n, k): k = S draws per row, and with ``reward_on="mean"`` it also scores
+        means of draws (k = 1 for the mean of all S, k = S for the leave-one-out means).
     reward_on : {"auto", "sample", "mean"}, default="auto"
         What the reward scores. ``"sample"`` (the paper): each rollout's own number.
         ``"mean"``: the mean of each prompt's ``n_rollouts`` numbers, as
@@ -373,7 +375,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     history_ : list of dict
         Training log, ``pandas.DataFrame(history_)`` tabulates it. ``phase="sft"``: one
         record per SFT epoch (``train_loss``, ``val_rmse``, ``lr``, ``time_s``).
-        ``phase="rl_step"``: one per RL step (``reward_mean``, ``reward_std``,
+        ``phase="rl_step"``: one per RL step (``reward_mean``, ``reward_std`` of the
+        draws' own rewards, ``reward_of_mean`` when ``reward_on`` resolves to ``"mean"``,
         ``zero_spread_share`` of prompts whose samples all got the same reward,
         ``entropy``, ``kl`` and ``expert_loss`` when on, ``lr``). ``phase="rl"``: one per
         RL epoch (``val_rmse``; epoch -1 scores the SFT state), and a final ``note`` when

@@ -4,7 +4,8 @@ Token-level cross-entropy cannot tell that ``101`` is closer to ``100`` than ``2
 a reward on the whole decoded number can. Starting from the SFT policy, each step
 
 1. decodes rollouts for a batch of rows (each row encoded once, its state, e.g. the LM's
-   KV cache, shared by all samples and, for ReMax, the greedy baseline);
+   KV cache, shared by all samples and, for ReMax rewarding single draws, the greedy
+   baseline);
 2. decodes them to numbers and scores them (:func:`make_reward`);
 3. turns rewards into advantages (:func:`remax_advantages` or :func:`grpo_advantages`);
 4. takes a policy-gradient step on the same masked distribution that sampled the
@@ -22,7 +23,10 @@ of one draw is the squared bias of the draws plus their whole variance, while a 
 made as the mean of N draws pays only variance / N: rewarding draws one by one mostly
 sharpens the policy. ``reward_on="mean"`` rewards each prompt's rollouts as a set, for
 the mean of their numbers, and credits each rollout with what it adds to that mean's
-reward (:func:`mean_credit`).
+reward (:func:`mean_credit`). ReMax then uses the credits as advantages (the
+leave-one-out term is its baseline, so it decodes no greedy baseline); GRPO centres and
+scales them within the group like rewards (centring cancels the common ``R(mean of all)``
+term; with S = 2 the advantages equal per-draw GRPO's).
 """
 
 from __future__ import annotations
@@ -80,6 +84,11 @@ class RLConfig:
     scale_rewards: str = "group"
     reward_on: str = "sample"
     max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        # Any other value would silently fall to unbaselined REINFORCE in _roll_out.
+        if self.reward_on not in ("sample", "mean"):
+            raise ValueError(f"reward_on must be 'sample' or 'mean', got {self.reward_on!r}")
 
 
 def remax_advantages(rewards: np.ndarray, greedy_rewards: np.ndarray) -> np.ndarray:
@@ -163,8 +172,9 @@ def make_reward(reward: str | RewardFn, codec: NumberCodec) -> RewardFn:
     reward : {"squared", "absolute", "huber"} or callable
         Built-in rewards are the negative squared / absolute / Huber (delta 1) error in
         standardized target space; for the scientific codec the error is capped at 50.
-        A callable receives raw-scale ``y_pred`` of shape (n_rows, n_samples) and
-        ``y_true`` of shape (n_rows, 1) and returns finite rewards of ``y_pred``'s shape.
+        A callable receives raw-scale ``y_pred`` of shape (n_rows, k) and ``y_true`` of
+        shape (n_rows, 1) and returns finite rewards of ``y_pred``'s shape: k is the
+        number of draws per row, or 1 and S when :func:`mean_credit` scores means.
     codec : NumberCodec
         The fitted codec (its standardization).
 
@@ -349,12 +359,21 @@ def run_rl(
                 rewards[part.positions] = part.rewards
             rewards = parallel.all_sum(rewards)
             spread = rewards.max(axis=1) - rewards.min(axis=1)
+            # With reward_on="mean" the objective is the reward of each prompt's mean draw,
+            # which the per-draw rewards above do not show (they also count the spread).
+            objective = {}
+            if config.reward_on == "mean":
+                mean_rewards = np.zeros(len(rows))
+                for part in parts:
+                    mean_rewards[part.positions] = part.mean_rewards
+                objective["reward_of_mean"] = float(parallel.all_sum(mean_rewards).mean())
             history.append(
                 {
                     "phase": "rl_step",
                     "epoch": epoch,
                     "reward_mean": float(rewards.mean()),
                     "reward_std": float(rewards.std()),
+                    **objective,
                     "zero_spread_share": float(np.mean(spread == 0)),
                     **dict(zip(logged_keys, map(float, parallel.all_sum(logged)), strict=True)),
                     "lr": scheduler.get_last_lr()[0],
@@ -397,6 +416,7 @@ class _RolloutPart:
     old_log_probs: torch.Tensor
     advantages: torch.Tensor
     rewards: np.ndarray
+    mean_rewards: np.ndarray | None
     ref_log_probs: torch.Tensor | None
     expert: torch.Tensor | None
 
@@ -432,11 +452,13 @@ def _roll_out(
     if greedy_baseline:
         advantages = remax_advantages(rewards[:, 1:], rewards[:, 0])
         sampled, old_log_probs, rewards = sampled[:, 1:], old_log_probs[:, 1:], rewards[:, 1:]
+        mean_rewards = None
     else:
         if config.reward_on == "mean":
             credits = mean_credit(values, y[:, None], reward_fn)
+            mean_rewards = reward_fn(values.mean(axis=1, keepdims=True), y[:, None])[:, 0]
         else:
-            credits = rewards
+            credits, mean_rewards = rewards, None
         advantages = (
             credits if remax else grpo_advantages(credits, scale=config.scale_rewards == "group")
         )
@@ -457,6 +479,7 @@ def _roll_out(
         old_log_probs,
         torch.as_tensor(advantages, dtype=torch.float32, device=backbone.device),
         rewards,
+        mean_rewards,
         ref_log_probs,
         expert,
     )

@@ -196,8 +196,8 @@ def synthetic_task(n, seed):
 @pytest.mark.parametrize(
     "params",
     [
-        {"rl_algorithm": "remax", "expert_coef": 0.0},
-        {"rl_algorithm": "grpo", "expert_coef": 0.0},
+        {"rl_algorithm": "remax", "reward_on": "sample", "expert_coef": 0.0},
+        {"rl_algorithm": "grpo", "reward_on": "sample", "expert_coef": 0.0},
         {"rl_algorithm": "grpo", "rl_updates_per_batch": 2, "kl_coef": 0.01},
         {"rl_algorithm": "remax"},
     ],

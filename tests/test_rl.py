@@ -228,12 +228,20 @@ def skewed_task(n, seed):
 @pytest.mark.parametrize(
     "params",
     [
+        # The paper's per-draw reward...
+        {"rl_algorithm": "remax", "reward_on": "sample", "expert_coef": 0.0},
+        {"rl_algorithm": "grpo", "reward_on": "sample", "expert_coef": 0.0},
+        {
+            "rl_algorithm": "grpo",
+            "reward_on": "sample",
+            "rl_updates_per_batch": 2,
+            "kl_coef": 0.01,
+        },
+        {"rl_algorithm": "remax", "reward_on": "sample", "number_format": "scientific"},
+        # ...and the default, which rewards the mean with predict_mode="mean".
         {"rl_algorithm": "remax", "expert_coef": 0.0},
-        {"rl_algorithm": "grpo", "expert_coef": 0.0},
-        {"rl_algorithm": "grpo", "rl_updates_per_batch": 2, "kl_coef": 0.01},
-        {"rl_algorithm": "remax", "number_format": "scientific"},
-        {"rl_algorithm": "remax", "reward_on": "mean", "expert_coef": 0.0},
         {"rl_algorithm": "grpo", "reward_on": "mean", "expert_coef": 0.0},
+        {"rl_algorithm": "remax", "number_format": "scientific"},
     ],
 )
 def test_rl_reduces_validation_error_of_an_untrained_policy(tiny_model_dir, params):
@@ -264,6 +272,7 @@ def test_rl_reduces_validation_error_of_an_untrained_policy(tiny_model_dir, para
     assert expected <= set(steps[0])
     assert ("kl" in steps[0]) == ("kl_coef" in params)
     assert ("expert_loss" in steps[0]) == (after.expert_coef > 0)
+    assert ("reward_of_mean" in steps[0]) == (params.get("reward_on") != "sample")
 
 
 def test_rl_none_is_exactly_sft_only(tiny_model_dir):
@@ -300,3 +309,55 @@ def test_mean_reward_needs_two_rollouts(tiny_model_dir):
     reg = LLMRegressor(model=tiny_model_dir, rl_algorithm="remax", reward_on="mean", n_rollouts=1)
     with pytest.raises(ValueError, match="n_rollouts must be >= 2"):
         reg.fit(*skewed_task(10, 0))
+
+
+@pytest.mark.parametrize(
+    "predict_mode, reward_on, algorithm, shapes",
+    [
+        # "auto" follows predict_mode: the mean's credit scores means of all 3 draws
+        # (k=1) and leave-one-out means (k=3), with no greedy decode...
+        ("mean", "auto", "remax", {(4, 3), (4, 1)}),
+        # ...while single draws are scored with ReMax's greedy decode in column 0.
+        ("greedy", "auto", "remax", {(4, 4)}),
+        ("mean", "sample", "remax", {(4, 4)}),
+        ("mean", "auto", "grpo", {(4, 3), (4, 1)}),
+        ("median", "auto", "grpo", {(4, 3)}),
+    ],
+)
+def test_reward_on_decides_what_the_reward_scores(
+    tiny_model_dir, predict_mode, reward_on, algorithm, shapes
+):
+    X, y = skewed_task(8, 0)
+    seen = set()
+
+    def reward(y_pred, y_true):
+        seen.add(y_pred.shape)
+        return -((y_pred - y_true) ** 2)
+
+    LLMRegressor(
+        model=tiny_model_dir,
+        sft_epochs=0,
+        rl_algorithm=algorithm,
+        rl_epochs=1,
+        rl_batch_size=4,
+        n_rollouts=3,
+        reward=reward,
+        reward_on=reward_on,
+        predict_mode=predict_mode,
+        n_samples=2,
+        random_state=0,
+    ).fit(X, y)
+    assert seen == shapes
+
+
+def test_one_rollout_is_fine_when_single_draws_are_rewarded(tiny_model_dir):
+    X, y = skewed_task(8, 0)
+    reg = LLMRegressor(
+        model=tiny_model_dir, sft_epochs=0, rl_epochs=1, n_rollouts=1, predict_mode="greedy"
+    ).fit(X, y)
+    assert any(r["phase"] == "rl_step" for r in reg.history_)
+
+
+def test_rl_config_rejects_unresolved_reward_on():
+    with pytest.raises(ValueError, match="reward_on"):
+        RLConfig("remax", epochs=1, lr=1e-3, batch_size=4, n_rollouts=2, reward_on="auto")
