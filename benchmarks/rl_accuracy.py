@@ -3,7 +3,7 @@
     python benchmarks/rl_accuracy.py [--datasets diabetes concrete] [--seeds 0 1 2]
                                      [--train-rows 256] [--test-rows 1000]
 
-For each dataset and seed: one SFT fit with the default parameters (``rl_algorithm=None``),
+For each dataset and seed: one SFT-only fit (the defaults with ``rl_algorithm=None``),
 then ReMax and GRPO each continue from a copy of that same SFT state (same backbone, same SFT
 budget), with the default RL parameters (``reward_on="auto"``, which rewards the mean of each
 prompt's rollouts; the label says what the reward scored). The LLM rows predict with the default
@@ -208,8 +208,12 @@ def main() -> None:
     body = (
         f"{args.train_rows} training rows, test rows up to {args.test_rows}; mean ± std over "
         "the seeds run so far (n). 'gap' = R^2 minus the best classic model's mean R^2 on "
-        "that dataset. LLM rows use the default parameters (prediction: mean of 16 draws); "
-        "the RL rows continue from the SFT-only row's state. 'R^2 greedy': one greedy "
+        "that dataset. 'LLM SFT only': the default estimator with rl_algorithm=None "
+        "(prediction: mean of 16 draws); the RL rows continue from its state with the "
+        "default RL parameters, and their label says what the reward scored ('sample': "
+        "each draw alone, the paper's setting and the default until 2026-11-27, whose "
+        "records were relabelled by hand then; 'mean': the mean of each prompt's "
+        "rollouts, reward_on='auto' now). 'R^2 greedy': one greedy "
         "decode per row. 'cov 80/90': share of test targets inside the central 80% / 90% "
         "interval of the same 16 draws. Raw records: benchmarks/results/rl_accuracy.jsonl.\n\n"
         + markdown_table(
