@@ -1,15 +1,15 @@
 """Which RL settings help after one shared SFT state (diagnosis of the RL-vs-SFT gap).
 
     python benchmarks/rl_sweep.py [--dataset diabetes] [--seed 0] [--train-rows 256]
-                                  [--sft param=value ...] [--settings JSON]
+                                  [--sft param=value ...] [--settings JSON] [--tag TEXT]
 
 Fits one SFT-only LLMRegressor (defaults, or the ``--sft`` parameters, values as JSON),
 then continues it with several RL settings (each from a copy of the same SFT state, as
 benchmarks/rl_accuracy.py does; ``--settings`` replaces the built-in list with a JSON list
 of parameter dicts) and reports test R^2 of the greedy decode and of the mean of 16
-samples, plus the last RL steps' mean entropy. With ``--sft`` the section title names
-those parameters (and a seed other than 0), so sweeps from different SFT states keep their
-own tables.
+samples, plus the last RL steps' mean entropy. The section title names the ``--sft``
+parameters, a seed other than 0 and ``--tag``, so sweeps from different SFT states (or
+with different purposes) keep their own tables.
 """
 
 import argparse
@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=256)
     parser.add_argument("--sft", nargs="*", default=[], metavar="PARAM=VALUE")
     parser.add_argument("--settings", type=json.loads, default=SETTINGS)
+    parser.add_argument(
+        "--tag", default="", help="added to the section title, so a sweep keeps its own table"
+    )
     args = parser.parse_args()
     sft_params = parse_params(args.sft)
     X, y = public_datasets.load(args.dataset)
@@ -85,9 +88,12 @@ def main() -> None:
             ["setting", "R^2 greedy", "R^2 mean of 16", "entropy", "reward trend"], rows
         )
     )
-    # Seeds other than 0 get their own sections rather than replace seed 0's table.
-    seed = [f"seed={args.seed}"] if args.seed else []
-    title = ", ".join([args.dataset, *seed, *(f"{k}={v}" for k, v in sft_params.items())])
+    # Seeds other than 0, SFT parameters and tags get their own sections rather than
+    # replace the plain sweep's table.
+    parts = [args.dataset, *(f"{k}={v}" for k, v in sft_params.items())]
+    parts += [f"seed={args.seed}"] if args.seed else []
+    parts += [args.tag] if args.tag else []
+    title = ", ".join(parts)
     write_section(f"RL settings sweep ({title})", "python " + " ".join(sys.argv), body)
 
 
