@@ -130,7 +130,9 @@ def grpo_advantages(rewards: np.ndarray, scale: bool = True) -> np.ndarray:
     return centred
 
 
-def mean_credit(draws: np.ndarray, y_true: np.ndarray, reward_fn: RewardFn) -> np.ndarray:
+def mean_credit(
+    draws: np.ndarray, y_true: np.ndarray, reward_fn: RewardFn
+) -> tuple[np.ndarray, np.ndarray]:
     """Credit of each draw for the reward of the mean of its prompt's draws.
 
     ``c_i = S * (R(mean of the S draws) - R(mean of the other S - 1 draws))``. The
@@ -153,15 +155,18 @@ def mean_credit(draws: np.ndarray, y_true: np.ndarray, reward_fn: RewardFn) -> n
     credits : ndarray of shape (n_prompts, S)
         Exactly zero for a prompt whose draws all tie (as the rounding of the means
         might otherwise leave them not quite zero).
+    mean_rewards : ndarray of shape (n_prompts,)
+        ``R(mean of the S draws)`` per prompt: the objective, for the training log.
     """
     n_draws = draws.shape[1]
     if n_draws < 2:
         raise ValueError("mean_credit compares each draw with the others: it needs S >= 2")
     mean_all = draws.mean(axis=1, keepdims=True)
     mean_others = (draws.sum(axis=1, keepdims=True) - draws) / (n_draws - 1)
-    credits = n_draws * (reward_fn(mean_all, y_true) - reward_fn(mean_others, y_true))
+    mean_rewards = reward_fn(mean_all, y_true)
+    credits = n_draws * (mean_rewards - reward_fn(mean_others, y_true))
     credits[draws.min(axis=1) == draws.max(axis=1)] = 0.0
-    return credits
+    return credits, mean_rewards[:, 0]
 
 
 def make_reward(reward: str | RewardFn, codec: NumberCodec) -> RewardFn:
@@ -354,19 +359,16 @@ def run_rl(
                 )
                 optimizer.step()
                 scheduler.step()
-            rewards = np.zeros((len(rows), config.n_rollouts))
-            for part in parts:
-                rewards[part.positions] = part.rewards
-            rewards = parallel.all_sum(rewards)
+            rewards = [part.rewards for part in parts]
+            rewards = _step_array(parts, rewards, (len(rows), config.n_rollouts), parallel)
             spread = rewards.max(axis=1) - rewards.min(axis=1)
             # With reward_on="mean" the objective is the reward of each prompt's mean draw,
             # which the per-draw rewards above do not show (they also count the spread).
             objective = {}
             if config.reward_on == "mean":
-                mean_rewards = np.zeros(len(rows))
-                for part in parts:
-                    mean_rewards[part.positions] = part.mean_rewards
-                objective["reward_of_mean"] = float(parallel.all_sum(mean_rewards).mean())
+                mean_rewards = [part.mean_rewards for part in parts]
+                mean_rewards = _step_array(parts, mean_rewards, (len(rows),), parallel)
+                objective["reward_of_mean"] = float(mean_rewards.mean())
             history.append(
                 {
                     "phase": "rl_step",
@@ -403,6 +405,23 @@ def run_rl(
         )
         logger.info("RL never beat the SFT state on validation; SFT state kept")
     return history
+
+
+def _step_array(
+    parts: Sequence[_RolloutPart],
+    values: Sequence[np.ndarray],
+    shape: tuple[int, ...],
+    parallel: DataParallel,
+) -> np.ndarray:
+    """One step's per-row values, each part's at its rows, over all processes.
+
+    Every process fills only its own rows (possibly none) and leaves the others zero, so
+    the sum over processes assembles the whole step.
+    """
+    out = np.zeros(shape)
+    for part, part_values in zip(parts, values, strict=True):
+        out[part.positions] = part_values
+    return parallel.all_sum(out)
 
 
 @dataclass
@@ -449,16 +468,14 @@ def _roll_out(
     values = codec.decode(rollout.tokens.cpu().numpy())
     rewards = reward_fn(values, y[:, None])
     sampled, old_log_probs = rollout.tokens, rollout.log_probs
+    mean_rewards = None
     if greedy_baseline:
         advantages = remax_advantages(rewards[:, 1:], rewards[:, 0])
         sampled, old_log_probs, rewards = sampled[:, 1:], old_log_probs[:, 1:], rewards[:, 1:]
-        mean_rewards = None
     else:
+        credits = rewards
         if config.reward_on == "mean":
-            credits = mean_credit(values, y[:, None], reward_fn)
-            mean_rewards = reward_fn(values.mean(axis=1, keepdims=True), y[:, None])[:, 0]
-        else:
-            credits, mean_rewards = rewards, None
+            credits, mean_rewards = mean_credit(values, y[:, None], reward_fn)
         advantages = (
             credits if remax else grpo_advantages(credits, scale=config.scale_rewards == "group")
         )

@@ -62,8 +62,10 @@ def test_mean_credit_by_hand():
     # Row 0: the mean (2) is exact; without draw 1 it is 2.5 (reward -0.25), without
     # draw 3 it is 1.5, without draw 2 it stays 2. Row 1: all draws tie.
     expected = np.array([[3 * 0.25, 3 * 0.25, 0.0], [0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(mean_credit(draws, y_true, squared_error_reward), expected)
-    assert not mean_credit(draws, y_true, squared_error_reward)[1].any()
+    credits, mean_rewards = mean_credit(draws, y_true, squared_error_reward)
+    np.testing.assert_allclose(credits, expected)
+    assert not credits[1].any()
+    np.testing.assert_allclose(mean_rewards, [0.0, -(4.9**2)])
     with pytest.raises(ValueError, match="S >= 2"):
         mean_credit(draws[:, :1], y_true, squared_error_reward)
 
@@ -79,9 +81,8 @@ def test_mean_credit_is_an_unbiased_policy_gradient_of_the_mean_reward():
     draws = values.numpy()[outcomes]
     mean_reward = torch.as_tensor(-((draws.mean(1) - y_true) ** 2))
     (exact,) = torch.autograd.grad((prob * mean_reward).sum(), logits, retain_graph=True)
-    credits = torch.as_tensor(
-        mean_credit(draws, np.full((len(draws), 1), y_true), squared_error_reward)
-    )
+    credits, _ = mean_credit(draws, np.full((len(draws), 1), y_true), squared_error_reward)
+    credits = torch.as_tensor(credits)
     surrogate = (prob.detach() * (credits * log_p[outcomes]).sum(1)).sum()
     (estimated,) = torch.autograd.grad(surrogate, logits)
     torch.testing.assert_close(estimated, n_draws * exact)
