@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -307,7 +308,11 @@ class LanguageModelBackbone:
         self.tokenizer = tokenizer
         self.compute_dtype = compute_dtype
         self.symbol_ids = torch.tensor(symbol_token_ids(tokenizer, symbols), device=device)
-        self.model = get_peft_model(causal_lm, lora_config).to(device)
+        with warnings.catch_warnings():
+            # peft 0.21 reads transformers' deprecated is_gradient_checkpointing alias on every
+            # wrap; the FutureWarning is theirs to fix and nothing a user of fit() can act on.
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            self.model = get_peft_model(causal_lm, lora_config).to(device)
         self.device = device
         inner = self.model.get_base_model()
         self._decoder = getattr(inner, inner.base_model_prefix)

@@ -1,5 +1,7 @@
 """Gradient checkpointing of the backbone: the cache-free scoring path it needs."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -86,3 +88,14 @@ def test_fit_with_gradient_checkpointing_matches_without(tiny_model_dir):
         np.testing.assert_allclose(value, expected[name], rtol=0, atol=1e-5, err_msg=name)
     np.testing.assert_array_equal(checkpointed.predict(X), plain.predict(X))
     assert not checkpointed._handle.policy.backbone.checkpointing  # off again after SFT
+
+
+def test_wrapping_the_model_in_lora_raises_no_library_warning(tiny_model_dir):
+    # Every fit wraps the model: a third-party deprecation notice there would reach users
+    # on each call (the test config hides FutureWarnings from transformers otherwise).
+    causal_lm, tokenizer = load_pretrained(tiny_model_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LanguageModelBackbone(causal_lm, tokenizer, ("0", "1"), config, torch.device("cpu"))
+    assert [str(w.message) for w in caught] == []
