@@ -269,7 +269,11 @@ def test_failed_refit_discards_the_previous_fit(fitted, data, tiny_model_dir):
 
 def test_wrong_columns_at_predict(fitted, data):
     X, _ = data
-    with pytest.raises(ValueError, match="expecting 3 features"):
+    # sklearn first warns that the array has no column names, then refuses its width.
+    with (
+        pytest.warns(UserWarning, match="valid feature names"),
+        pytest.raises(ValueError, match="expecting 3 features"),
+    ):
         fitted.predict(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="missing"):
         fitted.predict(X[["size", "color"]])
