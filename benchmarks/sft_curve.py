@@ -1,6 +1,7 @@
 """Diagnose SFT (and RL) on the LM: test metrics after every few epochs of one fit.
 
     python benchmarks/sft_curve.py --out curve.json [--dataset diabetes] [--seed 0]
+                                   [--split {train_test_split,permutation}]
                                    [--every 2] [--test-rows 300] [param=value ...]
 
 Fits ``LLMRegressor(random_state=seed, early_stopping=False, **params)`` on 256 training
@@ -22,7 +23,6 @@ import time
 import numpy as np
 import torch
 from sklearn.metrics import r2_score
-from sklearn.model_selection import train_test_split
 
 import public_datasets
 from llmregressor import LLMRegressor
@@ -44,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="diabetes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", choices=public_datasets.SPLITS, default="train_test_split")
     parser.add_argument("--every", type=int, default=2)
     parser.add_argument("--test-rows", type=int, default=300)
     parser.add_argument("--out", required=True)
@@ -51,8 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     params = parse_params(args.params)
     X, y = public_datasets.load(args.dataset)
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, train_size=256, random_state=args.seed)
-    X_te, y_te = X_te[: args.test_rows], np.asarray(y_te[: args.test_rows], dtype=float)
+    X_tr, X_te, y_tr, y_te = public_datasets.split(X, y, args.seed, 256, args.test_rows, args.split)
     records: list[dict] = []
     start = time.perf_counter()
 
