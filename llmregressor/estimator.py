@@ -265,8 +265,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     rl_algorithm : {"remax", "grpo"} or None, default="remax"
         Sequence-level RL after SFT, rewarding the whole decoded number. With the
         default ``reward_on`` and ``expert_coef``, ReMax raised the test R^2 of the default
-        mean-of-16 prediction over the SFT state on 10 of 11 public (dataset, seed)
-        splits of benchmarks/rl_accuracy.py (median +0.025) and the greedy decode's on 10;
+        mean-of-16 prediction over the SFT state on 11 of 12 public (dataset, seed)
+        splits of benchmarks/rl_accuracy.py (median +0.027) and the greedy decode's on 11;
         it adds about 50% to the fit time (docs/benchmarks.md).
         ``"remax"``: ``n_rollouts`` samples per prompt, REINFORCE with the advantage
         ``r_i - r_greedy`` (one greedy decode per prompt as baseline) or, with
