@@ -11,9 +11,10 @@ estimator's own SFT and RL loops on ``public_datasets.split(..., "permutation")`
 that run's split) and scores the test rows after each stage. What it cannot copy: that run's
 prompt wording (``age:54,sex:2,...,target:``; here the default serializer's
 ``age is 54, sex is 2, ...``) and its learning-rate schedule within each stage (here the
-estimator's cosine with warm-up). ``--as-that-run`` copies both as far as they are known:
-it swaps the serializer's row format and the training phases' schedule (constant lr after
-the warm-up) for that run's, by patching them for this process only.
+estimator's cosine with warm-up). ``--compact-rows`` and ``--constant-lr`` copy each as
+far as it is known (that row format; a constant lr after the warm-up), by patching the
+serializer and the training phases' optimizer factory for this process only;
+``--as-that-run`` is both. ``--sft-only`` stops after the two SFT stages.
 """
 
 import argparse
@@ -56,9 +57,8 @@ def constant_lr_optimizer(backbone, lr: float, total_steps: int, warmup_fraction
     return optimizer, get_constant_schedule_with_warmup(optimizer, num_warmup_steps=warmup)
 
 
-def patch_as_that_run() -> None:
-    """Write prompts and schedule learning rates as the feasibility run did, in this process."""
-    RowSerializer.serialize_row = compact_row
+def patch_constant_lr() -> None:
+    """Schedule both training phases' learning rates as the feasibility run did."""
     llmregressor.sft.make_optimizer = constant_lr_optimizer
     llmregressor.rl.make_optimizer = constant_lr_optimizer
 
@@ -111,16 +111,19 @@ def scores(reg: LLMRegressor, X, y: np.ndarray) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--as-that-run",
-        action="store_true",
-        help="that run's prompt format and constant learning rate (patched in)",
-    )
+    parser.add_argument("--compact-rows", action="store_true", help="that run's row format")
+    parser.add_argument("--constant-lr", action="store_true", help="that run's lr schedule")
+    parser.add_argument("--as-that-run", action="store_true", help="both of the above")
+    parser.add_argument("--sft-only", action="store_true", help="no ReMax stage")
     args = parser.parse_args()
+    compact_rows = args.compact_rows or args.as_that_run
+    constant_lr = args.constant_lr or args.as_that_run
     params = {}
-    if args.as_that_run:
-        patch_as_that_run()
+    if compact_rows:
+        RowSerializer.serialize_row = compact_row
         params["prompt_template"] = COMPACT_TEMPLATE
+    if constant_lr:
+        patch_constant_lr()
     X, y = public_datasets.load("diabetes")
     X_tr, X_te, y_tr, y_te = public_datasets.split(X, y, args.seed, 256, 1000, "permutation")
     rows = []
@@ -135,33 +138,41 @@ def main() -> None:
     rows.append(["SFT, 6 epochs at lr 5e-4", *scores(reg, X_te, y_te)])
     continue_sft(reg, X_tr, y_tr, epochs=6, lr=1e-3)
     rows.append(["+ 6 SFT epochs at lr 1e-3", *scores(reg, X_te, y_te)])
-    settings = {
-        "+ ReMax, reward per draw, no expert term (that run)": dict(
-            reward_on="sample", expert_coef=0.0
-        ),
-        "+ ReMax, default RL parameters": {},
-    }
+    settings = (
+        {}
+        if args.sft_only
+        else {
+            "+ ReMax, reward per draw, no expert term (that run)": dict(
+                reward_on="sample", expert_coef=0.0
+            ),
+            "+ ReMax, default RL parameters": {},
+        }
+    )
     for label, rl_params in settings.items():
         rl = continue_with_rl(reg, "remax", X_tr, y_tr, rl_epochs=3, **rl_params)
         rows.append([label, *scores(rl, X_te, y_te)])
     for row in rows:
         print(row, flush=True)
-    setup = (
-        "that run's row format (`age:54,sex:2,...,target:`) and a constant learning rate "
-        "after the 10% warm-up of each stage (both patched in by `--as-that-run`)"
-        if args.as_that_run
-        else "otherwise the defaults"
-    )
+    changes = [
+        "that run's row format (`age:54,sex:2,...,target:`)" if compact_rows else "",
+        "a constant learning rate after the 10% warm-up of each stage" if constant_lr else "",
+    ]
+    setup = " and ".join(c for c in changes if c) or "otherwise the defaults"
+    variant = {
+        (True, True): ", as that run",
+        (True, False): ", compact rows",
+        (False, True): ", constant lr",
+    }.get((compact_rows, constant_lr), "")
+    variant += ", SFT only" if args.sft_only else ""
+    remax = "" if args.sft_only else ", both ReMax rows the second SFT stage's, with `rl_epochs=3`"
     body = (
         f"diabetes, permutation split seed {args.seed} (256 training rows, {len(y_te)} test "
-        f"rows), `sft_loss='ce'`, {setup}; each stage continues the state of "
-        "the row above it, both ReMax rows the second SFT stage's, with `rl_epochs=3`. R^2 "
-        "of the greedy decode and of the mean of the first 8 / all 16 draws per test row; "
-        "fit s: all stages up to that row.\n\n"
+        f"rows), `sft_loss='ce'`, {setup}; each stage continues the state of the row above "
+        f"it{remax}. R^2 of the greedy decode and of the mean of the first 8 / all 16 draws "
+        "per test row; fit s: all stages up to that row.\n\n"
         + markdown_table(["state", "R^2 greedy", "R^2 mean of 8", "R^2 mean of 16", "fit s"], rows)
     )
-    title = "Feasibility replay (diabetes" + (", as that run)" if args.as_that_run else ")")
-    write_section(title, "python " + " ".join(sys.argv), body)
+    write_section(f"Feasibility replay (diabetes{variant})", "python " + " ".join(sys.argv), body)
 
 
 if __name__ == "__main__":
