@@ -34,9 +34,8 @@ import public_datasets
 from _report import markdown_table, write_section
 from llmregressor import LLMRegressor
 from llmregressor._distributed import DataParallel
+from llmregressor._training import make_optimizer
 from llmregressor.serialize import RowSerializer
-from llmregressor.sft import SFTConfig, run_sft
-from llmregressor.token_losses import make_sft_loss
 
 COMPACT_TEMPLATE = "{features},target:"
 
@@ -51,8 +50,8 @@ def compact_row(self: RowSerializer, row) -> str:
 
 
 def constant_lr_optimizer(backbone, lr: float, total_steps: int, warmup_fraction: float = 0.1):
-    """AdamW at a constant lr after the same warm-up: that run's schedule within a stage."""
-    optimizer = torch.optim.AdamW(backbone.trainable_parameters(), lr=lr, weight_decay=0.0)
+    """The phases' own optimizer at a constant lr after the same warm-up: that run's schedule."""
+    optimizer, _ = make_optimizer(backbone, lr, total_steps, warmup_fraction)
     warmup = int(np.ceil(warmup_fraction * total_steps))
     return optimizer, get_constant_schedule_with_warmup(optimizer, num_warmup_steps=warmup)
 
@@ -66,32 +65,28 @@ def patch_constant_lr() -> None:
 def continue_sft(reg: LLMRegressor, X, y, epochs: int, lr: float) -> None:
     """Train ``reg``'s fitted policy ``epochs`` more SFT epochs at ``lr``, in place.
 
-    A second call of fit()'s SFT loop (private helpers), with a fresh optimizer and schedule,
-    as a second stage of training started from the first stage's weights would have.
+    A second call of fit()'s SFT phase (private helpers), with a fresh optimizer and
+    schedule, as a second stage of training started from the first stage's weights would
+    have. ``reg``'s SFT parameters describe that second stage afterwards.
     """
+    reg.set_params(sft_epochs=epochs, sft_lr=lr, n_iter_no_change=None)
     policy = reg._handle.policy
-    codec = reg.codec_
     single_process = DataParallel()
     train_inputs, y_train, validate = reg._training_split(
         policy, reg._row_inputs(X), np.asarray(y, dtype=float), single_process
     )
-    config = SFTConfig(
-        epochs=epochs,
-        lr=lr,
-        batch_size=reg.batch_size,
-        n_iter_no_change=None,
-        loss=make_sft_loss(reg.sft_loss, reg.sft_loss_weight, codec.symbols, codec.allowed_mask()),
-    )
     start = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(reg._seed + 2)
-        reg.history_ = reg.history_ + run_sft(
+        reg.history_ = reg.history_ + reg._run_sft(
             policy,
             train_inputs,
-            codec.encode(y_train),
-            config,
-            np.random.default_rng(reg._seed + 2),
+            y_train,
             validate,
+            np.random.default_rng(reg._seed + 2),
+            reg.verbose,
+            single_process,
+            None,
         )
     reg.fit_time_ += time.perf_counter() - start
 

@@ -644,29 +644,18 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             return []
         train_inputs, y_train, validate = self._training_split(policy, inputs, y, parallel)
         rng = np.random.default_rng(self._seed)
-        config = SFTConfig(
-            epochs=self.sft_epochs,
-            lr=self.sft_lr,
-            batch_size=self.batch_size,
-            n_iter_no_change=self.n_iter_no_change,
-            loss=make_sft_loss(
-                self.sft_loss, self.sft_loss_weight, codec.symbols, codec.allowed_mask()
-            ),
-        )
         # Progress bars from one process only.
         verbose = self.verbose if parallel.is_main else 0
-        with policy.backbone.gradient_checkpointing(self.gradient_checkpointing):
-            history = run_sft(
-                policy,
-                train_inputs,
-                codec.encode(y_train),
-                config,
-                rng,
-                validate,
-                verbose,
-                parallel,
-                checkpoints.phase("sft") if checkpoints else None,
-            )
+        history = self._run_sft(
+            policy,
+            train_inputs,
+            y_train,
+            validate,
+            rng,
+            verbose,
+            parallel,
+            checkpoints.phase("sft") if checkpoints else None,
+        )
         if self.rl_algorithm is not None and self.rl_epochs > 0:
             history += self._run_rl(
                 policy,
@@ -727,6 +716,40 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             return float(np.sqrt(squared[0] / len(all_rows)))
 
         return validate
+
+    def _run_sft(
+        self,
+        policy: NumberPolicy,
+        train_inputs: RowInputs,
+        y_train: np.ndarray,
+        validate: Callable[[], float] | None,
+        rng: np.random.Generator,
+        verbose: int,
+        parallel: DataParallel,
+        checkpoint: PhaseCheckpoint | None,
+    ) -> list[dict]:
+        codec = self.codec_
+        config = SFTConfig(
+            epochs=self.sft_epochs,
+            lr=self.sft_lr,
+            batch_size=self.batch_size,
+            n_iter_no_change=self.n_iter_no_change,
+            loss=make_sft_loss(
+                self.sft_loss, self.sft_loss_weight, codec.symbols, codec.allowed_mask()
+            ),
+        )
+        with policy.backbone.gradient_checkpointing(self.gradient_checkpointing):
+            return run_sft(
+                policy,
+                train_inputs,
+                codec.encode(y_train),
+                config,
+                rng,
+                validate,
+                verbose,
+                parallel,
+                checkpoint,
+            )
 
     def _run_rl(
         self,
