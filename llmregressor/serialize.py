@@ -1,12 +1,16 @@
 r"""Row serialization: one table row becomes one text prompt.
 
-A row is written as ``"<name> is <value>"`` pairs joined by ``", "`` and placed into a
-prompt template whose ``{features}`` field receives them. The template ends with the
-answer prefix after which the number tokens are decoded, e.g. the default
-``"{features}\\nThe target is "`` gives::
+A row is written as name/value pairs in one of two row formats and placed into a prompt
+template whose ``{features}`` field receives them. The template ends with the answer
+prefix after which the number tokens are decoded. The ``"sentence"`` format writes
+``"<name> is <value>"`` pairs joined by ``", "``; with its template
+``"{features}\\nThe target is "`` a row reads::
 
     age is 59, sex is 2, bmi is 32.1
     The target is
+
+The ``"compact"`` format writes ``"<name>:<value>"`` pairs joined by ``","``; with its
+template ``"{features},target:"`` the same row reads ``age:59,sex:2,bmi:32.1,target:``.
 
 Numbers are rounded to a fixed count of significant digits and written positionally
 (``123500``, ``0.0381``), never in exponent notation the LM rarely saw in tables.
@@ -22,9 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["DEFAULT_PROMPT_TEMPLATE", "RowSerializer"]
+__all__ = ["DEFAULT_PROMPT_TEMPLATE", "PROMPT_TEMPLATES", "ROW_FORMATS", "RowSerializer"]
 
-DEFAULT_PROMPT_TEMPLATE = "{features}\nThe target is "
+# Per row format: how one name/value pair is written, and what joins the pairs.
+ROW_FORMATS = {"sentence": ("{name} is {value}", ", "), "compact": ("{name}:{value}", ",")}
+# The prompt template each row format gets when none is given: the answer prefix reads
+# as the next pair of the same format.
+PROMPT_TEMPLATES = {"sentence": "{features}\nThe target is ", "compact": "{features},target:"}
+DEFAULT_PROMPT_TEMPLATE = PROMPT_TEMPLATES["sentence"]
 
 
 @dataclass(frozen=True)
@@ -42,14 +51,21 @@ class RowSerializer:
         Significant digits kept when writing non-integer numbers.
     missing : str, default="unknown"
         Word written for a missing value.
+    row_format : {"sentence", "compact"}, default="sentence"
+        How each name/value pair is written and joined (see ``ROW_FORMATS``).
     """
 
     feature_names: Sequence[str]
     template: str = DEFAULT_PROMPT_TEMPLATE
     significant_digits: int = 4
     missing: str = "unknown"
+    row_format: str = "sentence"
 
     def __post_init__(self) -> None:
+        if self.row_format not in ROW_FORMATS:
+            raise ValueError(
+                f"row_format must be one of {sorted(ROW_FORMATS)}, got {self.row_format!r}"
+            )
         if self.template.count("{features}") != 1:
             raise ValueError(
                 "prompt_template must contain the field '{features}' exactly once, "
@@ -92,8 +108,9 @@ class RowSerializer:
 
     def serialize_row(self, row: Sequence[object]) -> str:
         """Write one row as a prompt."""
-        features = ", ".join(
-            f"{name} is {self.format_value(value)}"
+        pair, separator = ROW_FORMATS[self.row_format]
+        features = separator.join(
+            pair.format(name=name, value=self.format_value(value))
             for name, value in zip(self.feature_names, row, strict=True)
         )
         return self.template.replace("{features}", features)

@@ -163,6 +163,21 @@ def test_numpy_input_uses_generic_names(tiny_model_dir):
     assert reg.serializer_.serialize_row(X[0]).startswith("x0 is 0, x1 is 1")
 
 
+@pytest.mark.parametrize(
+    ("params", "prompt"),
+    [
+        ({}, "x0 is 0.5, x1 is 1\nThe target is "),
+        ({"row_format": "compact"}, "x0:0.5,x1:1,target:"),
+        ({"row_format": "compact", "prompt_template": "{features}=>"}, "x0:0.5,x1:1=>"),
+    ],
+)
+def test_row_format_picks_its_template_unless_one_is_given(tiny_model_dir, params, prompt):
+    # A constant target fits no weights, so this checks the serializer fit() builds, cheaply.
+    X = np.array([[0.5, 1.0], [2.0, 3.0]])
+    reg = small(tiny_model_dir, **params).fit(X, np.zeros(2))
+    assert reg.serializer_.serialize_row(X[0]) == prompt
+
+
 def test_constant_target_predicts_the_constant(tiny_model_dir):
     X = np.random.default_rng(0).normal(size=(12, 2))
     reg = small(tiny_model_dir).fit(X, np.full(12, 3.25))
@@ -245,6 +260,7 @@ def test_bad_training_data(tiny_model_dir, X, y, error, match):
         ("validation_fraction", 1.0, ValueError, "validation_fraction"),
         ("sft_lr", -1.0, ValueError, "sft_lr"),
         ("prompt_template", "no field", ValueError, "prompt_template"),
+        ("row_format", "json", ValueError, "row_format"),
         ("lora_target_modules", 3, TypeError, "lora_target_modules"),
         ("device", "tpu", ValueError, "device"),
         ("reward_on", "median", ValueError, "reward_on"),

@@ -13,6 +13,17 @@ def test_row_to_prompt():
     )
 
 
+def test_compact_row_format():
+    s = RowSerializer(["age", "sex", "bmi"], "{features},target:", row_format="compact")
+    row = np.array([52, "male", 27.123456], dtype=object)
+    assert s.serialize_row(row) == "age:52,sex:male,bmi:27.12,target:"
+
+
+def test_unknown_row_format_is_rejected():
+    with pytest.raises(ValueError, match="row_format must be one of"):
+        RowSerializer(["x"], row_format="json")
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [
