@@ -238,10 +238,13 @@ def main() -> None:
             with RESULTS.open("a") as out:
                 out.writelines(json.dumps(r) + "\n" for r in records)
     records = load_records(args)
+    sft_setting = "the default estimator with rl_algorithm=None"
+    if args.row_format != "sentence":
+        sft_setting += f" and row_format={args.row_format!r}"
     body = (
         f"{args.train_rows} training rows, test rows up to {args.test_rows}; mean ± std over "
         "the seeds run so far (n). 'gap' = R^2 minus the best classic model's mean R^2 on "
-        "that dataset. 'LLM SFT only': the default estimator with rl_algorithm=None "
+        f"that dataset. 'LLM SFT only': {sft_setting} "
         "(prediction: mean of 16 draws); the RL rows continue from its state with the "
         "default RL parameters, and their label says what the reward scored ('sample': "
         "each draw alone, the paper's setting and the default until 2026-11-27, whose "

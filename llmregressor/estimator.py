@@ -25,7 +25,7 @@ from .decoding import NumberPolicy
 from .features import make_feature_preprocessor
 from .mlp_decoder import MLP_DECODER, MLPDecoderConfig, MLPDecoderSpec
 from .rl import RLConfig, make_reward, run_rl
-from .serialize import PROMPT_TEMPLATES, RowSerializer
+from .serialize import RowSerializer
 from .sft import SFTConfig, run_sft
 from .token_losses import make_sft_loss
 
@@ -197,8 +197,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Mantissa digits of the scientific codec.
     row_format : {"sentence", "compact"}, default="sentence"
         How a row's name/value pairs are written: ``"sentence"`` gives
-        ``age is 59, sex is 2``, ``"compact"`` gives ``age:59,sex:2`` (shorter prompts,
-        so faster fits). Ignored by ``"mlp-decoder"``, like the next seven parameters.
+        ``age is 59, sex is 2``, ``"compact"`` gives ``age:59,sex:2`` (11-15% fewer
+        prompt tokens on the benchmark datasets). Ignored by ``"mlp-decoder"``, like the
+        next seven parameters.
     prompt_template : str or None, default=None
         Prompt with a ``{features}`` field; the text after it is the answer prefix.
         None takes the row format's own: ``"{features}\\nThe target is "`` for
@@ -619,12 +620,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         if names is None:
             names = [f"x{i}" for i in range(self.n_features_in_)]
-        template = self.prompt_template
-        if template is None:
-            template = PROMPT_TEMPLATES[self.row_format]
         serializer = RowSerializer(
             list(map(str, names)),
-            template,
+            self.prompt_template,
             self.significant_digits,
             self.missing_value,
             self.row_format,

@@ -57,7 +57,9 @@ __all__ = [
 ]
 
 FORMAT_NAME = "llmregressor-model"
-FORMAT_VERSION = 1
+# 2: the row serializer and the parameters gained ``row_format`` (version 1 wrote
+# "sentence" rows, which a reader fills in for it).
+FORMAT_VERSION = 2
 MANIFEST_FILE = "llmregressor.json"
 WEIGHTS_FILE = "policy.safetensors"
 
@@ -280,6 +282,10 @@ def read_manifest(path: str | os.PathLike) -> dict:
             f"llmregressor {__version__} reads versions up to {FORMAT_VERSION}. Upgrade "
             "llmregressor to load it."
         )
+    if version == 1 and isinstance(manifest.get("params"), dict):
+        manifest["params"].setdefault("row_format", "sentence")
+        if isinstance(manifest.get("serializer"), dict):
+            manifest["serializer"].setdefault("row_format", "sentence")
     return manifest
 
 

@@ -26,14 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["DEFAULT_PROMPT_TEMPLATE", "PROMPT_TEMPLATES", "ROW_FORMATS", "RowSerializer"]
+__all__ = ["PROMPT_TEMPLATES", "ROW_FORMATS", "RowSerializer"]
 
 # Per row format: how one name/value pair is written, and what joins the pairs.
 ROW_FORMATS = {"sentence": ("{name} is {value}", ", "), "compact": ("{name}:{value}", ",")}
 # The prompt template each row format gets when none is given: the answer prefix reads
 # as the next pair of the same format.
 PROMPT_TEMPLATES = {"sentence": "{features}\nThe target is ", "compact": "{features},target:"}
-DEFAULT_PROMPT_TEMPLATE = PROMPT_TEMPLATES["sentence"]
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,10 @@ class RowSerializer:
     ----------
     feature_names : sequence of str
         Column names, in column order.
-    template : str, default=DEFAULT_PROMPT_TEMPLATE
+    template : str or None, default=None
         Prompt template; must contain ``{features}`` exactly once. Its text after
-        ``{features}`` is the answer prefix.
+        ``{features}`` is the answer prefix. None takes the row format's own from
+        ``PROMPT_TEMPLATES`` (the attribute then holds that template).
     significant_digits : int, default=4
         Significant digits kept when writing non-integer numbers.
     missing : str, default="unknown"
@@ -56,7 +56,7 @@ class RowSerializer:
     """
 
     feature_names: Sequence[str]
-    template: str = DEFAULT_PROMPT_TEMPLATE
+    template: str | None = None
     significant_digits: int = 4
     missing: str = "unknown"
     row_format: str = "sentence"
@@ -66,6 +66,9 @@ class RowSerializer:
             raise ValueError(
                 f"row_format must be one of {sorted(ROW_FORMATS)}, got {self.row_format!r}"
             )
+        if self.template is None:
+            # The documented way to set a field of a frozen dataclass while initializing it.
+            object.__setattr__(self, "template", PROMPT_TEMPLATES[self.row_format])
         if self.template.count("{features}") != 1:
             raise ValueError(
                 "prompt_template must contain the field '{features}' exactly once, "

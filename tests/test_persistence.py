@@ -40,6 +40,8 @@ def fitted(data, tiny_model_dir):
         batch_size=8,
         n_samples=4,
         lora_target_modules=("q_proj", "v_proj"),  # a tuple must come back as a tuple
+        # The rows version 1 wrote, so that its manifest can be rewritten as version 1's.
+        row_format="sentence",
         random_state=0,
     )
     return reg.fit(X, y)
@@ -198,6 +200,22 @@ def test_refuses_bad_manifests(saved, tmp_path, edit, match):
     edit_manifest(folder, edit)
     with pytest.raises(ModelFormatError, match=match):
         LLMRegressor.load(folder)
+
+
+def test_reads_version_1_manifests_as_sentence_rows(saved, fitted, data, tmp_path):
+    # Version 1 predates row_format: its models wrote "sentence" rows, whatever the
+    # default is now.
+    folder = copy_folder(saved, tmp_path / "m")
+
+    def to_version_1(manifest):
+        manifest["format_version"] = 1
+        del manifest["params"]["row_format"], manifest["serializer"]["row_format"]
+
+    edit_manifest(folder, to_version_1)
+    loaded = LLMRegressor.load(folder)
+    assert loaded.get_params()["row_format"] == "sentence"
+    assert loaded.serializer_ == fitted.serializer_
+    np.testing.assert_array_equal(loaded.predict(data[0]), fitted.predict(data[0]))
 
 
 def test_refuses_folders_that_are_no_model(saved, tmp_path):

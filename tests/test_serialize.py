@@ -13,9 +13,10 @@ def test_row_to_prompt():
     )
 
 
-def test_compact_row_format():
-    s = RowSerializer(["age", "sex", "bmi"], "{features},target:", row_format="compact")
+def test_compact_row_format_with_its_own_template():
+    s = RowSerializer(["age", "sex", "bmi"], row_format="compact")
     row = np.array([52, "male", 27.123456], dtype=object)
+    assert s.template == "{features},target:"
     assert s.serialize_row(row) == "age:52,sex:male,bmi:27.12,target:"
 
 
