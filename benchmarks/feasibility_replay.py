@@ -8,13 +8,14 @@ lr 5e-4, then 6 more at lr 1e-3 (greedy R^2 0.12, mean of 8 draws 0.32); then Re
 reward of each draw (4 samples + greedy per prompt, lr 5e-5 to 1e-4, 3 epochs, no expert
 term): greedy 0.31-0.33, mean of 8 about 0.35. This script runs that schedule through the
 estimator's own SFT and RL loops on ``public_datasets.split(..., "permutation")`` (seed 0 is
-that run's split) and scores the test rows after each stage. What it cannot copy: that run's
-prompt wording (``age:54,sex:2,...,target:``; here the default serializer's
-``age is 54, sex is 2, ...``) and its learning-rate schedule within each stage (here the
-estimator's cosine with warm-up). ``--compact-rows`` and ``--constant-lr`` copy each as
-far as it is known (that row format; a constant lr after the warm-up), by patching the
-serializer and the training phases' optimizer factory for this process only;
-``--as-that-run`` is both. ``--sft-only`` stops after the two SFT stages.
+that run's split) and scores the test rows after each stage. By default it differs from that
+run in two ways: the prompt wording (that run wrote ``age:54,sex:2,...,target:``; here
+``row_format="sentence"``'s ``age is 54, sex is 2, ...``) and the learning-rate schedule within
+each stage (here the estimator's cosine with warm-up). ``--compact-rows`` and
+``--constant-lr`` copy each as far as it is known: ``row_format="compact"`` (that run's
+rows), and a constant lr after the warm-up, by patching the training phases' optimizer
+factory for this process only; ``--as-that-run`` is both. ``--sft-only`` stops after the
+two SFT stages.
 """
 
 import argparse
@@ -35,18 +36,6 @@ from _report import markdown_table, write_section
 from llmregressor import LLMRegressor
 from llmregressor._distributed import DataParallel
 from llmregressor._training import make_optimizer
-from llmregressor.serialize import RowSerializer
-
-COMPACT_TEMPLATE = "{features},target:"
-
-
-def compact_row(self: RowSerializer, row) -> str:
-    """The feasibility run's row format, ``age:54,sex:2,...``, in the serializer's template."""
-    features = ",".join(
-        f"{name}:{self.format_value(value)}"
-        for name, value in zip(self.feature_names, row, strict=True)
-    )
-    return self.template.replace("{features}", features)
 
 
 def constant_lr_optimizer(backbone, lr: float, total_steps: int, warmup_fraction: float = 0.1):
@@ -113,10 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     compact_rows = args.compact_rows or args.as_that_run
     constant_lr = args.constant_lr or args.as_that_run
-    params = {}
-    if compact_rows:
-        RowSerializer.serialize_row = compact_row
-        params["prompt_template"] = COMPACT_TEMPLATE
+    params = {"row_format": "compact" if compact_rows else "sentence"}
     if constant_lr:
         patch_constant_lr()
     X, y = public_datasets.load("diabetes")

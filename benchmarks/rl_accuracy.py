@@ -25,7 +25,8 @@ and only rebuilds the table from the records.
 (``RandomState(seed).permutation``, the first rows to train on): on diabetes, seed 0, that is
 the split on which issue 3's floor was measured. Its records make their own table.
 ``--row-format compact`` fits every LLM with ``row_format="compact"`` (``age:59,sex:2,...``);
-its records, too, make their own table.
+its records, too, make their own table, and a second table pairs each of its splits with the
+same split's sentence-row records (``row_format="sentence"``).
 """
 
 import argparse
@@ -98,6 +99,15 @@ def continue_with_rl(sft: LLMRegressor, algorithm: str, X, y, **params) -> LLMRe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rl_accuracy.jsonl"
 CLASSIC = ("Ridge", "KNN", "RandomForest", "HistGradientBoosting")
+# The default configuration's row: SFT, then ReMax rewarding the mean of the rollouts.
+REMAX = "LLM SFT + remax, reward mean"
+# The scores two row formats are compared on: (model label, record key).
+PAIRED_SCORES = {
+    "SFT, mean of 16": ("LLM SFT only", "r2"),
+    "SFT, greedy": ("LLM SFT only", "r2_greedy"),
+    "+ ReMax, mean of 16": (REMAX, "r2"),
+    "+ ReMax, greedy": (REMAX, "r2_greedy"),
+}
 
 
 def llm_scores(reg: LLMRegressor, X, y: np.ndarray) -> dict:
@@ -154,8 +164,12 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> list[dict]:
     return records
 
 
-def load_records(args: argparse.Namespace) -> list[dict]:
-    """Newest record per (dataset, seed, model) with this run's row counts, split and format."""
+def load_records(args: argparse.Namespace, row_format: str | None = None) -> list[dict]:
+    """Newest record per (dataset, seed, model) with this run's row counts and split.
+
+    Of this run's ``row_format``, or of ``row_format`` when one is given.
+    """
+    row_format = row_format or args.row_format
     newest = {}
     for line in RESULTS.read_text().splitlines() if RESULTS.exists() else []:
         record = json.loads(line)
@@ -164,10 +178,43 @@ def load_records(args: argparse.Namespace) -> list[dict]:
         if (
             record["train_rows"] == args.train_rows
             and split_of_record == args.split
-            and format_of_record == args.row_format
+            and format_of_record == row_format
         ):
             newest[record["dataset"], record["seed"], record["model"]] = record
     return list(newest.values())
+
+
+def format_pairs(records: list[dict], sentence: list[dict]) -> tuple[list[list], list[list]]:
+    """Per split, the LLM rows' R^2 with these rows minus with sentence rows; and a tally.
+
+    Returns one table row per (dataset, seed) that both formats ran, and one tally row per
+    compared score: how many splits it rose on, its median and range.
+    """
+    by_key = {(r["dataset"], r["seed"], r["model"]): r for r in sentence}
+    splits = sorted({(r["dataset"], r["seed"]) for r in records if r["model"] == REMAX})
+    rows, deltas = [], {label: [] for label in PAIRED_SCORES}
+    for name, seed in splits:
+        mine = {r["model"]: r for r in records if (r["dataset"], r["seed"]) == (name, seed)}
+        if (name, seed, REMAX) not in by_key:
+            continue
+        row = [name, seed]
+        for label, (model, key) in PAIRED_SCORES.items():
+            delta = mine[model][key] - by_key[name, seed, model][key]
+            deltas[label].append(delta)
+            row.append(f"{mine[model][key]:.3f} ({delta:+.3f})")
+        sft_s = mine["LLM SFT only"]["fit_s"], by_key[name, seed, "LLM SFT only"]["fit_s"]
+        rows.append([*row, f"{sft_s[0]:.0f} / {sft_s[1]:.0f}"])
+    tally = [
+        [
+            label,
+            f"{sum(d > 0 for d in values)} of {len(values)}",
+            f"{np.median(values):+.3f}",
+            f"{min(values):+.3f} to {max(values):+.3f}",
+        ]
+        for label, values in deltas.items()
+        if values
+    ]
+    return rows, tally
 
 
 def summary_rows(records: list[dict]) -> list[list]:
@@ -274,6 +321,20 @@ def main() -> None:
     if args.row_format != "sentence":
         section += f" ({args.row_format} rows)"
     write_section(section, "python " + " ".join(sys.argv), body)
+    if args.row_format != "sentence":
+        rows, tally = format_pairs(records, load_records(args, "sentence"))
+        body = (
+            f"Each split's LLM scores with row_format={args.row_format!r}, and in brackets "
+            "minus those of the same split with the default sentence rows (R^2; the "
+            "ReMax rows: reward on the mean of the rollouts). 'fit s': the SFT fit's "
+            "seconds, this format / sentence rows (the sentence runs were recorded over "
+            "several sessions, some beside other jobs).\n\n"
+            + markdown_table(["dataset", "seed", *PAIRED_SCORES, "fit s"], rows)
+            + "\n\n"
+            + markdown_table(["score", "rose on", "median change", "range"], tally)
+        )
+        section = f"Row formats: {args.row_format} vs sentence"
+        write_section(section, "python " + " ".join(sys.argv), body)
 
 
 if __name__ == "__main__":
