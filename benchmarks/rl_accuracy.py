@@ -285,9 +285,7 @@ def main() -> None:
             with RESULTS.open("a") as out:
                 out.writelines(json.dumps(r) + "\n" for r in records)
     records = load_records(args)
-    sft_setting = "the default estimator with rl_algorithm=None"
-    if args.row_format != "sentence":
-        sft_setting += f" and row_format={args.row_format!r}"
+    sft_setting = f"the defaults with rl_algorithm=None and row_format={args.row_format!r}"
     body = (
         f"{args.train_rows} training rows, test rows up to {args.test_rows}; mean ± std over "
         "the seeds run so far (n). 'gap' = R^2 minus the best classic model's mean R^2 on "

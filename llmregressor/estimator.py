@@ -198,8 +198,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     row_format : {"sentence", "compact"}, default="sentence"
         How a row's name/value pairs are written: ``"sentence"`` gives
         ``age is 59, sex is 2``, ``"compact"`` gives ``age:59,sex:2`` (11-15% fewer
-        prompt tokens on the benchmark datasets). Ignored by ``"mlp-decoder"``, like the
-        next seven parameters.
+        prompt tokens on the benchmark datasets; more accurate on some of them, less on
+        others: a grid-search axis). Ignored by ``"mlp-decoder"``, like the next seven
+        parameters.
     prompt_template : str or None, default=None
         Prompt with a ``{features}`` field; the text after it is the answer prefix.
         None takes the row format's own: ``"{features}\\nThe target is "`` for
