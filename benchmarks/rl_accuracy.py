@@ -268,6 +268,7 @@ def main() -> None:
     parser.add_argument(
         "--row-format",
         choices=("sentence", "compact"),
+        # The records of the first 12 splits were made with sentence rows, the default then.
         default="sentence",
         help="the LLMs' row_format (records of each format make their own table)",
     )
@@ -323,7 +324,7 @@ def main() -> None:
         rows, tally = format_pairs(records, load_records(args, "sentence"))
         body = (
             f"Each split's LLM scores with row_format={args.row_format!r}, and in brackets "
-            "minus those of the same split with the default sentence rows (R^2; the "
+            "minus those of the same split with sentence rows (R^2; the "
             "ReMax rows: reward on the mean of the rollouts). 'fit s': the SFT fit's "
             "seconds, this format / sentence rows (the sentence runs were recorded over "
             "several sessions, some beside other jobs).\n\n"

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
-    # Raw (unscaled) features read naturally in a prompt: "age is 59, sex is 2, bmi is 32.1".
+    # Raw (unscaled) features read naturally in a prompt: "age:59,sex:2,bmi:32.1,...".
     X, y = load_diabetes(return_X_y=True, as_frame=True, scaled=False)
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, train_size=args.train_rows, random_state=0

@@ -146,7 +146,7 @@ def _forked_torch_rng():
 class LLMRegressor(RegressorMixin, BaseEstimator):
     r"""Regression by fine-tuning a language model to decode the target's number tokens.
 
-    Each row is serialized to a prompt (``"age is 52, sex is male, ..."``); the target is
+    Each row is serialized to a prompt (``"age:52,sex:male,...,target:"``); the target is
     written as a fixed-length sequence of number symbols by a codec; LoRA adapters on a
     causal LM learn to decode those symbols, first with token-level cross-entropy (SFT),
     then with sequence-level RL (ReMax or GRPO) whose reward is the error of the whole
@@ -195,16 +195,16 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Exponent digits of the scientific codec (1 or 2).
     mantissa_digits : int, default=3
         Mantissa digits of the scientific codec.
-    row_format : {"sentence", "compact"}, default="sentence"
-        How a row's name/value pairs are written: ``"sentence"`` gives
-        ``age is 59, sex is 2``, ``"compact"`` gives ``age:59,sex:2`` (11-15% fewer
-        prompt tokens on the benchmark datasets; more accurate on some of them, less on
-        others: a grid-search axis). Ignored by ``"mlp-decoder"``, like the next seven
+    row_format : {"compact", "sentence"}, default="compact"
+        How a row's name/value pairs are written: ``"compact"`` gives ``age:59,sex:2``,
+        ``"sentence"`` gives ``age is 59, sex is 2`` (the default until 2026-11-30; 11-15%
+        more prompt tokens on the benchmark datasets; more accurate on some of them, less
+        on others: a grid-search axis). Ignored by ``"mlp-decoder"``, like the next seven
         parameters.
     prompt_template : str or None, default=None
         Prompt with a ``{features}`` field; the text after it is the answer prefix.
-        None takes the row format's own: ``"{features}\\nThe target is "`` for
-        ``"sentence"``, ``"{features},target:"`` for ``"compact"``.
+        None takes the row format's own: ``"{features},target:"`` for ``"compact"``,
+        ``"{features}\\nThe target is "`` for ``"sentence"``.
     significant_digits : int, default=4
         Significant digits of numbers written into prompts.
     missing_value : str, default="unknown"
@@ -410,7 +410,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         digits: int = 3,
         exponent_digits: int = 1,
         mantissa_digits: int = 3,
-        row_format: str = "sentence",
+        row_format: str = "compact",
         prompt_template: str | None = None,
         significant_digits: int = 4,
         missing_value: str = "unknown",

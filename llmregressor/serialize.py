@@ -2,15 +2,14 @@ r"""Row serialization: one table row becomes one text prompt.
 
 A row is written as name/value pairs in one of two row formats and placed into a prompt
 template whose ``{features}`` field receives them. The template ends with the answer
-prefix after which the number tokens are decoded. The ``"sentence"`` format writes
-``"<name> is <value>"`` pairs joined by ``", "``; with its template
-``"{features}\\nThe target is "`` a row reads::
+prefix after which the number tokens are decoded. The ``"compact"`` format (the default)
+writes ``"<name>:<value>"`` pairs joined by ``","``; with its template
+``"{features},target:"`` a row reads ``age:59,sex:2,bmi:32.1,target:``. The ``"sentence"``
+format writes ``"<name> is <value>"`` pairs joined by ``", "``; with its template
+``"{features}\\nThe target is "`` the same row reads::
 
     age is 59, sex is 2, bmi is 32.1
     The target is
-
-The ``"compact"`` format writes ``"<name>:<value>"`` pairs joined by ``","``; with its
-template ``"{features},target:"`` the same row reads ``age:59,sex:2,bmi:32.1,target:``.
 
 Numbers are rounded to a fixed count of significant digits and written positionally
 (``123500``, ``0.0381``), never in exponent notation the LM rarely saw in tables.
@@ -51,7 +50,7 @@ class RowSerializer:
         Significant digits kept when writing non-integer numbers.
     missing : str, default="unknown"
         Word written for a missing value.
-    row_format : {"sentence", "compact"}, default="sentence"
+    row_format : {"compact", "sentence"}, default="compact"
         How each name/value pair is written and joined (see ``ROW_FORMATS``).
     """
 
@@ -59,7 +58,7 @@ class RowSerializer:
     template: str | None = None
     significant_digits: int = 4
     missing: str = "unknown"
-    row_format: str = "sentence"
+    row_format: str = "compact"
 
     def __post_init__(self) -> None:
         if self.row_format not in ROW_FORMATS:

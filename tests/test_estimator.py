@@ -64,8 +64,8 @@ def test_fit_predict_score_on_mixed_dataframe(fitted, data):
 def test_prompts_carry_names_categories_and_missing(fitted, data):
     X, _ = data
     prompt = fitted.serializer_.serialize_row(X.iloc[3].to_numpy())
-    assert prompt.startswith("size is unknown, color is ")
-    assert prompt.endswith("\nThe target is ")
+    assert prompt.startswith("size:unknown,color:")
+    assert prompt.endswith(",target:")
 
 
 def test_predictions_are_repeatable_and_order_invariant(fitted, data):
@@ -161,14 +161,14 @@ def test_numpy_input_uses_generic_names(tiny_model_dir):
     X = np.arange(40, dtype=float).reshape(20, 2)
     reg = small(tiny_model_dir, sft_epochs=1).fit(X, X[:, 0])
     assert not hasattr(reg, "feature_names_in_")
-    assert reg.serializer_.serialize_row(X[0]).startswith("x0 is 0, x1 is 1")
+    assert reg.serializer_.serialize_row(X[0]).startswith("x0:0,x1:1,")
 
 
 @pytest.mark.parametrize(
     ("params", "prompt"),
     [
-        ({}, "x0 is 0.5, x1 is 1\nThe target is "),
-        ({"row_format": "compact"}, "x0:0.5,x1:1,target:"),
+        ({}, "x0:0.5,x1:1,target:"),
+        ({"row_format": "sentence"}, "x0 is 0.5, x1 is 1\nThe target is "),
         ({"row_format": "compact", "prompt_template": "{features}=>"}, "x0:0.5,x1:1=>"),
     ],
 )

@@ -8,16 +8,14 @@ from llmregressor.serialize import RowSerializer
 def test_row_to_prompt():
     s = RowSerializer(["age", "sex", "bmi", "note"])
     row = np.array([52, "male", 27.123456, None], dtype=object)
-    assert s.serialize_row(row) == (
-        "age is 52, sex is male, bmi is 27.12, note is unknown\nThe target is "
-    )
+    assert s.serialize_row(row) == "age:52,sex:male,bmi:27.12,note:unknown,target:"
 
 
-def test_compact_row_format_with_its_own_template():
-    s = RowSerializer(["age", "sex", "bmi"], row_format="compact")
+def test_sentence_row_format_with_its_own_template():
+    s = RowSerializer(["age", "sex", "bmi"], row_format="sentence")
     row = np.array([52, "male", 27.123456], dtype=object)
-    assert s.template == "{features},target:"
-    assert s.serialize_row(row) == "age:52,sex:male,bmi:27.12,target:"
+    assert s.template == "{features}\nThe target is "
+    assert s.serialize_row(row) == "age is 52, sex is male, bmi is 27.12\nThe target is "
 
 
 def test_unknown_row_format_is_rejected():
@@ -49,7 +47,7 @@ def test_format_value(value, text):
 
 def test_template_and_digits():
     s = RowSerializer(["x0", "x1"], template="Row: {features}. y =", significant_digits=2)
-    assert s(np.array([[1.234, 5.0]])) == ["Row: x0 is 1.2, x1 is 5. y ="]
+    assert s(np.array([[1.234, 5.0]])) == ["Row: x0:1.2,x1:5. y ="]
 
 
 def test_template_needs_features_field():
