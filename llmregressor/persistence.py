@@ -282,10 +282,11 @@ def read_manifest(path: str | os.PathLike) -> dict:
             f"llmregressor {__version__} reads versions up to {FORMAT_VERSION}. Upgrade "
             "llmregressor to load it."
         )
-    if version == 1 and isinstance(manifest.get("params"), dict):
-        manifest["params"].setdefault("row_format", "sentence")
-        if isinstance(manifest.get("serializer"), dict):
-            manifest["serializer"].setdefault("row_format", "sentence")
+    if version == 1:
+        # A damaged section is left as it is, for load_estimator to name.
+        for section in ("params", "serializer"):
+            if isinstance(manifest.get(section), dict):
+                manifest[section].setdefault("row_format", "sentence")
     return manifest
 
 
