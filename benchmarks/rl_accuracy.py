@@ -314,11 +314,10 @@ def main() -> None:
             summary_rows(records),
         )
     )
-    section = "RL vs SFT accuracy"
-    if args.split != "train_test_split":
-        section += f" ({args.split} split)"
-    if args.row_format != "sentence":
-        section += f" ({args.row_format} rows)"
+    # Records of another split or row format make their own sections, named after them.
+    split = "" if args.split == "train_test_split" else f"{args.split} split"
+    qualifiers = [q for q in (split, f"{args.row_format} rows") if q != "sentence rows" and q]
+    section = "RL vs SFT accuracy" + (f" ({', '.join(qualifiers)})" if qualifiers else "")
     write_section(section, "python " + " ".join(sys.argv), body)
     if args.row_format != "sentence":
         rows, tally = format_pairs(records, load_records(args, "sentence"))
@@ -332,7 +331,7 @@ def main() -> None:
             + "\n\n"
             + markdown_table(["score", "rose on", "median change", "range"], tally)
         )
-        section = f"Row formats: {args.row_format} vs sentence"
+        section = f"Row formats: {args.row_format} vs sentence" + (f" ({split})" if split else "")
         write_section(section, "python " + " ".join(sys.argv), body)
 
 
