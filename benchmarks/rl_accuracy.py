@@ -316,8 +316,9 @@ def main() -> None:
     )
     # Records of another split or row format make their own sections, named after them.
     split = "" if args.split == "train_test_split" else f"{args.split} split"
-    qualifiers = [q for q in (split, f"{args.row_format} rows") if q != "sentence rows" and q]
-    section = "RL vs SFT accuracy" + (f" ({', '.join(qualifiers)})" if qualifiers else "")
+    rows_of = "" if args.row_format == "sentence" else f"{args.row_format} rows"
+    qualifiers = ", ".join(q for q in (split, rows_of) if q)
+    section = "RL vs SFT accuracy" + (f" ({qualifiers})" if qualifiers else "")
     write_section(section, "python " + " ".join(sys.argv), body)
     if args.row_format != "sentence":
         rows, tally = format_pairs(records, load_records(args, "sentence"))
