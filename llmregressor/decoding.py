@@ -8,9 +8,9 @@ is trained. Any :class:`~llmregressor.backbone_protocol.Backbone` serves: the pr
 LM with LoRA adapters or the from-scratch MLP encoder + Transformer decoder.
 
 Sampling is inverse-CDF sampling from uniforms the caller supplies. The estimator draws
-each row's uniforms from a generator seeded by the row's key (a hash of its prompt or of
-its feature values), which makes sampled predictions repeatable and independent of batch
-composition and row order.
+each row's uniforms as a Latin hypercube (its draws stratified at every position) from a
+generator seeded by the row's key (a hash of its prompt or of its feature values), which
+makes sampled predictions repeatable and independent of batch composition and row order.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
@@ -129,6 +130,31 @@ def test_sample_and_quantiles(fitted, data):
         fitted.predict_quantiles(X[:5], [1.5])
     with pytest.raises(ValueError, match="n_samples"):
         fitted.sample(X[:5], n_samples=0)
+
+
+def test_draws_split_the_leading_symbol_in_its_proportions(fitted, data):
+    # A row's n draws stratify every position's uniforms, one per n-th of [0, 1): a symbol
+    # of probability p spans n * p strata and its two edge strata, so it is drawn n * p
+    # times give or take less than 2, where independent draws miss by about sqrt(n * p).
+    X, _ = data
+    n_draws, n_rows = 64, 8
+    policy = fitted._handle.policy
+    ((_, encoded),) = fitted._row_inputs(X[:n_rows]).batches([np.arange(n_rows)])
+    batch = policy.backbone.collate(encoded.items)
+    uniforms = np.stack(
+        [fitted._row_uniforms(key, n_draws, fitted.codec_.length) for key in encoded.keys]
+    )
+    rollout = policy.decode(batch, torch.as_tensor(uniforms))
+    with torch.no_grad():
+        leading = policy.score(batch, rollout.tokens).table[:, 0, 0].exp().numpy()
+    assert (leading.max(axis=1) < 0.9).all(), "a spread-out leading symbol makes the test bite"
+    symbols = rollout.tokens[:, :, 0].numpy()
+    counts = np.stack([np.bincount(row, minlength=leading.shape[1]) for row in symbols])
+    assert np.abs(counts - n_draws * leading).max() < 2
+    np.testing.assert_allclose(
+        fitted.sample(X[:n_rows], n_samples=n_draws),
+        fitted.codec_.decode(rollout.tokens.numpy()),
+    )
 
 
 def test_predict_interval_is_the_central_quantile_pair(fitted, data):
