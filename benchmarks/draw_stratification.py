@@ -100,7 +100,9 @@ def main() -> None:
             rows,
         )
     )
-    write_section(f"Stratified draws ({args.dataset})", "python " + " ".join(sys.argv), body)
+    split = "" if args.split == "train_test_split" else f", {args.split} split"
+    section = f"Stratified draws ({args.dataset}{split})"
+    write_section(section, "python " + " ".join(sys.argv), body)
 
 
 if __name__ == "__main__":
