@@ -867,8 +867,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         # predictions are repeatable. A Latin hypercube instead of independent uniforms:
         # each draw still follows the predictive distribution, but the n draws split every
         # position's CDF into n equal strata, one draw each, so the leading symbol (most of
-        # a number's spread) is drawn in near-exact proportions and the mean of 16 draws
-        # varied about 6x less across sampling seeds (docs/benchmarks.md).
+        # a number's spread) is drawn in near-exact proportions, and the mean of 16 draws
+        # varied 3-16x less across sampling seeds on diabetes (docs/benchmarks.md).
         rng = np.random.default_rng([self._seed, int(key)])
         return qmc.LatinHypercube(d=length, rng=rng).random(n_samples)
 
