@@ -100,8 +100,8 @@ def main() -> None:
             rows,
         )
     )
-    split = "" if args.split == "train_test_split" else f", {args.split} split"
-    section = f"Stratified draws ({args.dataset}{split})"
+    split = public_datasets.split_label(args.split)
+    section = f"Stratified draws ({args.dataset}" + (f", {split})" if split else ")")
     write_section(section, "python " + " ".join(sys.argv), body)
 
 

@@ -40,6 +40,11 @@ NAMES = ("diabetes", "concrete", "auto_mpg", "abalone")
 SPLITS = ("train_test_split", "permutation")
 
 
+def split_label(how: str) -> str:
+    """How a section title names a split: nothing for the default ``"train_test_split"``."""
+    return "" if how == "train_test_split" else f"{how} split"
+
+
 def split(
     X: pd.DataFrame, y: pd.Series, seed: int, train_rows: int, test_rows: int, how: str
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, np.ndarray]:

@@ -315,7 +315,7 @@ def main() -> None:
         )
     )
     # Records of another split or row format make their own sections, named after them.
-    split = "" if args.split == "train_test_split" else f"{args.split} split"
+    split = public_datasets.split_label(args.split)
     rows_of = "" if args.row_format == "sentence" else f"{args.row_format} rows"
     qualifiers = ", ".join(q for q in (split, rows_of) if q)
     section = "RL vs SFT accuracy" + (f" ({qualifiers})" if qualifiers else "")
