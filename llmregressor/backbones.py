@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from .backbone_protocol import EncodedRows
 from .serialize import RowSerializer
@@ -104,6 +105,24 @@ def cache_dir() -> Path:
     return Path(xdg) / "llmregressor"
 
 
+@contextmanager
+def _without_progress_bars(source: str) -> Iterator[None]:
+    """Silence transformers' progress bars while reading a model from a local folder.
+
+    transformers draws a "Loading weights" bar on every load, whatever the estimator's
+    ``verbose`` says; the estimator prints its own progress. A hub id keeps its bars:
+    there they show a download, which can take minutes.
+    """
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if Path(source).is_dir():
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _materialize_embedded(name: str, embedded: EmbeddedModel) -> Path:
     """Dequantize an embedded GGUF model once and cache it as a safetensors folder."""
     target = cache_dir() / f"{name}-{embedded.requirement.split('==')[-1]}"
@@ -111,10 +130,11 @@ def _materialize_embedded(name: str, embedded: EmbeddedModel) -> Path:
         return target
     folder = embedded.folder()
     logger.info("Dequantizing %s once; later loads read %s", embedded.gguf_file, target)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=embedded.gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=embedded.gguf_file, dtype=torch.float32
-    )
+    with _without_progress_bars(str(folder)):
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=embedded.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=embedded.gguf_file, dtype=torch.float32
+        )
     # A GGUF-loaded model refuses save_pretrained while it still looks quantized;
     # its weights are already dequantized fp32, so dropping the marker is safe.
     model.hf_quantizer = None
@@ -158,8 +178,9 @@ def resolve_model_source(model: str) -> str:
 @functools.lru_cache(maxsize=2)
 def _load_pretrained_cached(source: str) -> tuple[PreTrainedModel, object]:
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        with _without_progress_bars(source):
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     except (OSError, ValueError) as err:
         raise ValueError(
             f"Could not load the model {source!r}. `model` must be an embedded model name "

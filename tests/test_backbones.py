@@ -1,4 +1,5 @@
-"""Gradient checkpointing of the backbone: the cache-free scoring path it needs."""
+"""The language-model backbone: quiet loading, and the cache-free scoring path that
+gradient checkpointing needs."""
 
 import warnings
 
@@ -6,13 +7,29 @@ import numpy as np
 import pytest
 import torch
 from peft import LoraConfig
+from transformers.utils import logging as hf_logging
 
 from llmregressor import LLMRegressor
-from llmregressor.backbones import LanguageModelBackbone, load_pretrained
+from llmregressor.backbones import LanguageModelBackbone, _load_pretrained_cached, load_pretrained
 from llmregressor.codecs import NormalizedCodec
 from llmregressor.decoding import NumberPolicy
 
 PROMPTS = ["a is 1, b is red\nThe target is ", "a is 22\nThe target is ", "b is x\nThe target is "]
+
+
+def test_loading_a_local_model_draws_no_progress_bar(tiny_model_dir, capfd):
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        _load_pretrained_cached.cache_clear()
+        capfd.readouterr()
+        load_pretrained(str(tiny_model_dir))
+        assert "Loading weights" not in capfd.readouterr().err
+        # The switch is transformers' global one: it must come back on.
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        if not was_enabled:
+            hf_logging.disable_progress_bar()
 
 
 @pytest.fixture
