@@ -2,8 +2,9 @@
 
     python benchmarks/predict_modes.py [--train-rows 256] [--seed 0]
 
-Fits LLMRegressor with default parameters on diabetes (raw features), then predicts the
-held-out rows with greedy decoding and with the mean / median of N samples.
+Fits LLMRegressor with default parameters and no RL phase (``rl_algorithm=None``) on
+diabetes (raw features), then predicts the held-out rows with greedy decoding and with the
+mean / median of N samples.
 """
 
 import argparse
@@ -28,7 +29,7 @@ def main() -> None:
     X_tr, X_te, y_tr, y_te = train_test_split(
         X, y, train_size=args.train_rows, random_state=args.seed
     )
-    reg = LLMRegressor(random_state=args.seed).fit(X_tr, y_tr)
+    reg = LLMRegressor(random_state=args.seed, rl_algorithm=None).fit(X_tr, y_tr)
     print(f"fit {reg.fit_time_:.0f} s, epochs {len(reg.history_)}")
     rows = []
     settings = [("greedy", 1)] + [(m, n) for n in (1, 4, 8, 16, 32) for m in ("mean", "median")]
@@ -42,7 +43,8 @@ def main() -> None:
         print(rows[-1], flush=True)
     body = (
         f"diabetes, {len(X_tr)} training rows, {len(X_te)} test rows, seed {args.seed}; "
-        f"one fit with default parameters ({len(reg.history_)} SFT epochs, "
+        f"one fit with default parameters and rl_algorithm=None ({len(reg.history_)} SFT "
+        f"epochs, "
         f"{reg.fit_time_:.0f} s).\n\n"
         + markdown_table(["predict_mode", "n_samples", "RMSE", "R^2", "rows/s"], rows)
     )
