@@ -8,7 +8,8 @@ The MLP encoder reads a fixed-width float vector, so each column becomes numbers
 - any other column (strings, categories, mixed cells) is categorical: one-hot encoded,
   with "missing" as a category of its own and unseen categories encoded as all zeros.
 
-Missing means ``None``, ``NaN``, ``pd.NA`` or ``NaT``, as for the prompt serializer.
+Missing means ``None``, ``NaN``, ``pd.NA``, ``NaT`` or a blank string, as for the prompt
+serializer, so both backbones read the same cells as missing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ MISSING_CATEGORY = "<missing>"
 
 
 def _is_missing(value: object) -> bool:
-    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+    if isinstance(value, str):
+        # Blank cells are how CSV files write "missing".
+        return not value.strip()
+    return value is None or bool(pd.isna(value))
 
 
 def numeric_columns(X: np.ndarray) -> np.ndarray:

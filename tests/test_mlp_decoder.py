@@ -60,6 +60,9 @@ def test_preprocessing_one_hot_indicator_and_standardization():
     np.testing.assert_array_equal(out[:, 2:], [[0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]])
     unseen = pre.transform(np.array([[2.0, "zzz"]], dtype=object))
     np.testing.assert_array_equal(unseen[0, 2:], [0, 0, 0])
+    # Blank strings are missing too, as in prompts: the same columns, the same values.
+    blank = np.array([[1.0, "a"], ["", "b"], [3.0, "  "], [5.0, "a"]], dtype=object)
+    np.testing.assert_array_equal(make_feature_preprocessor(blank).fit_transform(blank), out)
 
 
 # ----------------------------------------------------------------- decoding engine
