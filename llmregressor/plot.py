@@ -29,7 +29,8 @@ def history_curves(history: Sequence[Mapping]) -> dict[str, np.ndarray]:
     Returns
     -------
     curves : dict of str to ndarray
-        ``sft_epoch``, ``sft_loss`` (mean cross-entropy per number symbol) and
+        ``sft_epoch``, ``sft_loss`` (mean cross-entropy per number symbol: the record's
+        ``train_ce`` when the SFT loss adds a number-aware term, else ``train_loss``) and
         ``sft_val_rmse``; ``rl_epoch``, ``rl_reward`` (mean over the epoch's steps of each
         step's mean reward) and ``rl_val_rmse``. Validation RMSE is NaN for epochs that
         were not validated (early stopping off). Phases that did not run give empty arrays.
@@ -57,7 +58,8 @@ def history_curves(history: Sequence[Mapping]) -> dict[str, np.ndarray]:
             rewards.setdefault(record["epoch"], []).append(record["reward_mean"])
     return {
         "sft_epoch": np.array([r["epoch"] + 1 for r in sft], dtype=np.int64),
-        "sft_loss": np.array([r["train_loss"] for r in sft], dtype=np.float64),
+        # The cross-entropy alone, so the curve reads in nats per symbol whatever sft_loss.
+        "sft_loss": np.array([r.get("train_ce", r["train_loss"]) for r in sft], dtype=np.float64),
         "sft_val_rmse": _with_nan([r.get("val_rmse") for r in sft]),
         "rl_epoch": np.array([n_sft + r["epoch"] + 1 for r in rl], dtype=np.int64),
         "rl_reward": np.array(

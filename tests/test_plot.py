@@ -19,6 +19,11 @@ HISTORY = [
 ]
 
 
+def test_sft_curve_is_the_cross_entropy_part_of_a_number_aware_loss():
+    history = [{"phase": "sft", "epoch": 0, "train_loss": 3.0, "train_ce": 2.0, "train_term": 2.0}]
+    np.testing.assert_array_equal(history_curves(history)["sft_loss"], [2.0])
+
+
 def test_history_curves_per_epoch_on_one_axis():
     curves = history_curves(HISTORY)
     np.testing.assert_array_equal(curves["sft_epoch"], [1, 2])
