@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._checks import validate_params
 from ._version import __version__
 from .estimator import LLMRegressor
+from .mlp_decoder import MLP_DECODER
 from .persistence import FORMAT_VERSION, read_manifest, saved_params
 
 __all__ = ["main"]
@@ -204,7 +206,8 @@ def _converter(name: str, kinds: tuple) -> Callable[[str], object]:
                 return _scalar(kind, text)
             except ValueError:
                 pass
-        if sequences and "," in text:
+        # Without str among the alternatives, one item without a comma is a list of one.
+        if sequences and ("," in text or str not in kinds):
             container, item = sequences[0]
             try:
                 return container(_scalar(item, part.strip()) for part in text.split(","))
@@ -283,8 +286,18 @@ def _fit(args: argparse.Namespace) -> None:
             f"the target column {args.target!r} has {int(y.isna().sum())} missing values; "
             "drop those rows first"
         )
-    _progress(f"read {args.data}: {len(X)} rows, {X.shape[1]} feature columns")
     regressor = LLMRegressor(**params)
+    if regressor.model == MLP_DECODER:
+        # Refused before a fit of many minutes whose save() would then fail.
+        raise CLIError(
+            f"model={MLP_DECODER!r} cannot be saved to a model folder yet (its fitted feature "
+            "preprocessor has no pickle-free format): use the Python API and joblib for it"
+        )
+    try:
+        validate_params(regressor)
+    except TypeError as err:  # a value of the wrong kind is a user error here
+        raise CLIError(str(err)) from err
+    _progress(f"read {args.data}: {len(X)} rows, {X.shape[1]} feature columns")
     _progress(f"fitting LLMRegressor(model={regressor.model!r}) ...")
     regressor.fit(X, y.to_numpy(dtype=np.float64))
     _progress(f"fitted in {regressor.fit_time_:.1f} s")

@@ -122,6 +122,8 @@ def test_info_describes_the_model(model_dir, tiny_model_dir, capsys):
         (["--target", "price", "--layers", "3"], "unknown parameter(s) --layers"),
         (["--target", "price", "--lora_r", "abc"], "argument --lora_r: takes INT, got 'abc'"),
         (["--target", "price", "--rl_algorithm", "ppo"], "rl_algorithm must be one of"),
+        (["--target", "price", "--mlp_hidden", "0,5"], "mlp_hidden must be a tuple of positive"),
+        (["--target", "price", "--model", "mlp-decoder"], "cannot be saved to a model folder"),
     ],
 )
 def test_fit_errors(csv_file, tmp_path, capsys, tiny_model_dir, argv, message):
@@ -191,6 +193,8 @@ def test_model_folder_of_another_format_version(model_dir, csv_file, tmp_path, c
         ("lora_target_modules", "all-linear", "all-linear"),
         ("lora_target_modules", "q_proj, v_proj", ["q_proj", "v_proj"]),
         ("prompt_template", "{features} -> 3,4", "{features} -> 3,4"),
+        ("mlp_hidden", "512", [512]),  # no str alternative: one item is a list of one
+        ("mlp_hidden", "512, 256", [512, 256]),
     ],
 )
 def test_parameter_values_parse_into_the_estimator_types(name, text, expected):
