@@ -6,6 +6,7 @@ import logging
 import numbers
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -156,7 +157,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
 
     ``model="mlp-decoder"`` swaps the LM for the paper's from-scratch tabular backbone: an
     MLP encodes the preprocessed feature vector (categories one-hot encoded, missing
-    numbers imputed and flagged, everything standardized with training statistics) and a
+    numbers imputed and flagged, numbers and flags standardized with training statistics) and a
     small causal Transformer decoder emits the number symbols. Codecs, SFT, RL and
     prediction are the same.
 
@@ -198,14 +199,14 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Mantissa digits of the scientific codec.
     row_format : {"compact", "sentence"}, default="compact"
         How a row's name/value pairs are written: ``"compact"`` gives ``age:59,sex:2``,
-        ``"sentence"`` gives ``age is 59, sex is 2`` (the default until 2026-11-30; 11-15%
-        more prompt tokens on the benchmark datasets; more accurate on some of them, less
-        on others: a grid-search axis). Ignored by ``"mlp-decoder"``, like the next seven
-        parameters.
+        ``"sentence"`` gives ``age is 59, sex is 2``, which was the default until
+        2026-11-30 (11-15% more prompt tokens on the benchmark datasets; more accurate on
+        some of them, less on others: a grid-search axis). Ignored by ``"mlp-decoder"``,
+        like the next seven parameters.
     prompt_template : str or None, default=None
         Prompt with a ``{features}`` field; the text after it is the answer prefix.
         None takes the row format's own: ``"{features},target:"`` for ``"compact"``,
-        ``"{features}\\nThe target is "`` for ``"sentence"``.
+        ``"{features}\nThe target is "`` for ``"sentence"``.
     significant_digits : int, default=4
         Significant digits of numbers written into prompts.
     missing_value : str, default="unknown"
@@ -266,7 +267,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         split of a few dozen rows is too noisy to pick epochs (measured on diabetes, see
         docs/benchmarks.md) and the rows are worth more as training data.
     validation_fraction : float, default=0.1
-        Share of training rows held out when early stopping is on (at least 2 rows).
+        Share of training rows held out when early stopping is on. Under 2 rows nothing
+        is held out and early stopping is off (with a warning if ``early_stopping=True``).
     n_iter_no_change : int or None, default=3
         Epochs without validation improvement before SFT stops; None trains every epoch
         (the best epoch is still restored).
@@ -386,7 +388,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Turns rows into the standardized feature vector (``"mlp-decoder"`` only).
     history_ : list of dict
         Training log, ``pandas.DataFrame(history_)`` tabulates it. ``phase="sft"``: one
-        record per SFT epoch (``train_loss``, ``val_rmse``, ``lr``, ``time_s``).
+        record per SFT epoch (``train_loss``, ``val_rmse``, ``lr``, ``time_s``, and with a
+        number-aware ``sft_loss`` its parts ``train_ce`` and ``train_term``).
         ``phase="rl_step"``: one per RL step (``reward_mean``, ``reward_std`` of the
         draws' own rewards, ``reward_of_mean`` when ``reward_on`` resolves to ``"mean"``,
         ``zero_spread_share`` of prompts whose samples all got the same reward,
@@ -701,6 +704,16 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         )
         n_val = int(self.validation_fraction * n_rows) if enabled else 0
         is_val = np.zeros(n_rows, dtype=bool)
+        if enabled and n_val < 2 and self.early_stopping is True:
+            # "auto" never gets here (it needs 1000 rows); an explicit True would
+            # otherwise be switched off without a word.
+            warnings.warn(
+                f"early_stopping=True needs at least 2 validation rows, but "
+                f"validation_fraction={self.validation_fraction} of {n_rows} rows gives "
+                f"{n_val}; training without early stopping.",
+                UserWarning,
+                stacklevel=6,  # fit <- _fit <- _train <- _training_split <- here
+            )
         if n_val >= 2:
             # A stream of its own, so the split does not shift when training draws change.
             split_rng = np.random.default_rng([self._seed, 1])
@@ -994,6 +1007,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         ValueError
             If a parameter cannot be stored as JSON (a callable ``reward``, a
             ``RandomState`` instance): set a named value before saving.
+        TypeError
+            If the estimator was fitted with ``model="mlp-decoder"``, whose fitted feature
+            preprocessor has no pickle-free format yet: use ``joblib.dump`` for it.
         """
         from .persistence import save_estimator  # persistence imports this module
 

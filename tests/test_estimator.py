@@ -112,6 +112,21 @@ def test_early_stopping_auto_needs_1000_rows(tiny_model_dir):
     assert small(tiny_model_dir, early_stopping=False)._validation_rows(5000).sum() == 0
 
 
+def test_early_stopping_without_validation_rows_warns(data, tiny_model_dir):
+    X, y = data
+    reg = small(
+        tiny_model_dir,
+        early_stopping=True,
+        validation_fraction=0.01,
+        sft_epochs=1,
+        rl_algorithm=None,
+    )
+    with pytest.warns(UserWarning, match="needs at least 2 validation rows") as record:
+        reg.fit(X, y)
+    assert record[0].filename == __file__  # points at the caller of fit
+    assert [r["val_rmse"] for r in reg.history_] == [None]
+
+
 @pytest.mark.parametrize("mode", ["greedy", "median"])
 def test_predict_modes(data, tiny_model_dir, mode):
     X, y = data
