@@ -4,7 +4,7 @@ The pipeline takes a pandas DataFrame as it is: its first step derives a text-va
 column ("bmi class"), and LLMRegressor, the final step, reads numbers and strings alike,
 so no ColumnTransformer, encoder or scaler is needed in front of it.
 
-    python examples/grid_search.py [--train-rows 96] [--cv 2] [--digits 2 3]
+    python examples/grid_search.py [--train-rows 96] [--cv 2] [--digits D [D ...]]
 
 The grid has (codecs) x (rl_algorithm None, "remax") x (lora_r 4, 8) candidates; with the
 defaults (two codecs: normalized with 3 digits, scientific) that is 8 candidates x 2 folds =

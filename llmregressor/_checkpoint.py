@@ -4,7 +4,7 @@ Layout of a ``checkpoint_dir``:
 
 ``fit.json``
     Format version, what identifies the fit (the parameters that shape the result, a hash
-    of the prompts and targets, the base model's fingerprint) and the fit's seed.
+    of the training rows and targets, the base model's fingerprint) and the fit's seed.
 ``sft-epoch-0003/``, ``rl-epoch-0001/``
     The state after the latest completed epoch of each phase:
 

@@ -69,7 +69,15 @@ RewardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class RLConfig:
-    """Settings of the RL phase (see the estimator's parameters of the same names)."""
+    """Settings of the RL phase.
+
+    The estimator builds it from ``rl_algorithm``, ``rl_epochs``, ``rl_lr``,
+    ``rl_batch_size``, ``n_rollouts``, ``rl_temperature``, ``kl_coef``, ``expert_coef``,
+    ``clip_eps``, ``rl_updates_per_batch``, ``scale_rewards`` and ``reward_on`` resolved
+    to ``"sample"`` or ``"mean"`` (the fields drop the ``rl_`` prefix). The defaults here
+    are the method's plain settings (no expert term, a reward per draw), not the
+    estimator's. ``max_grad_norm`` has no estimator parameter.
+    """
 
     algorithm: str
     epochs: int

@@ -6,13 +6,14 @@ prefix after which the number tokens are decoded. The ``"compact"`` format (the 
 writes ``"<name>:<value>"`` pairs joined by ``","``; with its template
 ``"{features},target:"`` a row reads ``age:59,sex:2,bmi:32.1,target:``. The ``"sentence"``
 format writes ``"<name> is <value>"`` pairs joined by ``", "``; with its template
-``"{features}\\nThe target is "`` the same row reads::
+``"{features}\nThe target is "`` the same row reads::
 
     age is 59, sex is 2, bmi is 32.1
     The target is
 
 Numbers are rounded to a fixed count of significant digits and written positionally
-(``123500``, ``0.0381``), never in exponent notation the LM rarely saw in tables.
+(``123500``, ``0.0381``), not in the exponent notation the LM rarely saw in tables;
+only magnitudes from 1e15 or under 1e-6 fall back to it (``1.235e+15``).
 Missing values (``None``, ``NaN``, ``pd.NA``, ``NaT``, empty strings) become a word.
 """
 

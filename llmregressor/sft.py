@@ -30,7 +30,12 @@ __all__ = ["SFTConfig", "run_sft"]
 
 @dataclass(frozen=True)
 class SFTConfig:
-    """Settings of the SFT phase (see the estimator's parameters of the same names)."""
+    """Settings of the SFT phase.
+
+    The estimator builds it from ``sft_epochs``, ``sft_lr``, ``batch_size``,
+    ``n_iter_no_change`` and ``sft_loss`` / ``sft_loss_weight`` (``loss``; None here means
+    plain cross-entropy). ``max_grad_norm`` has no estimator parameter.
+    """
 
     epochs: int
     lr: float
