@@ -6,7 +6,8 @@
     llmregressor predict model_dir data.csv --out predictions.csv [--interval 0.9]
     llmregressor info model_dir
 
-Every :class:`~llmregressor.LLMRegressor` parameter is an option of ``fit``; its value is
+Every :class:`~llmregressor.LLMRegressor` parameter is an option of ``fit`` (``--model
+mlp-decoder`` is refused: a model folder cannot hold it yet); its value is
 parsed into the type the parameter takes (int, float, bool, None, str, comma-separated
 lists), read from the constructor's type hints. Progress goes to stderr, results to
 stdout or ``--out``. A user error (unreadable file, missing column, bad value, model
