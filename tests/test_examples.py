@@ -38,9 +38,11 @@ def test_quickstart_with_rl(tiny_budget):
 
 def test_grid_search(tiny_budget):
     search = run_example("grid_search.py", [*tiny_budget, "--n-samples", "2", "--cv", "2"])
-    # 2 codecs x 2 RL settings x 2 LoRA ranks, searched on a Pipeline fed a DataFrame.
+    # 2 codecs x 2 RL settings x 2 row formats, searched on a Pipeline fed a DataFrame.
     assert len(search.cv_results_["params"]) == 8
-    assert {"llm__number_format", "llm__rl_algorithm", "llm__lora_r"} <= set(search.best_params_)
+    assert {"llm__number_format", "llm__rl_algorithm", "llm__row_format"} <= set(
+        search.best_params_
+    )
     assert "bmi class" in search.best_estimator_[-1].feature_names_in_
 
 
