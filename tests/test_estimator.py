@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.ensemble import VotingRegressor
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -251,6 +252,17 @@ def test_clone_pipeline_cross_val_and_grid_search(data, tiny_model_dir):
     search = GridSearchCV(reg, {"digits": [2, 3]}, cv=2, n_jobs=2).fit(X, y)
     assert search.best_params_["digits"] in (2, 3)
     assert np.isfinite(search.predict(X)).all()
+
+
+def test_seed_ensemble_with_voting_regressor(data, tiny_model_dir):
+    # Averaging fits that differ only in random_state is sklearn's VotingRegressor.
+    X, y = data
+    members = [(f"seed{k}", small(tiny_model_dir, sft_epochs=1, random_state=k)) for k in (0, 1)]
+    ensemble = VotingRegressor(members).fit(X, y)
+    fitted_members = [ensemble.named_estimators_[name] for name, _ in members]
+    expected = np.mean([member.predict(X) for member in fitted_members], axis=0)
+    np.testing.assert_allclose(ensemble.predict(X), expected)
+    assert not np.array_equal(fitted_members[0].predict(X), fitted_members[1].predict(X))
 
 
 def test_device_auto_is_cpu_here(fitted):
