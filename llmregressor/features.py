@@ -8,8 +8,8 @@ The MLP encoder reads a fixed-width float vector, so each column becomes numbers
 - any other column (strings, categories, mixed cells) is categorical: one-hot encoded,
   with "missing" as a category of its own and unseen categories encoded as all zeros.
 
-Missing means ``None``, ``NaN``, ``pd.NA``, ``NaT`` or a blank string, as for the prompt
-serializer, so both backbones read the same cells as missing.
+Missing means what :func:`~llmregressor.serialize.is_missing` says (``None``, ``NaN``,
+``pd.NA``, ``NaT`` or a blank string), as in prompts.
 """
 
 from __future__ import annotations
@@ -17,23 +17,17 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from .serialize import is_missing
+
 __all__ = ["MISSING_CATEGORY", "make_feature_preprocessor", "numeric_columns"]
 
 # The category name of a missing cell in a categorical column.
 MISSING_CATEGORY = "<missing>"
-
-
-def _is_missing(value: object) -> bool:
-    if isinstance(value, str):
-        # Blank cells are how CSV files write "missing".
-        return not value.strip()
-    return value is None or bool(pd.isna(value))
 
 
 def numeric_columns(X: np.ndarray) -> np.ndarray:
@@ -51,7 +45,7 @@ def numeric_columns(X: np.ndarray) -> np.ndarray:
     if X.dtype != object:
         return np.ones(X.shape[1], dtype=bool)
     return np.array(
-        [all(isinstance(v, numbers.Real) for v in column if not _is_missing(v)) for column in X.T],
+        [all(isinstance(v, numbers.Real) for v in column if not is_missing(v)) for column in X.T],
         dtype=bool,
     )
 
@@ -62,7 +56,7 @@ def _as_float(X: np.ndarray) -> np.ndarray:
         return X.astype(np.float64)
     out = np.empty(X.shape, dtype=np.float64)
     for index, value in np.ndenumerate(X):
-        out[index] = np.nan if _is_missing(value) else float(value)
+        out[index] = np.nan if is_missing(value) else float(value)
     return out
 
 
@@ -70,7 +64,7 @@ def _as_text(X: np.ndarray) -> np.ndarray:
     """Categorical cells as strings, so that mixed cells form one sortable vocabulary."""
     out = np.empty(X.shape, dtype=object)
     for index, value in np.ndenumerate(X):
-        out[index] = MISSING_CATEGORY if _is_missing(value) else str(value)
+        out[index] = MISSING_CATEGORY if is_missing(value) else str(value)
     return out
 
 

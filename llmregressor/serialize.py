@@ -26,13 +26,25 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["PROMPT_TEMPLATES", "ROW_FORMATS", "RowSerializer"]
+__all__ = ["PROMPT_TEMPLATES", "ROW_FORMATS", "RowSerializer", "is_missing"]
 
 # Per row format: how one name/value pair is written, and what joins the pairs.
 ROW_FORMATS = {"sentence": ("{name} is {value}", ", "), "compact": ("{name}:{value}", ",")}
 # The prompt template each row format gets when none is given: the answer prefix reads
 # as the next pair of the same format.
 PROMPT_TEMPLATES = {"sentence": "{features}\nThe target is ", "compact": "{features},target:"}
+
+
+def is_missing(value: object) -> bool:
+    """Whether a cell is missing: ``None``, ``NaN``, ``pd.NA``, ``NaT`` or a blank string.
+
+    The one definition both backbones use, so prompts and the mlp-decoder's features read
+    the same cells as missing.
+    """
+    if isinstance(value, str):
+        # Blank cells are how CSV files write "missing".
+        return not value.strip()
+    return value is None or bool(pd.isna(value))
 
 
 @dataclass(frozen=True)
@@ -87,7 +99,7 @@ class RowSerializer:
         -------
         text : str
         """
-        if value is None or (not isinstance(value, str) and pd.isna(value)):
+        if is_missing(value):
             return self.missing
         if isinstance(value, bool | np.bool_):
             return "true" if value else "false"
@@ -95,8 +107,8 @@ class RowSerializer:
             return str(int(value))
         if isinstance(value, numbers.Real):
             return self._format_real(float(value))
-        text = str(value).strip()
-        return text if text else self.missing
+        # Any other object: its text, or the missing word if that text is blank.
+        return str(value).strip() or self.missing
 
     def _format_real(self, value: float) -> str:
         if not np.isfinite(value):
