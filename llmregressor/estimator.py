@@ -53,6 +53,23 @@ def _resolve_device(device: str) -> torch.device:
     return local_device(resolved)
 
 
+def _restored_device(device: str) -> torch.device:
+    """Device to rebuild a fitted policy on: its fit's, or the CPU for a GPU this machine lacks.
+
+    A model fitted with ``device="cuda"`` must still predict after unpickling or loading on a
+    CPU-only machine; it warns, because it runs far slower there.
+    """
+    if device != "auto" and device.startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(
+            f"this model was fitted with device={device!r}, but CUDA is not available here: "
+            "it runs on the CPU",
+            UserWarning,
+            stacklevel=2,
+        )
+        return torch.device("cpu")
+    return _resolve_device(device)
+
+
 class _PolicyHandle:
     """The fitted policy, rebuilt lazily from a backbone spec and the trained weights.
 
@@ -72,8 +89,10 @@ class _PolicyHandle:
 
     def build(self) -> NumberPolicy:
         """Build the backbone with fresh trainable weights (restoring saved ones if any)."""
-        backbone = self.spec.build(_resolve_device(self.device))
-        if self._adapter is not None:
+        if self._adapter is None:
+            backbone = self.spec.build(_resolve_device(self.device))
+        else:
+            backbone = self.spec.build(_restored_device(self.device))
             backbone.load_adapter_state({k: torch.tensor(v) for k, v in self._adapter.items()})
         self._policy = NumberPolicy(backbone, self.allowed)
         return self._policy

@@ -522,7 +522,10 @@ def _policy_step(
     remax: bool,
 ) -> dict:
     """Loss of one update and its logged parts."""
-    policy.backbone.train(True)
+    # Dropout off, as when the rollouts and the reference were scored: with it on, the
+    # update would score another policy than the one that sampled (ratio != 1 at the first
+    # update, a KL > 0 against itself).
+    policy.backbone.train(False)
     scores = policy.score(batch, sampled, config.temperature)
     log_probs = scores.log_probs  # (prompts, samples, length)
     if remax:

@@ -1,10 +1,12 @@
 import copy
 import json
+import pickle
 
 import numpy as np
 import pandas as pd
 import pytest
 import safetensors.numpy
+import torch
 from sklearn.exceptions import NotFittedError
 
 from llmregressor import LLMRegressor, __version__
@@ -231,3 +233,21 @@ def test_refuses_folders_that_are_no_model(saved, tmp_path):
     (folder / WEIGHTS_FILE).write_bytes(b"garbage")
     with pytest.raises(ModelFormatError, match="incomplete or damaged"):
         LLMRegressor.load(folder)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_gpu_fit_predicts_on_a_cpu_only_machine(fitted, saved, data, tmp_path):
+    # A model whose fit ran with device="cuda" (the handle's record of it, as a GPU fit
+    # leaves it) must fall back to the CPU here, with a warning.
+    X, _ = data
+    expected = fitted.predict(X)
+    gpu_fit = copy.deepcopy(fitted)
+    gpu_fit._handle.device = "cuda"
+    unpickled = pickle.loads(pickle.dumps(gpu_fit))
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        np.testing.assert_allclose(unpickled.predict(X), expected)
+    folder = tmp_path / "gpu_model"
+    gpu_fit.save(folder)
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        loaded = LLMRegressor.load(folder)
+    np.testing.assert_allclose(loaded.predict(X), expected)

@@ -213,6 +213,37 @@ def test_kl_is_zero_against_itself_and_expert_loss_is_logged(policy):
     assert step["expert_loss"] > 0
 
 
+def test_updates_score_the_policy_that_sampled_even_with_dropout(tiny_model_dir):
+    torch.manual_seed(0)
+    codec = NormalizedCodec(4, 2)
+    lm, tok = load_pretrained(tiny_model_dir)
+    config = LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.5, target_modules="all-linear", init_lora_weights=False
+    )
+    policy = NumberPolicy(
+        LanguageModelBackbone(lm, tok, codec.symbols, config, torch.device("cpu")),
+        codec.allowed_mask(),
+    )
+    batch = policy.backbone.collate(policy.backbone.tokenize(["a is 1\nThe target is "]))
+    rollout = policy.decode(batch, torch.rand(1, 4, 2).double())
+    with torch.no_grad():
+        ref = policy.score(batch, rollout.tokens).log_probs
+    step = _policy_step(
+        policy,
+        batch,
+        rollout.tokens,
+        rollout.log_probs,
+        torch.ones(1, 4),
+        ref,
+        None,
+        RLConfig("grpo", 1, 1e-3, 1, 4, kl_coef=0.1, updates_per_batch=2),
+        False,
+    )
+    # Ratio 1 on each of the 2 tokens and KL 0: loss = -(1 + 1) exactly.
+    assert step["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert step["loss"].item() == pytest.approx(-2.0, abs=1e-5)
+
+
 # --------------------------------------------------------------- behaviour
 
 
