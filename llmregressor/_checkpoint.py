@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import numbers
 import os
 import re
 import shutil
@@ -60,6 +61,13 @@ def _describe(value: object) -> object:
     """Describe a parameter value as JSON, equal for equal settings."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    # numpy scalars (a grid from np.arange) must compare by value, not by type name.
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
     if isinstance(value, list | tuple):
         return [_describe(v) for v in value]
     if isinstance(value, Callable):
@@ -351,10 +359,11 @@ class PhaseCheckpoint:
     def _restore_torch_rng(self, saved: dict, device: torch.device) -> None:
         parallel = self.fit.parallel
         if len(saved["torch_rng"]) != parallel.world_size:
-            # Only LoRA dropout draws from torch's RNG; the rest of the fit is unaffected.
+            # Only dropout (LoRA's, the mlp-decoder's) draws from torch's RNG; the rest of
+            # the fit is unaffected.
             logger.warning(
-                "The checkpoint was written by %d processes and is resumed by %d: LoRA "
-                "dropout masks will differ from those of an uninterrupted fit.",
+                "The checkpoint was written by %d processes and is resumed by %d: dropout "
+                "masks will differ from those of an uninterrupted fit.",
                 len(saved["torch_rng"]),
                 parallel.world_size,
             )

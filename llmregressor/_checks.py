@@ -10,7 +10,7 @@ import numpy as np
 from .serialize import ROW_FORMATS
 from .token_losses import SFT_LOSSES
 
-__all__ = ["check_finite_features", "validate_params"]
+__all__ = ["check_finite_features", "validate_params", "validate_predict_params"]
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
@@ -143,8 +143,7 @@ def validate_params(est: object) -> None:
     _check_real("clip_eps", est.clip_eps, 0.0, 1.0, low_open=True, high_open=True)
     _check_int("rl_updates_per_batch", est.rl_updates_per_batch, 1)
     _check_choice("scale_rewards", est.scale_rewards, ("group", "none"))
-    _check_choice("predict_mode", est.predict_mode, ("greedy", "mean", "median"))
-    _check_int("n_samples", est.n_samples, 1)
+    validate_predict_params(est)
     if not isinstance(est.device, str):
         raise TypeError(
             f"device must be a string such as 'auto', 'cpu' or 'cuda', got {est.device!r}"
@@ -159,6 +158,18 @@ def validate_params(est: object) -> None:
     if est.resume and est.checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
     _check_int("verbose", est.verbose, 0)
+
+
+def validate_predict_params(est: object) -> None:
+    """Check the parameters that prediction reads (``predict_mode``, ``n_samples``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`validate_params`.
+    """
+    _check_choice("predict_mode", est.predict_mode, ("greedy", "mean", "median"))
+    _check_int("n_samples", est.n_samples, 1)
 
 
 def check_finite_features(X: np.ndarray) -> None:

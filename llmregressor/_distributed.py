@@ -151,7 +151,7 @@ class DataParallel:
         return [t.cpu() for t in gathered]
 
     def seed_process(self, seed: int) -> None:
-        """Give each process a torch RNG stream of its own (it only drives LoRA dropout).
+        """Give each process a torch RNG stream of its own (it only drives dropout).
 
         Identical streams would draw the same dropout masks on every process's slice.
         """

@@ -53,9 +53,16 @@ class NumberCodec(ABC):
         """
         y = np.asarray(y, dtype=np.float64)
         self.constant_ = bool(np.ptp(y) == 0.0)
+        with np.errstate(over="ignore"):
+            mean, std = float(y.mean()), float(y.std())
+        if not (np.isfinite(mean) and np.isfinite(std)):
+            # The mean sums y and the std squares it: both overflow from magnitudes near
+            # 1e154, which made every prediction NaN. Divided by the largest magnitude first,
+            # neither can exceed it.
+            peak = float(np.abs(y).max())
+            mean, std = float((y / peak).mean()) * peak, float((y / peak).std()) * peak
         # For a constant target the mean is that value exactly (y.mean() may round).
-        self.mean_ = float(y[0]) if self.constant_ else float(y.mean())
-        std = float(y.std())
+        self.mean_ = float(y[0]) if self.constant_ else mean
         self.scale_ = 1.0 if self.constant_ or std == 0.0 else std
         self._fit_standardized(self.standardize(y))
         return self

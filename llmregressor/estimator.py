@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from ._checkpoint import FitCheckpoints, PhaseCheckpoint, fit_identity
-from ._checks import check_finite_features, validate_params
+from ._checks import check_finite_features, validate_params, validate_predict_params
 from ._distributed import DataParallel, data_parallel, local_device
 from .backbone_protocol import BackboneSpec, RowInputs
 from .backbones import LanguageModelSpec
@@ -159,8 +159,11 @@ class _PolicyHandle:
 
 
 def _forked_torch_rng():
-    """Fork torch's global RNG (CPU and the current CUDA device) for the enclosed block."""
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    """Fork torch's global RNG (CPU and every CUDA device) for the enclosed block.
+
+    Every device, not just the current one: ``torch.manual_seed`` reseeds them all.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     return torch.random.fork_rng(devices=devices)
 
 
@@ -316,8 +319,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Built-in rewards are the negative squared / absolute / Huber error in standardized
         target space (capped at 50 for the scientific codec). A callable gets raw-scale
         ``(y_pred, y_true)`` arrays of shapes (n, k) and (n, 1) and returns rewards of
-        shape (n, k): k = S draws per row, and with ``reward_on="mean"`` it also scores
-        means of draws (k = 1 for the mean of all S, k = S for the leave-one-out means).
+        shape (n, k), one per column: k = S draws per row (with ReMax and
+        ``reward_on="sample"`` S + 1, the greedy decode first), and with
+        ``reward_on="mean"`` it also scores means of draws (k = 1 for the mean of all S,
+        k = S for the leave-one-out means).
     reward_on : {"auto", "sample", "mean"}, default="auto"
         What the reward scores. ``"sample"`` (the paper): each rollout's own number.
         ``"mean"``: the mean of each prompt's ``n_rollouts`` numbers, as
@@ -413,8 +418,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         draws' own rewards, ``reward_of_mean`` when ``reward_on`` resolves to ``"mean"``,
         ``zero_spread_share`` of prompts whose samples all got the same reward,
         ``entropy``, ``kl`` and ``expert_loss`` when on, ``lr``). ``phase="rl"``: one per
-        RL epoch (``val_rmse``; epoch -1 scores the SFT state), and a final ``note`` when
-        no RL epoch beat the SFT state on validation and that state was kept.
+        RL epoch (``val_rmse``, ``time_s``; epoch -1, with ``note="SFT state"``, scores the
+        SFT state), and a final ``note`` when no RL epoch beat the SFT state on validation
+        and that state was kept.
     fit_time_ : float
         Seconds spent in :meth:`fit`.
 
@@ -716,14 +722,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
 
     def _validation_rows(self, n_rows: int) -> np.ndarray:
         """Boolean mask of the rows held out for validation (none without early stopping)."""
-        enabled = (
-            n_rows >= EARLY_STOPPING_MIN_ROWS
-            if self.early_stopping == "auto"
-            else (self.early_stopping)
-        )
+        explicit = not isinstance(self.early_stopping, str)  # True/False, numpy bools too
+        enabled = bool(self.early_stopping) if explicit else n_rows >= EARLY_STOPPING_MIN_ROWS
         n_val = int(self.validation_fraction * n_rows) if enabled else 0
         is_val = np.zeros(n_rows, dtype=bool)
-        if enabled and n_val < 2 and self.early_stopping is True:
+        if enabled and n_val < 2 and explicit:
             # "auto" never gets here (it needs 1000 rows); an explicit True would
             # otherwise be switched off without a word.
             warnings.warn(
@@ -848,6 +851,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     def _row_inputs(self, X) -> RowInputs:
         """Validate rows seen at predict time; their model inputs are made batch by batch."""
         check_is_fitted(self)
+        # They may have been set after the fit (set_params), which validated the others.
+        validate_predict_params(self)
         X = validate_data(self, X, dtype=None, ensure_all_finite="allow-nan", reset=False)
         check_finite_features(X)
         return RowInputs.from_table(X, self._handle.policy.backbone.encode_rows)

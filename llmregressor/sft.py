@@ -2,7 +2,8 @@
 
 The loss is cross-entropy of the true symbols under the policy's masked distribution,
 averaged over the ``length`` positions and the rows of a batch (the prompt or feature
-vector is context only), optionally plus a number-aware term (:mod:`.token_losses`).
+vector is context only), plus the number-aware term it is configured with, if any
+(:mod:`.token_losses`).
 """
 
 from __future__ import annotations
@@ -33,16 +34,16 @@ class SFTConfig:
     """Settings of the SFT phase.
 
     The estimator builds it from ``sft_epochs``, ``sft_lr``, ``batch_size``,
-    ``n_iter_no_change`` and ``sft_loss`` / ``sft_loss_weight`` (``loss``; None here means
-    plain cross-entropy). ``max_grad_norm`` has no estimator parameter.
+    ``n_iter_no_change`` and ``sft_loss`` / ``sft_loss_weight`` (``loss``, whose
+    ``"ce"`` is cross-entropy alone). ``max_grad_norm`` has no estimator parameter.
     """
 
     epochs: int
     lr: float
     batch_size: int
     n_iter_no_change: int | None
+    loss: SFTLoss
     max_grad_norm: float = 1.0
-    loss: SFTLoss | None = None
 
 
 def run_sft(
@@ -67,8 +68,7 @@ def run_sft(
     targets : ndarray of shape (n_rows, length)
         Encoded training targets (symbol indices).
     config : SFTConfig
-        Epochs, learning rate, batch size, early-stopping patience, loss (None: plain
-        cross-entropy).
+        Epochs, learning rate, batch size, early-stopping patience, loss.
     rng : numpy.random.Generator
         Shuffles the batches.
     validate : callable, optional
@@ -86,7 +86,7 @@ def run_sft(
     -------
     history : list of dict
         One record per epoch: ``phase``, ``epoch``, ``train_loss``, ``val_rmse``, ``lr``,
-        ``time_s``; with a number-aware loss also ``train_ce`` and ``train_term``.
+        ``time_s``; with a number-aware term also ``train_ce`` and ``train_term``.
     """
     backbone = policy.backbone
     parallel = parallel or DataParallel()
@@ -103,7 +103,7 @@ def run_sft(
     epochs = tqdm(range(first_epoch, last_epoch), desc="SFT", unit="epoch", disable=verbose <= 0)
     # Decided by the loss, not by the rows: a process without rows in a step must still
     # log a term, or the processes' term lists differ in length and their sum hangs.
-    logs_term = config.loss is not None and config.loss.has_term
+    logs_term = config.loss.has_term
     for epoch in epochs:
         start = time.perf_counter()
         backbone.train(True)
@@ -118,10 +118,7 @@ def run_sft(
                 batch = backbone.collate(encoded.take(positions).items)
                 part_targets = target_tensor[part][:, None]
                 scores = policy.score(batch, part_targets)
-                if config.loss is None:
-                    part_loss, part_term = -scores.log_probs.mean(), None
-                else:
-                    part_loss, part_term = config.loss(scores.table, part_targets)
+                part_loss, part_term = config.loss(scores.table, part_targets)
                 if part_term is not None:
                     term += part_term.item() * weight
                 (part_loss * weight).backward()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from llmregressor import LLMRegressor
-from llmregressor._checkpoint import PhaseCheckpoint
+from llmregressor._checkpoint import PhaseCheckpoint, fit_identity
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +158,15 @@ def test_a_checkpointed_fit_saves_and_loads(uninterrupted, data, tmp_path):
     loaded = LLMRegressor.load(tmp_path / "model")
     assert loaded.checkpoint_dir == uninterrupted.checkpoint_dir  # a Path stays a Path
     np.testing.assert_array_equal(loaded.predict(X), uninterrupted.predict(X))
+
+
+def test_identity_compares_numpy_scalars_by_value():
+    X, y = np.zeros((2, 1)), np.zeros(2)
+
+    def params(**values):
+        return fit_identity(values, X, y)["params"]
+
+    assert params(lora_r=np.int64(4), sft_lr=np.float32(0.5), early_stopping=np.True_) == params(
+        lora_r=4, sft_lr=0.5, early_stopping=True
+    )
+    assert params(lora_r=np.int64(4)) != params(lora_r=np.int64(8))

@@ -109,6 +109,17 @@ def test_every_grammatical_sequence_decodes_to_a_finite_number(data):
     assert np.isfinite(codec.decode(np.array([tokens]))).all()
 
 
+@pytest.mark.parametrize("codec", [NormalizedCodec(), ScientificCodec()])
+def test_huge_targets_round_trip(codec):
+    # Squaring them (for the std) overflows float64; the codec must not.
+    y = np.array([1e200, 3e200, 2e200, -5e307, 1e308])
+    fitted(codec, y)
+    assert np.isfinite([codec.mean_, codec.scale_]).all()
+    decoded = codec.decode(codec.encode(y))
+    assert np.isfinite(decoded).all()
+    assert decoded[-2:] == pytest.approx(y[-2:], rel=1e-2)
+
+
 def test_constant_target_decodes_to_the_constant():
     for codec in (NormalizedCodec(), ScientificCodec()):
         fitted(codec, [4.2, 4.2, 4.2])

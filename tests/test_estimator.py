@@ -1,3 +1,4 @@
+import copy
 import pickle
 
 import joblib
@@ -113,6 +114,15 @@ def test_early_stopping_auto_needs_1000_rows(tiny_model_dir):
     assert small(tiny_model_dir, early_stopping=False)._validation_rows(5000).sum() == 0
 
 
+def test_early_stopping_accepts_numpy_bools(tiny_model_dir):
+    reg = small(tiny_model_dir, early_stopping=np.True_)
+    reg._seed = 0
+    assert reg._validation_rows(100).sum() == 10
+    with pytest.warns(UserWarning, match="needs at least 2 validation rows"):
+        reg._validation_rows(10)
+    assert small(tiny_model_dir, early_stopping=np.False_)._validation_rows(5000).sum() == 0
+
+
 def test_early_stopping_without_validation_rows_warns(data, tiny_model_dir):
     X, y = data
     reg = small(
@@ -126,6 +136,16 @@ def test_early_stopping_without_validation_rows_warns(data, tiny_model_dir):
         reg.fit(X, y)
     assert record[0].filename == __file__  # points at the caller of fit
     assert [r["val_rmse"] for r in reg.history_] == [None]
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "match"),
+    [("predict_mode", "medain", "predict_mode"), ("n_samples", 0, "n_samples")],
+)
+def test_prediction_params_set_after_fit_are_checked(fitted, data, param, value, match):
+    reg = copy.deepcopy(fitted).set_params(**{param: value})
+    with pytest.raises(ValueError, match=match):
+        reg.predict(data[0])
 
 
 @pytest.mark.parametrize("mode", ["greedy", "median"])
