@@ -238,7 +238,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     lora_alpha : float, default=16
         LoRA scaling numerator.
     lora_dropout : float, default=0.0
-        Dropout on the LoRA input.
+        Dropout on the LoRA input, in SFT only: RL scores its updates without dropout,
+        as it samples.
     lora_target_modules : str or list of str, default="all-linear"
         Modules that get adapters (peft's ``target_modules``); the output head never does.
     mlp_hidden : tuple of int, default=(1024, 1024, 1024)
@@ -254,7 +255,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     decoder_ff : int, default=1024
         Feed-forward width of each decoder layer.
     dropout : float, default=0.1
-        Dropout in the MLP encoder and the decoder layers.
+        Dropout in the MLP encoder and the decoder layers, in SFT only (as ``lora_dropout``).
     batch_size : int, default=16
         Rows per training step (over all processes of a multi-process fit together) and
         per prediction batch.
