@@ -140,16 +140,26 @@ def test_normalized_expert_is_the_paper_rule():
 # --------------------------------------------------------------- policy gradient
 
 
-@pytest.fixture
-def policy(tiny_model_dir):
+def make_policy(model_dir, lora_dropout=0.0):
     torch.manual_seed(0)
     codec = NormalizedCodec(4, 2)
-    lm, tok = load_pretrained(tiny_model_dir)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    lm, tok = load_pretrained(model_dir)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=lora_dropout,
+        target_modules="all-linear",
+        init_lora_weights=False,
+    )
     return NumberPolicy(
         LanguageModelBackbone(lm, tok, codec.symbols, config, torch.device("cpu")),
         codec.allowed_mask(),
     )
+
+
+@pytest.fixture
+def policy(tiny_model_dir):
+    return make_policy(tiny_model_dir)
 
 
 @pytest.mark.parametrize("algorithm", ["remax", "grpo"])
@@ -214,16 +224,7 @@ def test_kl_is_zero_against_itself_and_expert_loss_is_logged(policy):
 
 
 def test_updates_score_the_policy_that_sampled_even_with_dropout(tiny_model_dir):
-    torch.manual_seed(0)
-    codec = NormalizedCodec(4, 2)
-    lm, tok = load_pretrained(tiny_model_dir)
-    config = LoraConfig(
-        r=4, lora_alpha=8, lora_dropout=0.5, target_modules="all-linear", init_lora_weights=False
-    )
-    policy = NumberPolicy(
-        LanguageModelBackbone(lm, tok, codec.symbols, config, torch.device("cpu")),
-        codec.allowed_mask(),
-    )
+    policy = make_policy(tiny_model_dir, lora_dropout=0.5)
     batch = policy.backbone.collate(policy.backbone.tokenize(["a is 1\nThe target is "]))
     rollout = policy.decode(batch, torch.rand(1, 4, 2).double())
     with torch.no_grad():
