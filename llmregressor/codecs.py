@@ -52,8 +52,8 @@ class NumberCodec(ABC):
         self : NumberCodec
         """
         y = np.asarray(y, dtype=np.float64)
-        self.constant_ = bool(np.ptp(y) == 0.0)
         with np.errstate(over="ignore"):
+            self.constant_ = bool(np.ptp(y) == 0.0)
             mean, std = float(y.mean()), float(y.std())
         if not (np.isfinite(mean) and np.isfinite(std)):
             # The mean sums y and the std squares it: both overflow from magnitudes near
