@@ -277,8 +277,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         LM (diabetes, 256 rows, 2 seeds) it raised the greedy decode's test R^2 by 0.10
         to 0.36 over ``"ce"`` in 3 paired fits with the mean of 16 samples about level
         (-0.04 to +0.04), and in the quickstart's fit the mean of 16 went 0.148 -> 0.178;
-        on the mlp-decoder (4 datasets x 3 seeds) it tied ``"ce"`` (mean R^2 0.620 vs
-        0.617). See docs/benchmarks.md.
+        on the mlp-decoder (4 datasets x 3 seeds) it tied ``"ce"`` (mean R^2 0.644 vs
+        0.640). See docs/benchmarks.md.
     sft_loss_weight : float or None, default=None
         Weight of the ``sft_loss`` term; None takes the paper's: 0.5 for ``"ntl-mse"``
         and ``"ntl-was"``, 0.1 for ``"dist"``. Ignored for ``"ce"``.
