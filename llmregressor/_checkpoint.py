@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import numbers
 import os
 import re
 import shutil
@@ -61,13 +60,9 @@ def _describe(value: object) -> object:
     """Describe a parameter value as JSON, equal for equal settings."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    # numpy scalars (a grid from np.arange) must compare by value, not by type name.
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
+    if isinstance(value, np.generic):
+        # numpy scalars (a grid from np.arange) must compare by value, not by type name.
+        return _describe(value.item())
     if isinstance(value, list | tuple):
         return [_describe(v) for v in value]
     if isinstance(value, Callable):

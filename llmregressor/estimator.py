@@ -59,7 +59,7 @@ def _restored_device(device: str) -> torch.device:
     A model fitted with ``device="cuda"`` must still predict after unpickling or loading on a
     CPU-only machine; it warns, because it runs far slower there.
     """
-    if device != "auto" and device.startswith("cuda") and not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         warnings.warn(
             f"this model was fitted with device={device!r}, but CUDA is not available here: "
             "it runs on the CPU",
@@ -89,10 +89,10 @@ class _PolicyHandle:
 
     def build(self) -> NumberPolicy:
         """Build the backbone with fresh trainable weights (restoring saved ones if any)."""
-        if self._adapter is None:
-            backbone = self.spec.build(_resolve_device(self.device))
-        else:
-            backbone = self.spec.build(_restored_device(self.device))
+        restoring = self._adapter is not None
+        device = _restored_device(self.device) if restoring else _resolve_device(self.device)
+        backbone = self.spec.build(device)
+        if restoring:
             backbone.load_adapter_state({k: torch.tensor(v) for k, v in self._adapter.items()})
         self._policy = NumberPolicy(backbone, self.allowed)
         return self._policy
@@ -728,8 +728,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         n_val = int(self.validation_fraction * n_rows) if enabled else 0
         is_val = np.zeros(n_rows, dtype=bool)
         if enabled and n_val < 2 and explicit:
-            # "auto" never gets here (it needs 1000 rows); an explicit True would
-            # otherwise be switched off without a word.
+            # Only an explicit True is told ("auto" decides by itself): it would otherwise
+            # be switched off without a word.
             warnings.warn(
                 f"early_stopping=True needs at least 2 validation rows, but "
                 f"validation_fraction={self.validation_fraction} of {n_rows} rows gives "

@@ -162,38 +162,33 @@ def policy(tiny_model_dir):
     return make_policy(tiny_model_dir)
 
 
+def policy_step(policy, batch, rollout, advantages, config, reference=None, expert=None):
+    """The loss of one update on a rollout, as the RL loop computes it."""
+    return _policy_step(
+        policy,
+        batch,
+        rollout.tokens,
+        rollout.log_probs,
+        advantages,
+        reference,
+        expert,
+        config,
+        config.algorithm == "remax",
+    )
+
+
 @pytest.mark.parametrize("algorithm", ["remax", "grpo"])
 def test_zero_advantage_gives_zero_policy_gradient(policy, algorithm):
     backbone = policy.backbone
     batch = backbone.collate(backbone.tokenize(["a is 1\nThe target is ", "a is 2\n"]))
     rollout = policy.decode(batch, torch.rand(2, 3, 2).double())
     config = RLConfig(algorithm, 1, 1e-3, 2, 3, updates_per_batch=2)
-    step = _policy_step(
-        policy,
-        batch,
-        rollout.tokens,
-        rollout.log_probs,
-        torch.zeros(2, 3),
-        None,
-        None,
-        config,
-        algorithm == "remax",
-    )
+    step = policy_step(policy, batch, rollout, torch.zeros(2, 3), config)
     step["loss"].backward()
     grads = [p.grad for p in backbone.trainable_parameters()]
     assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
     # ... while a non-zero advantage does move the adapters.
-    step = _policy_step(
-        policy,
-        batch,
-        rollout.tokens,
-        rollout.log_probs,
-        torch.ones(2, 3),
-        None,
-        None,
-        config,
-        algorithm == "remax",
-    )
+    step = policy_step(policy, batch, rollout, torch.ones(2, 3), config)
     step["loss"].backward()
     assert any(
         p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.trainable_parameters()
@@ -208,17 +203,7 @@ def test_kl_is_zero_against_itself_and_expert_loss_is_logged(policy):
         ref = policy.score(batch, rollout.tokens).log_probs
     config = RLConfig("grpo", 1, 1e-3, 1, 4, kl_coef=0.1, expert_coef=0.05)
     expert = torch.zeros_like(rollout.tokens)
-    step = _policy_step(
-        policy,
-        batch,
-        rollout.tokens,
-        rollout.log_probs,
-        torch.zeros(1, 4),
-        ref,
-        expert,
-        config,
-        False,
-    )
+    step = policy_step(policy, batch, rollout, torch.zeros(1, 4), config, ref, expert)
     assert step["kl"] == pytest.approx(0.0, abs=1e-6)
     assert step["expert_loss"] > 0
 
@@ -229,17 +214,8 @@ def test_updates_score_the_policy_that_sampled_even_with_dropout(tiny_model_dir)
     rollout = policy.decode(batch, torch.rand(1, 4, 2).double())
     with torch.no_grad():
         ref = policy.score(batch, rollout.tokens).log_probs
-    step = _policy_step(
-        policy,
-        batch,
-        rollout.tokens,
-        rollout.log_probs,
-        torch.ones(1, 4),
-        ref,
-        None,
-        RLConfig("grpo", 1, 1e-3, 1, 4, kl_coef=0.1, updates_per_batch=2),
-        False,
-    )
+    config = RLConfig("grpo", 1, 1e-3, 1, 4, kl_coef=0.1, updates_per_batch=2)
+    step = policy_step(policy, batch, rollout, torch.ones(1, 4), config, ref)
     # Ratio 1 on each of the 2 tokens and KL 0: loss = -(1 + 1) exactly.
     assert step["kl"] == pytest.approx(0.0, abs=1e-6)
     assert step["loss"].item() == pytest.approx(-2.0, abs=1e-5)
