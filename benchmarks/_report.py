@@ -1,4 +1,8 @@
-"""Write one benchmark's table into its own section of docs/benchmarks.md."""
+"""Write one benchmark's table into its own section of the docs.
+
+Headline sections (``HEADLINE_SECTIONS``) go to docs/benchmarks.md, the page users read;
+every other section goes to docs/experiment_log.md, the screening history.
+"""
 
 import platform
 import re
@@ -7,8 +11,23 @@ from pathlib import Path
 
 import torch
 
-REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+REPORT = DOCS / "benchmarks.md"
+LOG = DOCS / "experiment_log.md"
 HEADER = "# Benchmarks\n\nEach section is written by the script it names; rerun it to refresh.\n"
+LOG_HEADER = (
+    "# Experiment log\n\nEach section is written by the script it names; rerun it to refresh.\n"
+)
+# The sections shown on docs/benchmarks.md; a section of any other name goes to the log.
+HEADLINE_SECTIONS = frozenset(
+    {
+        "RL vs SFT accuracy (compact rows)",
+        "RL rollout and step speed",
+        "RL rollout and step speed (GPU)",
+        "Compute precision on CPU",
+        "Cost vs rows",
+    }
+)
 
 
 def machine() -> str:
@@ -17,9 +36,17 @@ def machine() -> str:
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def report_for(name: str) -> Path:
+    """The page a section belongs on: the benchmarks page for a headline, else the log."""
+    return REPORT if name in HEADLINE_SECTIONS else LOG
+
+
 def write_section(name: str, command: str, body: str) -> None:
+    """Replace section ``name`` of its page in place, or append it when the page lacks it."""
     command = re.sub(r"^python (\S*/)?(\w+\.py)", r"python benchmarks/\2", command)
-    text = REPORT.read_text() if REPORT.exists() else HEADER
+    report = report_for(name)
+    header = HEADER if report == REPORT else LOG_HEADER
+    text = report.read_text() if report.exists() else header
     section = (
         f"<!-- {name}:start -->\n## {name}\n\n`{command}` on {date.today()}, {machine()}, "
         f"torch {torch.__version__}.\n\n{body.strip()}\n<!-- {name}:end -->\n"
@@ -28,8 +55,8 @@ def write_section(name: str, command: str, body: str) -> None:
         rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->\n", re.S
     )
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(text)
+    report.parent.mkdir(exist_ok=True)
+    report.write_text(text)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -38,8 +38,9 @@ autodoc_member_order = "bysource"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 
-# Markdown pages link to headings of docs/benchmarks.md ("benchmarks.md#rl-vs-sft-accuracy"),
-# which stays Markdown because the benchmark scripts rewrite its sections in place.
+# Markdown pages link to headings of docs/benchmarks.md and docs/experiment_log.md
+# ("experiment_log.md#rl-vs-sft-accuracy"), which stay Markdown because the benchmark
+# scripts rewrite their sections in place.
 myst_heading_anchors = 3
 
 html_theme = "alabaster"

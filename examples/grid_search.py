@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> GridSearchCV:
     # Codec parameters only make sense together (digits belongs to the normalized codec),
     # so the grid is a list of sub-grids, one per codec, sharing the other axes.
     # The row format is a per-dataset choice: on the benchmark datasets each format won on
-    # some and lost on others (docs/benchmarks.md, "Row formats: compact vs sentence").
+    # some and lost on others (docs/experiment_log.md, "Row formats: compact vs sentence").
     shared = {"llm__rl_algorithm": [None, "remax"], "llm__row_format": ["compact", "sentence"]}
     param_grid = [
         {"llm__number_format": ["normalized"], "llm__digits": args.digits, **shared},
