@@ -128,3 +128,15 @@ def test_decoding_never_builds_full_vocabulary_logits(policy):
     finally:
         handle.remove()
     assert calls == []
+
+
+def test_exact_distribution_matches_teacher_forcing_of_every_outcome(policy):
+    # normalized base 4 x 3 digits: 64 outcomes; scientific 1 + 2 digits: 2*2*10*100 = 4000.
+    batch = batch_of(policy)
+    codes, probs = policy.exact_distribution(batch)
+    assert codes.shape == (policy.n_outcomes(), policy.length)
+    assert len(torch.unique(codes, dim=0)) == len(codes)
+    assert policy.allowed[torch.arange(policy.length), codes].all()
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(3, dtype=torch.float64))
+    scored = policy.score(batch, codes.expand(3, -1, -1)).log_probs.sum(-1).double().exp()
+    torch.testing.assert_close(probs, scored, atol=1e-6, rtol=1e-4)
