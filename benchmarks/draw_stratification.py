@@ -7,14 +7,12 @@ Per seed: one default SFT-only fit (and, with ``--rl``, the default ReMax phase 
 from it, as ``rl_accuracy.py`` does), then ``--reps`` predictions of the held-out rows
 with each sampler, each repetition under another sampling seed. The fits are the same
 for both samplers; only the uniforms behind the draws differ, so the spread over the
-repetitions is the prediction's own sampling noise. "independent" replaces the
-estimator's row uniforms (a private method) with i.i.d. ones, the sampler before
-2026-11-30.
+repetitions is the prediction's own sampling noise. "independent" draws i.i.d. uniforms
+(``Sampler(stratified=False)`` of the engine), the sampler before 2026-11-30.
 """
 
 import argparse
 import sys
-import types
 
 import numpy as np
 from rl_accuracy import continue_with_rl
@@ -23,32 +21,28 @@ from sklearn.metrics import r2_score
 import public_datasets
 from _report import markdown_table, write_section
 from llmregressor import LLMRegressor
-
-
-def independent_uniforms(self: LLMRegressor, key: int, n_samples: int, length: int):
-    """I.i.d. uniforms from the same per-row generator the stratified ones use."""
-    return np.random.default_rng([self._seed, int(key)]).random((n_samples, length))
+from llmregressor.backbone_protocol import RowInputs
+from llmregressor.engine import Sampler
 
 
 def sampler_scores(
     reg: LLMRegressor, X, y: np.ndarray, reps: int, label: str
 ) -> dict[str, list[float]]:
-    """R^2 of the mean of draws, per sampler and sampling seed."""
-    fit_seed = reg._seed
+    """R^2 of the mean of draws, per sampler and sampling seed (the fit's seed + rep)."""
+    policy = reg.policy_.policy
+    inputs = RowInputs.from_table(X.to_numpy(dtype=object), policy.backbone.encode_rows)
     scores = {"stratified": [], "independent": []}
-    try:
-        for rep in range(reps):
-            reg._seed = fit_seed + rep
-            for sampler in scores:
-                if sampler == "independent":
-                    reg._row_uniforms = types.MethodType(independent_uniforms, reg)
-                else:
-                    vars(reg).pop("_row_uniforms", None)
-                scores[sampler].append(r2_score(y, reg.predict(X)))
-                print(label, rep, sampler, f"{scores[sampler][-1]:.3f}", flush=True)
-    finally:
-        reg._seed = fit_seed
-        vars(reg).pop("_row_uniforms", None)
+    for rep in range(reps):
+        for sampler in scores:
+            draws = Sampler(
+                reg.codec_,
+                reg.seed_ + rep,
+                reg.batch_size,
+                n_samples=reg.n_samples,
+                stratified=sampler == "stratified",
+            )
+            scores[sampler].append(r2_score(y, draws.predict(policy, inputs)))
+            print(label, rep, sampler, f"{scores[sampler][-1]:.3f}", flush=True)
     return scores
 
 

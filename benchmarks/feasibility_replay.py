@@ -13,13 +13,14 @@ run in two ways: the prompt wording (that run wrote ``age:54,sex:2,...,target:``
 ``row_format="sentence"``'s ``age is 54, sex is 2, ...``) and the learning-rate schedule within
 each stage (here the estimator's cosine with warm-up). ``--compact-rows`` and
 ``--constant-lr`` copy each as far as it is known: ``row_format="compact"`` (that run's
-rows), and a constant lr after the warm-up, by patching the training phases' optimizer
-factory for this process only; ``--as-that-run`` is both. ``--sft-only`` stops after the
-two SFT stages.
+rows), and a constant lr after the warm-up (the phases' ``lr_schedule="constant"``, each
+stage run through the fitted estimator's engine); ``--as-that-run`` is both.
+``--sft-only`` stops after the two SFT stages.
 """
 
 import argparse
 import copy
+import dataclasses
 import sys
 import time
 
@@ -27,56 +28,28 @@ import numpy as np
 import torch
 from rl_accuracy import continue_with_rl
 from sklearn.metrics import r2_score
-from transformers import get_constant_schedule_with_warmup
 
-import llmregressor.rl
-import llmregressor.sft
 import public_datasets
 from _report import markdown_table, write_section
 from llmregressor import LLMRegressor
-from llmregressor._distributed import DataParallel
-from llmregressor._training import make_optimizer
+from llmregressor.params import sft_config
 
 
-def constant_lr_optimizer(backbone, lr: float, total_steps: int, warmup_fraction: float = 0.1):
-    """The phases' own optimizer at a constant lr after the same warm-up: that run's schedule."""
-    optimizer, _ = make_optimizer(backbone, lr, total_steps, warmup_fraction)
-    warmup = int(np.ceil(warmup_fraction * total_steps))
-    return optimizer, get_constant_schedule_with_warmup(optimizer, num_warmup_steps=warmup)
-
-
-def patch_constant_lr() -> None:
-    """Schedule both training phases' learning rates as the feasibility run did."""
-    llmregressor.sft.make_optimizer = constant_lr_optimizer
-    llmregressor.rl.make_optimizer = constant_lr_optimizer
-
-
-def continue_sft(reg: LLMRegressor, X, y, epochs: int, lr: float) -> None:
+def sft_stage(reg: LLMRegressor, X, y, epochs: int, lr: float, schedule: str, offset: int):
     """Train ``reg``'s fitted policy ``epochs`` more SFT epochs at ``lr``, in place.
 
-    A second call of fit()'s SFT phase (private helpers), with a fresh optimizer and
-    schedule, as a second stage of training started from the first stage's weights would
-    have. ``reg``'s SFT parameters describe that second stage afterwards.
+    Through the fitted estimator's engine (``LLMRegressor.trainer``), with a fresh optimizer
+    and schedule, as a second stage of training started from the first stage's weights
+    would have. ``reg``'s SFT parameters describe that stage afterwards.
     """
     reg.set_params(sft_epochs=epochs, sft_lr=lr, n_iter_no_change=None)
-    policy = reg._handle.policy
-    single_process = DataParallel()
-    train_inputs, y_train, validate = reg._training_split(
-        policy, reg._row_inputs(X), np.asarray(y, dtype=float), single_process
-    )
+    config = dataclasses.replace(sft_config(reg.get_params(), reg.codec_), lr_schedule=schedule)
+    trainer = reg.trainer(X, y)
     start = time.perf_counter()
     with torch.random.fork_rng():
-        torch.manual_seed(reg._seed + 2)
-        reg.history_ = reg.history_ + reg._run_sft(
-            policy,
-            train_inputs,
-            y_train,
-            validate,
-            np.random.default_rng(reg._seed + 2),
-            reg.verbose,
-            single_process,
-            None,
-        )
+        torch.manual_seed(reg.seed_ + offset)
+        history = trainer.sft(config, np.random.default_rng(reg.seed_ + offset))
+    reg.history_ = reg.history_ + history
     reg.fit_time_ += time.perf_counter() - start
 
 
@@ -103,8 +76,7 @@ def main() -> None:
     compact_rows = args.compact_rows or args.as_that_run
     constant_lr = args.constant_lr or args.as_that_run
     params = {"row_format": "compact" if compact_rows else "sentence"}
-    if constant_lr:
-        patch_constant_lr()
+    schedule = "constant" if constant_lr else "cosine"
     X, y = public_datasets.load("diabetes")
     X_tr, X_te, y_tr, y_te = public_datasets.split(X, y, args.seed, 256, 1000, "permutation")
     rows = []
@@ -115,9 +87,16 @@ def main() -> None:
         sft_lr=5e-4,
         random_state=args.seed,
         **params,
-    ).fit(X_tr, y_tr)
+    )
+    if constant_lr:
+        # fit() trains on the cosine schedule: fit no epoch, then train the first stage
+        # through the engine on fit()'s own random streams.
+        reg.set_params(sft_epochs=0).fit(X_tr, y_tr)
+        sft_stage(reg, X_tr, y_tr, epochs=6, lr=5e-4, schedule=schedule, offset=0)
+    else:
+        reg.fit(X_tr, y_tr)
     rows.append(["SFT, 6 epochs at lr 5e-4", *scores(reg, X_te, y_te)])
-    continue_sft(reg, X_tr, y_tr, epochs=6, lr=1e-3)
+    sft_stage(reg, X_tr, y_tr, epochs=6, lr=1e-3, schedule=schedule, offset=2)
     rows.append(["+ 6 SFT epochs at lr 1e-3", *scores(reg, X_te, y_te)])
     settings = (
         {}
@@ -130,7 +109,7 @@ def main() -> None:
         }
     )
     for label, rl_params in settings.items():
-        rl = continue_with_rl(reg, "remax", X_tr, y_tr, rl_epochs=3, **rl_params)
+        rl = continue_with_rl(reg, "remax", X_tr, y_tr, schedule, rl_epochs=3, **rl_params)
         rows.append([label, *scores(rl, X_te, y_te)])
     for row in rows:
         print(row, flush=True)

@@ -15,7 +15,7 @@ first N samples, N in 1, 4, 16, 64 (and the greedy decode), for CE and ReMax.
 The budget fits the project's 2-core CPU: the full run was sized to stay under one hour
 (``--quick``, one seed on at most 200 training rows per dataset, runs in minutes and prints
 the full run's worst-case time extrapolated from its own measured costs). Results go to
-their own section of docs/benchmarks.md; ``--quick`` writes a separate section.
+their own section of docs/experiment_log.md; ``--quick`` writes a separate section.
 """
 
 import argparse

@@ -24,7 +24,12 @@ from sklearn.datasets import load_diabetes
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from _report import markdown_table, write_section
-from llmregressor.backbones import LanguageModelBackbone, load_pretrained, resolve_compute_dtype
+from llmregressor.backbones import (
+    LanguageModelBackbone,
+    compute_autocast,
+    load_pretrained,
+    resolve_compute_dtype,
+)
 from llmregressor.codecs import NormalizedCodec
 from llmregressor.decoding import NumberPolicy
 from llmregressor.serialize import RowSerializer
@@ -51,7 +56,7 @@ def naive_step(backbone, codec, prompts, samples, ids_allowed):
     width = batch["input_ids"].shape[1]
     processor = LogitsProcessorList([GrammarMask(width, ids_allowed)])
     start = time.perf_counter()
-    with torch.no_grad(), backbone._autocast():
+    with torch.no_grad(), compute_autocast(backbone.device, backbone.compute_dtype):
         common = dict(
             attention_mask=batch["attention_mask"],
             max_new_tokens=codec.length,
@@ -72,7 +77,7 @@ def naive_step(backbone, codec, prompts, samples, ids_allowed):
     # Log-probs: every prompt+sample re-encoded, full-vocabulary log-softmax.
     attention = batch["attention_mask"].repeat_interleave(samples, 0)
     attention = torch.cat([attention, attention.new_ones((len(sampled), codec.length))], 1)
-    with backbone._autocast():
+    with compute_autocast(backbone.device, backbone.compute_dtype):
         logits = model(input_ids=sampled, attention_mask=attention).logits
     log_probs = torch.log_softmax(logits[:, width - 1 : -1].float(), -1)
     chosen = log_probs.gather(-1, sampled[:, width:, None])[..., 0]

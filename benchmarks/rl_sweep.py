@@ -25,9 +25,10 @@ from sklearn.model_selection import train_test_split
 import public_datasets
 from _report import markdown_table, write_section
 from llmregressor import LLMRegressor
+from llmregressor.params import resolved_reward_on
 
 # Plain ReMax (no expert term, each draw rewarded alone): the settings of the first sweep
-# in docs/benchmarks.md, made when that was the default.
+# in docs/experiment_log.md, made when that was the default.
 PAPER_REMAX = {"rl_algorithm": "remax", "rl_epochs": 1, "expert_coef": 0.0, "reward_on": "sample"}
 SETTINGS = [
     {**PAPER_REMAX, "rl_lr": 1e-4},
@@ -75,7 +76,7 @@ def main() -> None:
         label = ", ".join(f"{k}={v}" for k, v in setting.items())
         if "reward_on" not in setting:
             # The default "auto" depends on predict_mode: say what it resolved to.
-            label += f", reward_on=auto ({reg._reward_on()})"
+            label += f", reward_on=auto ({resolved_reward_on(reg.get_params())})"
         trend = f"{np.mean(rewards[:4]):.3f} -> {np.mean(rewards[-4:]):.3f}"
         rows.append([label, *evaluate(reg, X_te, y_te), f"{entropy:.3f}", trend])
         print(rows[-1], flush=True)

@@ -49,12 +49,6 @@ FORMAT_VERSION = 1
 FIT_FILE = "fit.json"
 _EPOCH_FOLDER = re.compile(r"^(?P<phase>[a-z]+)-epoch-(?P<epoch>\d+)$")
 
-# Parameters that change where or how fast a fit runs, not what it computes (beyond float
-# rounding): a fit may resume with other values, e.g. smaller micro-batches on a smaller GPU.
-RESUMABLE_CHANGES = frozenset(
-    ("checkpoint_dir", "resume", "verbose", "device", "micro_batch_size", "gradient_checkpointing")
-)
-
 
 def _describe(value: object) -> object:
     """Describe a parameter value as JSON, equal for equal settings."""
@@ -77,7 +71,8 @@ def fit_identity(params: dict, X: np.ndarray, y: np.ndarray) -> dict:
     Parameters
     ----------
     params : dict
-        The estimator's ``get_params(deep=False)``.
+        The parameters that shape the result: the estimator's ``get_params(deep=False)``
+        without those a fit may resume with changed (``llmregressor.params.RESUMABLE``).
     X : ndarray of shape (n_rows, n_features)
         The validated training rows (numbers, strings, missing values).
     y : ndarray
@@ -95,7 +90,7 @@ def fit_identity(params: dict, X: np.ndarray, y: np.ndarray) -> dict:
     for row in X:
         digest.update(repr(row.tolist()).encode("utf-8") + b"\0")
     digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
-    described = {k: _describe(v) for k, v in params.items() if k not in RESUMABLE_CHANGES}
+    described = {k: _describe(v) for k, v in params.items()}
     return {"params": described, "data": digest.hexdigest()}
 
 

@@ -18,15 +18,26 @@ prediction holds every row's prompt, token ids or feature vector at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-__all__ = ["ENCODE_CHUNK_ROWS", "Backbone", "BackboneSpec", "EncodedRows", "RowInputs"]
+from .codecs import NumberCodec
+
+__all__ = [
+    "BACKBONES",
+    "ENCODE_CHUNK_ROWS",
+    "Backbone",
+    "BackboneSpec",
+    "EncodedRows",
+    "RowInputs",
+    "backbone_for",
+    "register_backbone",
+]
 
 
 # Rows one call of :meth:`Backbone.encode_rows` turns into model inputs while training or
@@ -234,7 +245,107 @@ class Backbone(Protocol):
 
 @runtime_checkable
 class BackboneSpec(Protocol):
-    """A picklable recipe that builds a backbone (the fitted estimator stores one)."""
+    """A picklable recipe that builds a backbone (the fitted estimator stores one).
+
+    A backbone kind is one class that implements this protocol and is registered with
+    :func:`register_backbone`: the estimator, validation, the save format and the command
+    line find it there.
+
+    Attributes
+    ----------
+    kind : str
+        The name of the kind in saved model folders and in :data:`BACKBONES`.
+    savable : bool
+        Whether a model folder can hold it (:meth:`to_config` and ``from_config``).
+    """
+
+    kind: ClassVar[str]
+    savable: ClassVar[bool]
+
+    @classmethod
+    def accepts(cls, model: str) -> bool:
+        """Return whether the estimator's ``model`` parameter selects this kind."""
+
+    @classmethod
+    def from_params(
+        cls,
+        params: Mapping[str, object],
+        X: np.ndarray,
+        feature_names: list[str],
+        codec: NumberCodec,
+    ) -> BackboneSpec:
+        """Build the recipe from the estimator's parameters, fitted to the training rows.
+
+        Parameters
+        ----------
+        params : mapping
+            The estimator's ``get_params(deep=False)``.
+        X : ndarray of shape (n_rows, n_features)
+            The validated training rows.
+        feature_names : list of str
+            The column names (``x0, x1, ...`` for unnamed columns).
+        codec : NumberCodec
+            The fitted codec (its symbols and length).
+        """
+
+    def fitted_attributes(self) -> dict[str, object]:
+        """Fitted state the estimator exposes as attributes (name ending in ``_``: value)."""
 
     def build(self, device: torch.device) -> Backbone:
         """Build the backbone with freshly initialized trainable weights on ``device``."""
+
+    def to_config(self) -> dict:
+        """Everything but the weights (and the row serializer) as JSON, for a model folder.
+
+        Raises
+        ------
+        TypeError
+            If this kind has no pickle-free format.
+        """
+
+
+# Backbone kinds by name, in registration order; the last one registered with
+# ``default=True`` takes every ``model`` value no other kind accepts.
+BACKBONES: dict[str, type[BackboneSpec]] = {}
+_DEFAULT_BACKBONE: list[str] = []
+
+
+def register_backbone(kind: str, *, default: bool = False):
+    """Class decorator that registers a :class:`BackboneSpec` under ``kind``.
+
+    Parameters
+    ----------
+    kind : str
+        Name of the kind (saved in model folders).
+    default : bool, default=False
+        Whether this kind takes every ``model`` value that no other kind accepts (the
+        language models: any embedded name, folder or hub id).
+    """
+
+    def register(cls: type) -> type:
+        cls.kind = kind
+        BACKBONES[kind] = cls
+        if default:
+            _DEFAULT_BACKBONE[:] = [kind]
+        return cls
+
+    return register
+
+
+def backbone_for(model: str) -> type[BackboneSpec]:
+    """Return the registered backbone kind that the estimator's ``model`` selects.
+
+    Parameters
+    ----------
+    model : str
+        The estimator's ``model`` parameter.
+
+    Returns
+    -------
+    spec_class : type
+        A registered :class:`BackboneSpec` class.
+    """
+    for kind, cls in BACKBONES.items():
+        if kind not in _DEFAULT_BACKBONE and cls.accepts(model):
+            return cls
+    return BACKBONES[_DEFAULT_BACKBONE[0]]

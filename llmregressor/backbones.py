@@ -26,10 +26,11 @@ import shutil
 import tempfile
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -37,12 +38,14 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from .backbone_protocol import EncodedRows
+from .backbone_protocol import EncodedRows, register_backbone
+from .codecs import NumberCodec
 from .serialize import RowSerializer
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "COMPUTE_DTYPES",
     "EMBEDDED_MODELS",
     "compute_autocast",
     "resolve_compute_dtype",
@@ -252,20 +255,21 @@ def compute_autocast(device: torch.device, compute_dtype: torch.dtype) -> Abstra
     return torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
 
 
+# The ``dtype`` values besides "auto": the one list that validation and the CLI read.
+COMPUTE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """Turn the estimator's ``dtype`` parameter into the autocast dtype.
 
     ``"auto"`` picks bfloat16 where the hardware computes it natively (CUDA devices that
-    support it; CPUs with AVX-512 BF16 or AMX, where an SFT step of the default model
-    measured 1.7x faster, see docs/benchmarks.md) and float32 elsewhere, where emulated
-    bf16 would be slower.
+    support it; CPUs with AVX-512 BF16 or AMX, where it is faster, see docs/benchmarks.md)
+    and float32 elsewhere, where emulated bf16 would be slower.
     """
-    if dtype == "float32":
-        return torch.float32
-    if dtype == "bfloat16":
-        return torch.bfloat16
+    if dtype in COMPUTE_DTYPES:
+        return COMPUTE_DTYPES[dtype]
     if dtype != "auto":
-        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
+        raise ValueError(f"dtype must be 'auto' or one of {sorted(COMPUTE_DTYPES)}, got {dtype!r}")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     # torch exposes these CPU feature probes only under private names; absent -> fp32.
@@ -543,6 +547,7 @@ def fingerprint(causal_lm: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+@register_backbone("lora", default=True)
 @dataclass
 class LanguageModelSpec:
     """Everything that rebuilds a :class:`LanguageModelBackbone` except its weights.
@@ -572,6 +577,63 @@ class LanguageModelSpec:
     dtype: str
     serializer: RowSerializer
     base_fingerprint: str | None = None
+    savable: ClassVar[bool] = True
+
+    @classmethod
+    def accepts(cls, model: str) -> bool:
+        """Return True: every ``model`` names a language model unless another kind claims it."""
+        return True
+
+    @classmethod
+    def from_params(
+        cls,
+        params: Mapping[str, object],
+        X: np.ndarray,
+        feature_names: list[str],
+        codec: NumberCodec,
+    ) -> LanguageModelSpec:
+        """Build the recipe from the estimator's prompt, LoRA and precision parameters."""
+        serializer = RowSerializer(
+            feature_names,
+            params["prompt_template"],
+            params["significant_digits"],
+            params["missing_value"],
+            params["row_format"],
+        )
+        targets = params["lora_target_modules"]
+        lora = {
+            "r": params["lora_r"],
+            "lora_alpha": params["lora_alpha"],
+            "lora_dropout": params["lora_dropout"],
+            "target_modules": targets if isinstance(targets, str) else list(targets),
+        }
+        return cls(params["model"], lora, codec.symbols, params["dtype"], serializer)
+
+    def fitted_attributes(self) -> dict[str, object]:
+        """Return the row serializer, as the estimator's ``serializer_``."""
+        return {"serializer_": self.serializer}
+
+    def to_config(self) -> dict:
+        """Everything but the adapters and the serializer, as JSON."""
+        return {
+            "model": self.model,
+            "lora": self.lora,
+            "symbols": list(self.symbols),
+            "dtype": self.dtype,
+            "base_fingerprint": self.base_fingerprint,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping, serializer: RowSerializer) -> LanguageModelSpec:
+        """Rebuild the recipe from :meth:`to_config` and the saved serializer."""
+        return cls(
+            config["model"],
+            config["lora"],
+            tuple(config["symbols"]),
+            config["dtype"],
+            serializer,
+            config["base_fingerprint"],
+        )
 
     def build(self, device: torch.device) -> LanguageModelBackbone:
         """Load the base model and attach freshly initialized adapters.

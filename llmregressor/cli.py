@@ -6,8 +6,8 @@
     llmregressor predict model_dir data.csv --out predictions.csv [--interval 0.9]
     llmregressor info model_dir
 
-Every :class:`~llmregressor.LLMRegressor` parameter is an option of ``fit`` (``--model
-mlp-decoder`` is refused: a model folder cannot hold it yet); its value is
+Every :class:`~llmregressor.LLMRegressor` parameter is an option of ``fit`` (a backbone that
+a model folder cannot hold yet, ``--model mlp-decoder``, is refused); its value is
 parsed into the type the parameter takes (int, float, bool, None, str, comma-separated
 lists), read from the constructor's type hints. Progress goes to stderr, results to
 stdout or ``--out``. A user error (unreadable file, missing column, bad value, model
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import collections.abc
 import inspect
-import re
 import sys
 import types
 import typing
@@ -29,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._checks import validate_params
 from ._version import __version__
+from .backbone_protocol import backbone_for
 from .estimator import LLMRegressor
-from .mlp_decoder import MLP_DECODER
+from .params import PARAMETERS, validate_params
 from .persistence import FORMAT_VERSION, read_manifest, saved_params
 
 __all__ = ["main"]
@@ -43,6 +42,7 @@ _SEQUENCE_ORIGINS = (collections.abc.Sequence, list, tuple)
 # Where the command line's default differs from the estimator's: fits there are long,
 # so show progress bars (on stderr).
 _CLI_DEFAULTS = {"verbose": 1}
+PARAMETERS_BY_NAME = {param.name: param for param in PARAMETERS}
 
 
 class CLIError(Exception):
@@ -112,7 +112,6 @@ def _build_parser() -> argparse.ArgumentParser:
         "LLMRegressor parameters",
         "Any constructor parameter; 'none', 'true'/'false' and comma-separated lists are parsed.",
     )
-    docs = _parameter_docs()
     for name, (kinds, default) in _cli_params().items():
         default = _CLI_DEFAULTS.get(name, default)
         group.add_argument(
@@ -120,7 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
             type=_converter(name, kinds),
             default=argparse.SUPPRESS,
             metavar="|".join(_kind_label(k) for k in kinds),
-            help=f"{docs.get(name, '')} (default: {default!r})".replace("%", "%%"),
+            help=f"{PARAMETERS_BY_NAME[name].summary} (default: {default!r})".replace("%", "%%"),
         )
     fit.set_defaults(run=_fit)
 
@@ -164,7 +163,8 @@ def _cli_params() -> dict[str, tuple[tuple, object]]:
     # Signature order groups related parameters, as the class docstring does.
     for name, parameter in inspect.signature(LLMRegressor).parameters.items():
         kinds = tuple(k for k in map(_kind, _alternatives(hints[name])) if k is not None)
-        if kinds:
+        # A parameter whose only value text can give is None (callbacks) is no option.
+        if kinds and kinds != (type(None),):
             params[name] = (kinds, parameter.default)
     return params
 
@@ -240,18 +240,6 @@ def _coverage(text: str) -> float:
     return value
 
 
-def _parameter_docs() -> dict[str, str]:
-    """First sentence of each parameter's description in the class docstring."""
-    section = LLMRegressor.__doc__.split("Parameters\n    ----------\n", 1)[1]
-    section = section.split("\n    Attributes\n", 1)[0]
-    docs = {}
-    for match in re.finditer(r"^    (\w+) : [^\n]*\n((?:        [^\n]*\n?)+)", section, re.M):
-        text = " ".join(match.group(2).split()).replace("``", "")
-        text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)  # Sphinx roles read as plain names
-        docs[match.group(1)] = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
-    return docs
-
-
 # -------------------------------------------------------------------------- commands
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -288,14 +276,15 @@ def _fit(args: argparse.Namespace) -> None:
             "drop those rows first"
         )
     regressor = LLMRegressor(**params)
-    if regressor.model == MLP_DECODER:
+    kind = backbone_for(regressor.model)
+    if not kind.savable:
         # Refused before a fit of many minutes whose save() would then fail.
         raise CLIError(
-            f"model={MLP_DECODER!r} cannot be saved to a model folder yet (its fitted feature "
-            "preprocessor has no pickle-free format): use the Python API and joblib for it"
+            f"model={regressor.model!r} ({kind.kind} backbone) cannot be saved to a model "
+            "folder yet: use the Python API and joblib for it"
         )
     try:
-        validate_params(regressor)
+        validate_params(regressor.get_params(deep=False))
     except TypeError as err:  # a value of the wrong kind is a user error here
         raise CLIError(str(err)) from err
     _progress(f"read {args.data}: {len(X)} rows, {X.shape[1]} feature columns")

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-__all__ = ["NormalizedCodec", "NumberCodec", "ScientificCodec", "make_codec"]
+__all__ = ["CODECS", "NormalizedCodec", "NumberCodec", "ScientificCodec", "make_codec"]
 
 _DIGITS = "0123456789"
 
@@ -359,6 +359,14 @@ class ScientificCodec(NumberCodec):
         return best
 
 
+# The codecs by the estimator's ``number_format`` value: the one list that validation,
+# the command line and the save format read.
+CODECS: dict[str, type[NumberCodec]] = {
+    "normalized": NormalizedCodec,
+    "scientific": ScientificCodec,
+}
+
+
 def make_codec(
     number_format: str,
     *,
@@ -372,7 +380,7 @@ def make_codec(
     Parameters
     ----------
     number_format : {"normalized", "scientific"}
-        Which codec.
+        Which codec (a key of :data:`CODECS`).
     base, digits : int
         Parameters of :class:`NormalizedCodec`.
     exponent_digits, mantissa_digits : int
@@ -386,4 +394,4 @@ def make_codec(
         return NormalizedCodec(base=base, digits=digits)
     if number_format == "scientific":
         return ScientificCodec(exponent_digits=exponent_digits, mantissa_digits=mantissa_digits)
-    raise ValueError(f"number_format must be 'normalized' or 'scientific', got {number_format!r}")
+    raise ValueError(f"number_format must be one of {sorted(CODECS)}, got {number_format!r}")

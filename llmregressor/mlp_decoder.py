@@ -13,17 +13,20 @@ step simply runs the decoder over the whole (short) prefix again.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.compose import ColumnTransformer
 from torch import nn
 
-from .backbone_protocol import EncodedRows
+from .backbone_protocol import EncodedRows, register_backbone
 from .backbones import compute_autocast, resolve_compute_dtype
+from .codecs import NumberCodec
+from .features import make_feature_preprocessor
 
 __all__ = [
     "MLP_DECODER",
@@ -260,6 +263,7 @@ class MLPDecoderBackbone:
         return nullcontext()
 
 
+@register_backbone(MLP_DECODER)
 @dataclass
 class MLPDecoderSpec:
     """Everything that rebuilds an :class:`MLPDecoderBackbone` except its weights.
@@ -275,9 +279,8 @@ class MLPDecoderSpec:
     n_symbols, length : int
         The codec's vocabulary size and symbols per number.
     dtype : {"auto", "float32", "bfloat16"}
-        Compute precision (:func:`~llmregressor.backbones.resolve_compute_dtype`); on this
-        project's AVX-512 BF16 CPU, bfloat16 fitted the default architecture 1.2x and
-        predicted 1.7-2.2x faster than float32 at the same accuracy.
+        Compute precision (:func:`~llmregressor.backbones.resolve_compute_dtype`; the
+        speed of each is measured in docs/benchmarks.md).
     """
 
     config: MLPDecoderConfig
@@ -286,6 +289,65 @@ class MLPDecoderSpec:
     n_symbols: int
     length: int
     dtype: str
+    # The fitted scikit-learn preprocessor has no pickle-free format yet.
+    savable: ClassVar[bool] = False
+
+    @classmethod
+    def accepts(cls, model: str) -> bool:
+        """Return whether ``model`` is ``"mlp-decoder"``."""
+        return model == MLP_DECODER
+
+    @classmethod
+    def from_params(
+        cls,
+        params: Mapping[str, object],
+        X: np.ndarray,
+        feature_names: list[str],
+        codec: NumberCodec,
+    ) -> MLPDecoderSpec:
+        """Fit the feature preprocessing to ``X`` and take the architecture parameters."""
+        preprocessor = make_feature_preprocessor(X).fit(X)
+        config = MLPDecoderConfig(
+            hidden=tuple(int(width) for width in params["mlp_hidden"]),
+            d_model=params["d_model"],
+            layers=params["decoder_layers"],
+            heads=params["decoder_heads"],
+            feedforward=params["decoder_ff"],
+            dropout=params["dropout"],
+        )
+        n_inputs = preprocessor.transform(X[:1]).shape[1]
+        return cls(
+            config, preprocessor, n_inputs, len(codec.symbols), codec.length, params["dtype"]
+        )
+
+    def fitted_attributes(self) -> dict[str, object]:
+        """Return the fitted feature preprocessing, as the estimator's ``preprocessor_``."""
+        return {"preprocessor_": self.preprocessor}
+
+    def to_config(self) -> dict:
+        """Refuse: the fitted scikit-learn preprocessor has no pickle-free format yet.
+
+        Raises
+        ------
+        TypeError
+            Always, with the remedy (``joblib``).
+        """
+        raise TypeError(
+            f"save() writes LM-backbone estimators; model={MLP_DECODER!r} keeps a fitted "
+            "scikit-learn feature preprocessor that has no pickle-free format yet. Use "
+            "joblib.dump / joblib.load for it."
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping, serializer: object) -> MLPDecoderSpec:
+        """Refuse: no model folder holds this kind (see :meth:`to_config`).
+
+        Raises
+        ------
+        TypeError
+            Always.
+        """
+        raise TypeError(f"model folders cannot hold the {MLP_DECODER!r} backbone")
 
     def build(self, device: torch.device) -> MLPDecoderBackbone:
         """Build the backbone with freshly initialized weights (from torch's global RNG)."""

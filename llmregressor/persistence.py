@@ -33,6 +33,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import safetensors.numpy
@@ -40,9 +41,13 @@ from safetensors import SafetensorError
 from sklearn.utils.validation import check_is_fitted
 
 from ._version import __version__
-from .codecs import NormalizedCodec, NumberCodec, ScientificCodec
-from .estimator import LLMRegressor, _PolicyHandle
+from .backbone_protocol import BACKBONES
+from .codecs import CODECS, NumberCodec
+from .fitted_policy import FittedPolicy
 from .serialize import RowSerializer
+
+if TYPE_CHECKING:  # the estimator imports this module; it is never imported from here
+    from .estimator import LLMRegressor
 
 __all__ = [
     "FORMAT_NAME",
@@ -63,14 +68,14 @@ FORMAT_VERSION = 2
 MANIFEST_FILE = "llmregressor.json"
 WEIGHTS_FILE = "policy.safetensors"
 
-# Classes a manifest may name; anything else is refused instead of imported.
-_CODECS: dict[str, type[NumberCodec]] = {c.__name__: c for c in (NormalizedCodec, ScientificCodec)}
-_POLICY_KINDS: dict[str, type[_PolicyHandle]] = {"lora": _PolicyHandle}
+# Classes a manifest may name (the registered codecs, by class name); anything else is
+# refused instead of imported. Policy kinds are the registered backbones.
+_CODECS: dict[str, type[NumberCodec]] = {c.__name__: c for c in CODECS.values()}
 
 # Fitted attributes stored as plain JSON values (feature_names_in_ only exists for named
-# columns); codec_, serializer_, _handle and _seed have their own entries.
+# columns); codec_, serializer_, policy_ and seed_ have their own entries.
 _FITTED_JSON = ("n_features_in_", "feature_names_in_", "n_samples_fit_", "history_", "fit_time_")
-_KNOWN_STATE = frozenset((*_FITTED_JSON, "codec_", "serializer_", "_handle", "_seed"))
+_KNOWN_STATE = frozenset((*_FITTED_JSON, "codec_", "serializer_", "policy_", "seed_"))
 
 _SCALARS = (str, bool, int, float, type(None))
 
@@ -100,12 +105,9 @@ def save_estimator(estimator: LLMRegressor, path: str | os.PathLike) -> None:
         If the estimator carries fitted state this format does not know how to store.
     """
     check_is_fitted(estimator)
-    if estimator._handle.kind not in _POLICY_KINDS:
-        raise TypeError(
-            f"save() writes LM-backbone estimators; model={estimator.model!r} keeps a fitted "
-            "scikit-learn feature preprocessor that has no pickle-free format yet. Use "
-            "joblib.dump / joblib.load for it."
-        )
+    fitted_policy = estimator.policy_
+    # Raises for a backbone kind without a pickle-free format, before anything is written.
+    policy_config = fitted_policy.config()
     unknown = sorted(
         name
         for name in vars(estimator)
@@ -116,7 +118,6 @@ def save_estimator(estimator: LLMRegressor, path: str | os.PathLike) -> None:
             f"The save format does not know the fitted attributes {unknown}; saving would lose "
             "them. Teach llmregressor.persistence to store them."
         )
-    handle = estimator._handle
     # Build everything before writing, so a refused save leaves no files behind.
     manifest = {
         "format": FORMAT_NAME,
@@ -124,8 +125,8 @@ def save_estimator(estimator: LLMRegressor, path: str | os.PathLike) -> None:
         "package_version": __version__,
         "estimator": type(estimator).__name__,
         "base_model": {
-            "model": handle.spec.model,
-            "fingerprint": handle.spec.base_fingerprint,
+            "model": policy_config["model"],
+            "fingerprint": policy_config["base_fingerprint"],
         },
         "params": {
             name: _param_to_json(name, value)
@@ -137,14 +138,16 @@ def save_estimator(estimator: LLMRegressor, path: str | os.PathLike) -> None:
                 for name in _FITTED_JSON
                 if hasattr(estimator, name)
             },
-            "seed": estimator._seed,
+            "seed": estimator.seed_,
         },
         "codec": _codec_to_json(estimator.codec_),
         "serializer": dataclasses.asdict(estimator.serializer_),
-        "policy": {"kind": handle.kind, "config": handle.config()},
+        "policy": {"kind": fitted_policy.kind, "config": policy_config},
     }
     text = json.dumps(manifest, indent=2, default=_json_default)
-    weights = {name: np.ascontiguousarray(w) for name, w in handle.trainable_weights().items()}
+    weights = {
+        name: np.ascontiguousarray(w) for name, w in fitted_policy.trainable_weights().items()
+    }
 
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
@@ -187,6 +190,11 @@ def _param_to_json(name: str, value: object) -> object:
             "reward only matters to fit: to save this fitted model, name a built-in reward "
             "first, e.g. reg.set_params(reward='squared').save(path); a refit of the loaded "
             "model then uses that reward."
+        )
+    elif name == "callbacks":
+        hint = (
+            "Callbacks only observe fit and cannot be stored without pickle: to save this "
+            "fitted model, drop them first, e.g. reg.set_params(callbacks=None).save(path)."
         )
     elif isinstance(value, np.random.RandomState):
         hint = (
@@ -348,22 +356,23 @@ def load_estimator(cls: type[LLMRegressor], path: str | os.PathLike) -> LLMRegre
         if "feature_names_in_" in fitted:
             # scikit-learn keeps feature names as an object array.
             estimator.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
-        estimator._seed = int(fitted["seed"])
+        estimator.seed_ = int(fitted["seed"])
         estimator.codec_ = _codec_from_json(manifest["codec"])
         estimator.serializer_ = RowSerializer(**manifest["serializer"])
         policy = manifest["policy"]
-        handle_cls = _POLICY_KINDS.get(policy["kind"])
-        if handle_cls is None:
+        if policy["kind"] not in BACKBONES:
             raise ModelFormatError(
                 f"{folder} holds a policy of the unknown kind {policy['kind']!r}; this "
-                f"llmregressor {__version__} knows {sorted(_POLICY_KINDS)}"
+                f"llmregressor {__version__} knows {sorted(BACKBONES)}"
             )
         weights = safetensors.numpy.load_file(folder / WEIGHTS_FILE)
-        estimator._handle = handle_cls.from_saved(policy["config"], weights, estimator.serializer_)
+        estimator.policy_ = FittedPolicy.from_config(
+            policy["kind"], policy["config"], weights, estimator.serializer_
+        )
     except (KeyError, TypeError, OSError, SafetensorError) as err:
         raise ModelFormatError(f"{folder} holds an incomplete or damaged model: {err!r}") from err
     # Build now: this loads the base model and checks its fingerprint.
-    _ = estimator._handle.policy
+    _ = estimator.policy_.policy
     return estimator
 
 

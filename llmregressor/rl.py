@@ -32,31 +32,32 @@ term; with S = 2 the advantages equal per-draw GRPO's).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ._checkpoint import PhaseCheckpoint
 from ._distributed import DataParallel
-from ._training import BestState, make_optimizer, minibatches
-from .backbone_protocol import RowInputs
+from ._training import BestState
+from .backbone_protocol import EncodedRows
 from .codecs import NumberCodec, ScientificCodec
 from .decoding import NumberPolicy
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "REWARDS",
+    "RL_ALGORITHMS",
     "RLConfig",
+    "RLPhase",
+    "RolloutPart",
     "grpo_advantages",
     "make_reward",
     "mean_credit",
+    "policy_loss",
     "remax_advantages",
-    "run_rl",
 ]
 
 # The paper's code caps the error of unbounded codecs so that one wild sample (a huge
@@ -65,6 +66,16 @@ SCIENTIFIC_ERROR_CAP = 50.0
 GRPO_EPS = 1e-4
 
 RewardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+RL_ALGORITHMS = ("remax", "grpo")
+
+# The built-in rewards by name: each is the negative of this error of the standardized
+# prediction. The one list that validation, the command line and make_reward read.
+REWARDS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "squared": np.square,
+    "absolute": np.abs,
+    "huber": lambda d: np.where(np.abs(d) <= 1.0, 0.5 * d**2, np.abs(d) - 0.5),
+}
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,8 @@ class RLConfig:
     ``clip_eps``, ``rl_updates_per_batch``, ``scale_rewards`` and ``reward_on`` resolved
     to ``"sample"`` or ``"mean"`` (the fields drop the ``rl_`` prefix). The defaults here
     are the method's plain settings (no expert term, a reward per draw), not the
-    estimator's. ``max_grad_norm`` has no estimator parameter.
+    estimator's. ``max_grad_norm`` and ``lr_schedule`` (``"cosine"`` decay to 0.1x after
+    the warm-up, or ``"constant"``) have no estimator parameter.
     """
 
     algorithm: str
@@ -92,6 +104,7 @@ class RLConfig:
     scale_rewards: str = "group"
     reward_on: str = "sample"
     max_grad_norm: float = 1.0
+    lr_schedule: str = "cosine"
 
     def __post_init__(self) -> None:
         # Any other value would silently fall to unbaselined REINFORCE in _roll_out.
@@ -208,16 +221,9 @@ def make_reward(reward: str | RewardFn, codec: NumberCodec) -> RewardFn:
 
         return checked
 
-    errors = {
-        "squared": np.square,
-        "absolute": np.abs,
-        "huber": lambda d: np.where(np.abs(d) <= 1.0, 0.5 * d**2, np.abs(d) - 0.5),
-    }
-    if reward not in errors:
-        raise ValueError(
-            f"reward must be 'squared', 'absolute', 'huber' or a callable, got {reward!r}"
-        )
-    error = errors[reward]
+    if reward not in REWARDS:
+        raise ValueError(f"reward must be one of {sorted(REWARDS)} or a callable, got {reward!r}")
+    error = REWARDS[reward]
     cap = SCIENTIFIC_ERROR_CAP if isinstance(codec, ScientificCodec) else np.inf
 
     def builtin(y_pred: np.ndarray, y_true: np.ndarray) -> np.ndarray:
@@ -242,27 +248,15 @@ def _adapter_weights(policy: NumberPolicy, state: dict[str, torch.Tensor]):
         policy.backbone.load_adapter_state(current)
 
 
-def run_rl(
-    policy: NumberPolicy,
-    row_inputs: RowInputs,
-    y: np.ndarray,
-    codec: NumberCodec,
-    config: RLConfig,
-    reward_fn: RewardFn,
-    rng: np.random.Generator,
-    validate: Callable[[], float] | None = None,
-    verbose: int = 0,
-    parallel: DataParallel | None = None,
-    checkpoint: PhaseCheckpoint | None = None,
-) -> list[dict]:
-    """Improve the policy in place with ReMax or GRPO.
+class RLPhase:
+    """ReMax or GRPO on the decoded numbers, a phase of the shared epoch loop.
+
+    :class:`~llmregressor.engine.Trainer` runs it (``Trainer.rl``).
 
     Parameters
     ----------
     policy : NumberPolicy
-        The SFT policy; it is also the KL reference.
-    row_inputs : RowInputs
-        Model inputs of the training rows, encoded as the batches reach them.
+        The SFT policy; its weights now are the KL reference.
     y : ndarray of shape (n_rows,)
         Raw training targets.
     codec : NumberCodec
@@ -272,151 +266,120 @@ def run_rl(
     reward_fn : callable
         From :func:`make_reward`.
     rng : numpy.random.Generator
-        Batch order and rollout sampling.
-    validate : callable, optional
-        Validation RMSE of the current policy. The SFT state is scored first; the best
-        state (possibly the SFT one) is restored at the end.
-    verbose : int, default=0
-        Progress bar when > 0.
-    parallel : DataParallel, optional
-        This process's share of each batch of prompts (several processes,
-        micro-batches); by default one process computes each batch in one pass.
-    checkpoint : PhaseCheckpoint, optional
-        Saves the training state after every epoch and resumes from it.
-
-    Returns
-    -------
-    history : list of dict
-        ``phase="rl_step"`` records (reward mean/std, zero-spread share, entropy, KL,
-        expert loss, lr) and ``phase="rl"`` epoch records (``val_rmse``).
+        Draws the rollouts' uniforms (the loop shuffles batches from the same stream).
+    parallel : DataParallel
+        This process's share of each batch.
     """
-    backbone = policy.backbone
-    parallel = parallel or DataParallel()
-    remax = config.algorithm == "remax"
-    steps_per_epoch = -(-len(row_inputs) // config.batch_size)
-    total_updates = steps_per_epoch * config.epochs * (1 if remax else config.updates_per_batch)
-    optimizer, scheduler = make_optimizer(backbone, config.lr, total_updates)
-    reference = backbone.adapter_state() if config.kl_coef > 0 else None
-    true_tokens = codec.encode(y)
-    best = BestState(backbone, patience=None)
-    history: list[dict] = []
-    first_epoch, last_epoch = 0, config.epochs
-    resumed = None
-    if checkpoint is not None:
-        resumed = checkpoint.attach(backbone, optimizer, scheduler, best, rng)
-    if resumed is not None:
-        history, first_epoch = resumed.history, resumed.next_epoch
-        last_epoch = first_epoch if resumed.finished else last_epoch
-    elif validate is not None:
+
+    name = "rl"
+    patience = None
+
+    def __init__(
+        self,
+        policy: NumberPolicy,
+        y: np.ndarray,
+        codec: NumberCodec,
+        config: RLConfig,
+        reward_fn: RewardFn,
+        rng: np.random.Generator,
+        parallel: DataParallel,
+    ) -> None:
+        self.policy, self.y, self.codec, self.config = policy, y, codec, config
+        self.reward_fn, self.rng, self.parallel = reward_fn, rng, parallel
+        self.remax = config.algorithm == "remax"
+        self.title = f"RL ({config.algorithm})"
+        self.updates_per_batch = 1 if self.remax else config.updates_per_batch
+        # Taken before a checkpoint is attached: the reference is the SFT state.
+        self.reference = policy.backbone.adapter_state() if config.kl_coef > 0 else None
+        self.true_tokens = codec.encode(y)
+        # Logged by every update; a process without rows in a batch still joins the average.
+        self.logged_keys = ["entropy"] + ["kl"] * (self.reference is not None)
+        self.logged_keys += ["expert_loss"] * (config.expert_coef > 0)
+
+    def begin(self, best: BestState, validate: Callable[[], float] | None) -> list[dict]:
+        """Score the SFT state on validation, as epoch -1, so RL keeps it if never beaten."""
+        if validate is None:
+            return []
         sft_rmse = validate()
         best.update(sft_rmse, epoch=-1)
-        history.append({"phase": "rl", "epoch": -1, "val_rmse": sft_rmse, "note": "SFT state"})
-    # Logged by every update; a process without rows in a batch still joins the average.
-    logged_keys = ["entropy"] + ["kl"] * (reference is not None)
-    logged_keys += ["expert_loss"] * (config.expert_coef > 0)
+        return [{"phase": "rl", "epoch": -1, "val_rmse": sft_rmse, "note": "SFT state"}]
 
-    epochs = tqdm(
-        range(first_epoch, last_epoch),
-        desc=f"RL ({config.algorithm})",
-        unit="epoch",
-        disable=verbose <= 0,
-    )
-    for epoch in epochs:
-        start = time.perf_counter()
-        batches = minibatches(len(row_inputs), config.batch_size, rng)
-        for rows, encoded in row_inputs.batches(batches):
-            # Drawn for the whole batch on every process, then sliced: the samples do not
-            # depend on how many processes or micro-batches share the batch.
-            uniforms = rng.random((len(rows), config.n_rollouts, codec.length))
-            parts = [
-                _roll_out(
-                    policy,
-                    encoded.take(positions).items,
-                    y[rows[positions]],
-                    true_tokens[rows[positions]],
-                    uniforms[positions],
-                    positions,
-                    weight,
-                    codec,
-                    config,
-                    reward_fn,
-                    reference,
-                )
-                for positions, weight in parallel.micro_batches(len(rows))
-            ]
-            for _ in range(1 if remax else config.updates_per_batch):
-                optimizer.zero_grad(set_to_none=True)
-                logged = np.zeros(len(logged_keys))
-                for part in parts:
-                    step = _policy_step(
-                        policy,
-                        part.batch,
-                        part.sampled,
-                        part.old_log_probs,
-                        part.advantages,
-                        part.ref_log_probs,
-                        part.expert,
-                        config,
-                        remax,
-                    )
-                    (part.weight * step.pop("loss")).backward()
-                    logged += part.weight * np.array([step[k] for k in logged_keys])
-                parallel.sync_gradients(backbone.trainable_parameters())
-                torch.nn.utils.clip_grad_norm_(
-                    backbone.trainable_parameters(), config.max_grad_norm
-                )
-                optimizer.step()
-                scheduler.step()
-            rewards = [part.rewards for part in parts]
-            rewards = _step_array(parts, rewards, (len(rows), config.n_rollouts), parallel)
-            spread = rewards.max(axis=1) - rewards.min(axis=1)
-            # With reward_on="mean" the objective is the reward of each prompt's mean draw,
-            # which the per-draw rewards above do not show (they also count the spread).
-            objective = {}
-            if config.reward_on == "mean":
-                mean_rewards = [part.mean_rewards for part in parts]
-                mean_rewards = _step_array(parts, mean_rewards, (len(rows),), parallel)
-                objective["reward_of_mean"] = float(mean_rewards.mean())
-            history.append(
-                {
-                    "phase": "rl_step",
-                    "epoch": epoch,
-                    "reward_mean": float(rewards.mean()),
-                    "reward_std": float(rewards.std()),
-                    **objective,
-                    "zero_spread_share": float(np.mean(spread == 0)),
-                    **dict(zip(logged_keys, map(float, parallel.all_sum(logged)), strict=True)),
-                    "lr": scheduler.get_last_lr()[0],
-                }
+    def begin_epoch(self) -> None:
+        """Nothing to prepare: updates switch dropout off themselves."""
+
+    def train_batch(
+        self, rows: np.ndarray, encoded: EncodedRows, update: Callable[[Callable[[], float]], float]
+    ) -> dict:
+        """Roll out the batch, update the policy on it and return the step's record."""
+        config = self.config
+        # Drawn for the whole batch on every process, then sliced: the samples do not
+        # depend on how many processes or micro-batches share the batch.
+        uniforms = self.rng.random((len(rows), config.n_rollouts, self.codec.length))
+        parts = [
+            _roll_out(
+                self.policy,
+                encoded.take(positions).items,
+                self.y[rows[positions]],
+                self.true_tokens[rows[positions]],
+                uniforms[positions],
+                positions,
+                weight,
+                self.codec,
+                config,
+                self.reward_fn,
+                self.reference,
             )
-        record = {
-            "phase": "rl",
-            "epoch": epoch,
-            "val_rmse": validate() if validate is not None else None,
-            "time_s": time.perf_counter() - start,
+            for positions, weight in self.parallel.micro_batches(len(rows))
+        ]
+        logged = np.zeros(len(self.logged_keys))
+
+        def accumulate() -> float:
+            logged[:] = 0
+            loss = 0.0
+            for part in parts:
+                step = policy_loss(self.policy, part, config)
+                part_loss = step.pop("loss")
+                (part.weight * part_loss).backward()
+                loss += part.weight * part_loss.item()
+                logged[:] += part.weight * np.array([step[k] for k in self.logged_keys])
+            return loss
+
+        for _ in range(self.updates_per_batch):
+            update(accumulate)
+        shape = (len(rows), config.n_rollouts)
+        rewards = _step_array(parts, [part.rewards for part in parts], shape, self.parallel)
+        spread = rewards.max(axis=1) - rewards.min(axis=1)
+        # With reward_on="mean" the objective is the reward of each prompt's mean draw,
+        # which the per-draw rewards above do not show (they also count the spread).
+        objective = {}
+        if config.reward_on == "mean":
+            mean_rewards = [part.mean_rewards for part in parts]
+            mean_rewards = _step_array(parts, mean_rewards, (len(rows),), self.parallel)
+            objective["reward_of_mean"] = float(mean_rewards.mean())
+        summed = map(float, self.parallel.all_sum(logged))
+        return {
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std()),
+            **objective,
+            "zero_spread_share": float(np.mean(spread == 0)),
+            **dict(zip(self.logged_keys, summed, strict=True)),
         }
-        history.append(record)
-        epochs.set_postfix(val_rmse=record["val_rmse"])
-        logger.info("RL epoch %d: %s", epoch, record)
-        if record["val_rmse"] is not None:
-            best.update(record["val_rmse"], epoch)
-        if checkpoint is not None:
-            checkpoint.save(epoch, history, finished=epoch + 1 == config.epochs)
-    best.restore()
-    if best.best_epoch == -1:
-        history.append(
-            {
-                "phase": "rl",
-                "epoch": None,
-                "note": "no RL epoch beat SFT on validation; the SFT state is kept",
-            }
-        )
+
+    def end_epoch(self) -> dict:
+        """Return no epoch metrics: RL logs per step."""
+        return {}
+
+    def end(self, best: BestState) -> list[dict]:
+        """Say so when no RL epoch beat the SFT state on validation and it was kept."""
+        if best.best_epoch != -1:
+            return []
         logger.info("RL never beat the SFT state on validation; SFT state kept")
-    return history
+        note = "no RL epoch beat SFT on validation; the SFT state is kept"
+        return [{"phase": "rl", "epoch": None, "note": note}]
 
 
 def _step_array(
-    parts: Sequence[_RolloutPart],
+    parts: Sequence[RolloutPart],
     values: Sequence[np.ndarray],
     shape: tuple[int, ...],
     parallel: DataParallel,
@@ -433,8 +396,32 @@ def _step_array(
 
 
 @dataclass
-class _RolloutPart:
-    """One micro-batch of a step's rollouts, kept for every update on that batch."""
+class RolloutPart:
+    """One micro-batch of a step's rollouts, kept for every update on that batch.
+
+    Attributes
+    ----------
+    positions : ndarray
+        The rows of the step's batch it holds.
+    weight : float
+        Its share of the batch (micro-batch losses are weighted to the batch mean).
+    batch : dict of str to Tensor
+        The collated model inputs of its rows.
+    sampled : Tensor of shape (rows, samples, length)
+        The sampled symbols.
+    old_log_probs : Tensor of shape (rows, samples, length)
+        Their log-probabilities under the policy that sampled them.
+    advantages : Tensor of shape (rows, samples)
+        Each sample's advantage.
+    rewards : ndarray of shape (rows, samples)
+        Each sample's reward.
+    mean_rewards : ndarray of shape (rows,) or None
+        Reward of each row's mean draw (``reward_on="mean"``).
+    ref_log_probs : Tensor or None
+        Log-probabilities under the KL reference (``kl_coef > 0``).
+    expert : Tensor or None
+        Expert target symbols (``expert_coef > 0``).
+    """
 
     positions: np.ndarray
     weight: float
@@ -460,7 +447,7 @@ def _roll_out(
     config: RLConfig,
     reward_fn: RewardFn,
     reference: dict[str, torch.Tensor] | None,
-) -> _RolloutPart:
+) -> RolloutPart:
     """Decode, reward and score the rollouts of one micro-batch of rows."""
     backbone = policy.backbone
     remax = config.algorithm == "remax"
@@ -496,7 +483,7 @@ def _roll_out(
     if reference is not None:
         with torch.no_grad(), _adapter_weights(policy, reference):
             ref_log_probs = policy.score(batch, sampled, config.temperature).log_probs
-    return _RolloutPart(
+    return RolloutPart(
         positions,
         weight,
         batch,
@@ -510,30 +497,38 @@ def _roll_out(
     )
 
 
-def _policy_step(
-    policy: NumberPolicy,
-    batch: dict[str, torch.Tensor],
-    sampled: torch.Tensor,
-    old_log_probs: torch.Tensor,
-    advantages: torch.Tensor,
-    ref_log_probs: torch.Tensor | None,
-    expert: torch.Tensor | None,
-    config: RLConfig,
-    remax: bool,
-) -> dict:
-    """Loss of one update and its logged parts."""
+def policy_loss(policy: NumberPolicy, part: RolloutPart, config: RLConfig) -> dict:
+    """Return the loss of one update on a micro-batch of rollouts and its logged parts.
+
+    Parameters
+    ----------
+    policy : NumberPolicy
+        The policy being trained (scored with dropout off).
+    part : RolloutPart
+        The rollouts, their advantages and optional reference and expert targets.
+    config : RLConfig
+        Algorithm, temperature, clipping and term weights.
+
+    Returns
+    -------
+    logged : dict
+        ``loss`` (a tensor to back-propagate), ``entropy`` and, when on, ``kl`` and
+        ``expert_loss`` (floats).
+    """
+    remax = config.algorithm == "remax"
     # Dropout off, as when the rollouts and the reference were scored: with it on, the
     # update would score another policy than the one that sampled (ratio != 1 at the first
     # update, a KL > 0 against itself).
     policy.backbone.train(False)
-    scores = policy.score(batch, sampled, config.temperature)
+    scores = policy.score(part.batch, part.sampled, config.temperature)
     log_probs = scores.log_probs  # (prompts, samples, length)
+    advantages, ref_log_probs, expert = part.advantages, part.ref_log_probs, part.expert
     if remax:
         policy_loss = -(advantages * log_probs.sum(-1)).mean()
     else:
         # Per-token PPO clip, summed over the sequence: at the first update the ratio is 1
         # and the gradient equals REINFORCE with these advantages.
-        ratio = torch.exp(log_probs - old_log_probs)
+        ratio = torch.exp(log_probs - part.old_log_probs)
         adv = advantages[..., None]
         clipped = torch.clamp(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
         policy_loss = -torch.minimum(ratio * adv, clipped * adv).sum(-1).mean()

@@ -9,6 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 # Tests never reach a model hub: an unknown model name must fail fast, offline.
@@ -54,3 +56,32 @@ def tiny_model_dir():
     build_tiny_model(TINY_MODEL_DIR)
     yield str(TINY_MODEL_DIR)
     shutil.rmtree(TINY_MODEL_DIR.parent, ignore_errors=True)
+
+
+def make_houses(n_rows: int, *, missing: bool = True, notes: bool = True):
+    """The tests' toy table: (X, y) with a number, a category and a free-text column.
+
+    ``size`` is a float (row 3 missing when ``missing``), ``color`` a category, ``note`` a
+    string column with missing values (left out when not ``notes``); ``y`` is twice the size
+    (50 where it is missing) plus 5 for red houses. Draws come in a fixed order, so a table
+    of ``n_rows`` rows is always the same table.
+    """
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {
+            "size": rng.normal(50, 10, n_rows).round(1),
+            "color": pd.Categorical(rng.choice(["red", "blue"], n_rows)),
+        }
+    )
+    if notes:
+        X["note"] = rng.choice(["old house", "new flat", None], n_rows)
+    if missing:
+        X.loc[3, "size"] = np.nan
+    y = X["size"].fillna(50).to_numpy() * 2 + (X["color"] == "red").to_numpy() * 5
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def houses():
+    """The toy-table factory :func:`make_houses`, for tests that take fixtures."""
+    return make_houses

@@ -20,12 +20,12 @@ def main(data_path: str, params_path: str, out_dir: str) -> None:
     with open(params_path, encoding="utf-8") as file:
         params = json.load(file)
     reg = LLMRegressor(**params).fit(data["X"], data["y"])
-    weights = reg._handle.trainable_weights()
+    weights = reg.policy_.trainable_weights()
     np.savez(
         os.path.join(out_dir, f"rank{dist.get_rank()}.npz"),
         predictions=reg.predict(data["X"]),
         world_size=dist.get_world_size(),
-        device=str(reg._handle.policy.backbone.device),
+        device=str(reg.policy_.policy.backbone.device),
         history=json.dumps(reg.history_),
         **{f"w/{k}": v for k, v in weights.items()},
     )

@@ -3,7 +3,6 @@
 import zlib
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from peft import LoraConfig
@@ -19,18 +18,8 @@ from llmregressor.serialize import RowSerializer
 
 
 @pytest.fixture(scope="module")
-def table():
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(
-        {
-            "size": rng.normal(50, 10, 40).round(1),
-            "color": pd.Categorical(rng.choice(["red", "blue"], 40)),
-            "note": rng.choice(["old house", "new flat", None], 40),
-        }
-    )
-    X.loc[3, "size"] = np.nan
-    y = X["size"].fillna(50).to_numpy() * 2 + (X["color"] == "red").to_numpy() * 5
-    return X, y
+def table(houses):
+    return houses(40)
 
 
 class Recorder:

@@ -100,11 +100,11 @@ def test_fit_with_gradient_checkpointing_matches_without(tiny_model_dir):
     )
     plain = LLMRegressor(**params).fit(X, y)
     checkpointed = LLMRegressor(**params, gradient_checkpointing=True).fit(X, y)
-    expected = plain._handle.trainable_weights()
-    for name, value in checkpointed._handle.trainable_weights().items():
+    expected = plain.policy_.trainable_weights()
+    for name, value in checkpointed.policy_.trainable_weights().items():
         np.testing.assert_allclose(value, expected[name], rtol=0, atol=1e-5, err_msg=name)
     np.testing.assert_array_equal(checkpointed.predict(X), plain.predict(X))
-    assert not checkpointed._handle.policy.backbone.checkpointing  # off again after SFT
+    assert not checkpointed.policy_.policy.backbone.checkpointing  # off again after SFT
 
 
 def test_wrapping_the_model_in_lora_raises_no_library_warning(tiny_model_dir):

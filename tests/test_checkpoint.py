@@ -84,8 +84,8 @@ def test_interrupted_fit_resumes_to_the_same_result(
         patch.setattr(PhaseCheckpoint, "save", lambda *a, **k: saves.append(save(*a, **k)))
         resumed.fit(X, y)
     assert len(saves) == 5 - n_saves  # only the epochs after the interruption ran
-    expected = uninterrupted._handle.trainable_weights()
-    for name, value in resumed._handle.trainable_weights().items():
+    expected = uninterrupted.policy_.trainable_weights()
+    for name, value in resumed.policy_.trainable_weights().items():
         np.testing.assert_array_equal(value, expected[name], err_msg=name)
     np.testing.assert_array_equal(resumed.predict(X), uninterrupted.predict(X))
     assert without_times(resumed.history_) == without_times(uninterrupted.history_)
@@ -100,7 +100,7 @@ def test_resume_keeps_the_checkpointed_seed(data, tiny_model_dir, tmp_path, monk
     seed = json.loads((tmp_path / "fit.json").read_text())["seed"]
     # random_state=None draws a new seed per fit; resuming must use the checkpointed one.
     resumed = make(tiny_model_dir, tmp_path, sft_epochs=2, random_state=None, resume=True)
-    assert resumed.fit(X, y)._seed == seed
+    assert resumed.fit(X, y).seed_ == seed
     assert [r["epoch"] for r in resumed.history_ if r["phase"] == "sft"] == [0, 1]
 
 

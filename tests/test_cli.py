@@ -16,16 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def csv_file(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame(
-        {
-            "size": rng.normal(50, 10, 20).round(1),
-            "color": rng.choice(["red", "blue"], 20),
-            "note": rng.choice(["old house", "new flat", None], 20),
-        }
-    )
-    frame["price"] = frame["size"] * 2 + (frame["color"] == "red") * 5
+def csv_file(houses, tmp_path_factory):
+    frame, y = houses(20, missing=False)
+    frame["price"] = y
     path = tmp_path_factory.mktemp("data") / "houses.csv"
     frame.to_csv(path, index=False)
     return path

@@ -65,7 +65,7 @@ def params(model_dir, **overrides):
 
 
 def weights(reg):
-    return reg._handle.trainable_weights()
+    return reg.policy_.trainable_weights()
 
 
 def assert_weights_close(actual, expected, atol=WEIGHT_ATOL):

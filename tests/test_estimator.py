@@ -3,7 +3,6 @@ import pickle
 
 import joblib
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
@@ -14,6 +13,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from llmregressor import LLMRegressor
+from llmregressor.backbone_protocol import RowInputs
+from llmregressor.engine import Sampler, validation_rows
 
 
 def small(model_dir, **params):
@@ -30,18 +31,8 @@ def small(model_dir, **params):
 
 
 @pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(
-        {
-            "size": rng.normal(50, 10, 60).round(1),
-            "color": pd.Categorical(rng.choice(["red", "blue"], 60)),
-            "note": rng.choice(["old house", "new flat", None], 60),
-        }
-    )
-    X.loc[3, "size"] = np.nan
-    y = X["size"].fillna(50).to_numpy() * 2 + (X["color"] == "red") * 5
-    return X, y.to_numpy() if hasattr(y, "to_numpy") else y
+def data(houses):
+    return houses(60)
 
 
 @pytest.fixture(scope="module")
@@ -100,27 +91,23 @@ def test_early_stopping_validates_and_restores_the_best_epoch(data, tiny_model_d
     assert all(s is not None for s in scores)
     assert len(scores) < 6 or scores[-1] <= min(scores[:-1])  # stopped early, or improved
     # The restored state is the best epoch's: re-scoring the validation rows reproduces it.
-    is_val = reg._validation_rows(len(y))
+    is_val = validation_rows(len(y), reg.early_stopping, reg.validation_fraction, reg.seed_)
     assert is_val.sum() == 15
     pred = reg.predict(X[is_val])
     assert np.sqrt(np.mean((pred - y[is_val]) ** 2)) == pytest.approx(min(scores))
 
 
-def test_early_stopping_auto_needs_1000_rows(tiny_model_dir):
-    reg = small(tiny_model_dir)
-    reg._seed = 0
-    assert reg._validation_rows(999).sum() == 0
-    assert reg._validation_rows(1000).sum() == 100
-    assert small(tiny_model_dir, early_stopping=False)._validation_rows(5000).sum() == 0
+def test_early_stopping_auto_needs_1000_rows():
+    assert validation_rows(999, "auto", 0.1, seed=0).sum() == 0
+    assert validation_rows(1000, "auto", 0.1, seed=0).sum() == 100
+    assert validation_rows(5000, False, 0.1, seed=0).sum() == 0
 
 
-def test_early_stopping_accepts_numpy_bools(tiny_model_dir):
-    reg = small(tiny_model_dir, early_stopping=np.True_)
-    reg._seed = 0
-    assert reg._validation_rows(100).sum() == 10
+def test_early_stopping_accepts_numpy_bools():
+    assert validation_rows(100, np.True_, 0.1, seed=0).sum() == 10
     with pytest.warns(UserWarning, match="needs at least 2 validation rows"):
-        reg._validation_rows(10)
-    assert small(tiny_model_dir, early_stopping=np.False_)._validation_rows(5000).sum() == 0
+        validation_rows(10, np.True_, 0.1, seed=0)
+    assert validation_rows(5000, np.False_, 0.1, seed=0).sum() == 0
 
 
 def test_early_stopping_without_validation_rows_warns(data, tiny_model_dir):
@@ -174,12 +161,12 @@ def test_draws_split_the_leading_symbol_in_its_proportions(fitted, data):
     # times give or take less than 2, where independent draws miss by about sqrt(n * p).
     X, _ = data
     n_draws, n_rows = 64, 8
-    policy = fitted._handle.policy
-    ((_, encoded),) = fitted._row_inputs(X[:n_rows]).batches([np.arange(n_rows)])
+    policy = fitted.policy_.policy
+    rows = RowInputs.from_table(X[:n_rows].to_numpy(dtype=object), policy.backbone.encode_rows)
+    encoded = rows.encode()
     batch = policy.backbone.collate(encoded.items)
-    uniforms = np.stack(
-        [fitted._row_uniforms(key, n_draws, fitted.codec_.length) for key in encoded.keys]
-    )
+    sampler = Sampler(fitted.codec_, fitted.seed_, batch_size=n_rows)
+    uniforms = np.stack([sampler.row_uniforms(key, n_draws) for key in encoded.keys])
     rollout = policy.decode(batch, torch.as_tensor(uniforms))
     with torch.no_grad():
         leading = policy.score(batch, rollout.tokens).table[:, 0, 0].exp().numpy()
@@ -251,7 +238,7 @@ def test_constant_target_predicts_the_constant(tiny_model_dir):
 def test_pickle_round_trip_stores_adapters_not_base(fitted, data, tmp_path):
     X, _ = data
     blob = pickle.dumps(fitted)
-    base_bytes = sum(p.numel() * 4 for p in fitted._handle.policy.backbone.model.parameters())
+    base_bytes = sum(p.numel() * 4 for p in fitted.policy_.policy.backbone.model.parameters())
     assert len(blob) < base_bytes / 2
     restored = pickle.loads(blob)
     np.testing.assert_array_equal(restored.predict(X), fitted.predict(X))
@@ -286,7 +273,7 @@ def test_seed_ensemble_with_voting_regressor(data, tiny_model_dir):
 
 
 def test_device_auto_is_cpu_here(fitted):
-    assert str(fitted._handle.policy.backbone.device) == "cpu"
+    assert str(fitted.policy_.policy.backbone.device) == "cpu"
 
 
 # ------------------------------------------------------------------ bad input

@@ -31,7 +31,7 @@ def test_default_model_fits_and_predicts_on_cuda_in_bfloat16():
         gradient_checkpointing=True,
         random_state=0,
     ).fit(X, y)
-    backbone = reg._handle.policy.backbone
+    backbone = reg.policy_.policy.backbone
     assert backbone.device.type == "cuda" and backbone.compute_dtype == torch.bfloat16
     pred = reg.predict(X)
     assert pred.shape == (64,) and np.isfinite(pred).all()
@@ -55,4 +55,4 @@ def test_two_gpu_fit_matches_one_gpu(tiny_model_dir, tmp_path):
     rank_weights = [{k[2:]: r[k] for k in r.files if k.startswith("w/")} for r in ranks]
     assert_weights_close(rank_weights[1], rank_weights[0], atol=0)
     single = LLMRegressor(**fit_params).fit(X, y)
-    assert_weights_close(rank_weights[0], single._handle.trainable_weights(), atol=1e-4)
+    assert_weights_close(rank_weights[0], single.policy_.trainable_weights(), atol=1e-4)

@@ -3,7 +3,6 @@
 import pickle
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -23,18 +22,8 @@ def small(**params):
 
 
 @pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(
-        {
-            "size": rng.normal(50, 10, 80).round(1),
-            "color": pd.Categorical(rng.choice(["red", "blue"], 80)),
-            "note": rng.choice(["old house", "new flat", None], 80),
-        }
-    )
-    X.loc[3, "size"] = np.nan
-    y = X["size"].fillna(50).to_numpy() * 2 + (X["color"] == "red").to_numpy() * 5
-    return X, y
+def data(houses):
+    return houses(80)
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,8 @@ from llmregressor.persistence import (
 
 
 @pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(
-        {
-            "size": rng.normal(50, 10, 24).round(1),
-            "color": pd.Categorical(rng.choice(["red", "blue"], 24)),
-        }
-    )
-    return X, X["size"].to_numpy() * 2 + (X["color"] == "red").to_numpy() * 5
+def data(houses):
+    return houses(24, missing=False, notes=False)
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +82,11 @@ def test_round_trip_predicts_identically(fitted, saved, data):
 
 def test_weights_file_holds_only_the_trainable_weights(fitted, saved):
     weights = safetensors.numpy.load_file(saved / WEIGHTS_FILE)
-    adapters = fitted._handle.policy.backbone.adapter_state()
+    adapters = fitted.policy_.policy.backbone.adapter_state()
     assert set(weights) == set(adapters)
     for name, value in adapters.items():
         np.testing.assert_array_equal(weights[name], value.numpy())
-    base_bytes = sum(p.numel() * 4 for p in fitted._handle.policy.backbone.model.parameters())
+    base_bytes = sum(p.numel() * 4 for p in fitted.policy_.policy.backbone.model.parameters())
     assert (saved / WEIGHTS_FILE).stat().st_size < base_bytes / 10
 
 
@@ -103,7 +96,7 @@ def test_manifest_records_versions_and_base_model(fitted, saved, tiny_model_dir)
     assert manifest["package_version"] == __version__
     assert manifest["base_model"] == {
         "model": tiny_model_dir,
-        "fingerprint": fitted._handle.spec.base_fingerprint,
+        "fingerprint": fitted.policy_.spec.base_fingerprint,
     }
     assert manifest["fitted"]["n_samples_fit_"] == 24
     assert manifest["codec"]["class"] == "NormalizedCodec"
@@ -242,7 +235,7 @@ def test_a_gpu_fit_predicts_on_a_cpu_only_machine(fitted, saved, data, tmp_path)
     X, _ = data
     expected = fitted.predict(X)
     gpu_fit = copy.deepcopy(fitted)
-    gpu_fit._handle.device = "cuda"
+    gpu_fit.policy_.device = "cuda"
     unpickled = pickle.loads(pickle.dumps(gpu_fit))
     with pytest.warns(UserWarning, match="CUDA is not available"):
         np.testing.assert_allclose(unpickled.predict(X), expected)

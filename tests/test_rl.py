@@ -11,10 +11,11 @@ from llmregressor.codecs import NormalizedCodec, ScientificCodec
 from llmregressor.decoding import NumberPolicy
 from llmregressor.rl import (
     RLConfig,
-    _policy_step,
+    RolloutPart,
     grpo_advantages,
     make_reward,
     mean_credit,
+    policy_loss,
     remax_advantages,
 )
 
@@ -164,17 +165,19 @@ def policy(tiny_model_dir):
 
 def policy_step(policy, batch, rollout, advantages, config, reference=None, expert=None):
     """The loss of one update on a rollout, as the RL loop computes it."""
-    return _policy_step(
-        policy,
-        batch,
-        rollout.tokens,
-        rollout.log_probs,
-        advantages,
-        reference,
-        expert,
-        config,
-        config.algorithm == "remax",
+    part = RolloutPart(
+        positions=np.arange(len(advantages)),
+        weight=1.0,
+        batch=batch,
+        sampled=rollout.tokens,
+        old_log_probs=rollout.log_probs,
+        advantages=advantages,
+        rewards=np.zeros(tuple(advantages.shape)),
+        mean_rewards=None,
+        ref_log_probs=reference,
+        expert=expert,
     )
+    return policy_loss(policy, part, config)
 
 
 @pytest.mark.parametrize("algorithm", ["remax", "grpo"])

@@ -1,0 +1,604 @@
+"""The public training and sampling engine under :class:`~llmregressor.LLMRegressor`.
+
+The estimator turns parameters and a table into these objects and calls them; benchmarks
+and users who need more than ``fit``/``predict`` (score every epoch, continue RL from a
+fitted SFT state, compare sampling schemes) use the same objects:
+
+- :class:`Sampler` decodes rows into numbers (greedy, or stratified samples seeded per
+  row) and :func:`aggregate` / :func:`sample_quantiles` reduce the draws;
+- :class:`Trainer` runs a fit's phases on a policy: the validation split, SFT, RL, with
+  :class:`Callback` hooks after every epoch;
+- :func:`validation_rows` is the fit's validation split.
+
+A fitted estimator hands out its engine through
+:meth:`~llmregressor.LLMRegressor.trainer`, so nothing needs to reach into private
+attributes or patch functions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.stats import qmc
+from tqdm.auto import tqdm
+
+from ._checkpoint import FitCheckpoints
+from ._distributed import DataParallel
+from ._training import Phase, PhaseConfig, TrainingDivergedError, run_phase
+from .backbone_protocol import RowInputs
+from .codecs import NumberCodec
+from .decoding import NumberPolicy
+from .rl import RewardFn, RLConfig, RLPhase
+from .sft import SFTConfig, SFTPhase
+
+__all__ = [
+    "EARLY_STOPPING_MIN_ROWS",
+    "PREDICT_MODES",
+    "EXACT",
+    "MAX_EXACT_OUTCOMES",
+    "Callback",
+    "Sampler",
+    "Trainer",
+    "TrainingDivergedError",
+    "aggregate",
+    "distribution_mean",
+    "distribution_quantiles",
+    "sample_quantiles",
+    "validation_rows",
+]
+
+PREDICT_MODES = ("greedy", "mean", "median")
+# ``n_samples`` value that replaces samples by the exact predictive distribution.
+EXACT = "exact"
+# Most outcomes a codec may have for the exact distribution (base-10 codecs of 3 digits have
+# 1000; a scientific codec has tens of thousands, which the digit tree cannot afford).
+MAX_EXACT_OUTCOMES = 4096
+
+
+def _reduce_finite(reduce: Callable[[np.ndarray], np.ndarray], draws: np.ndarray) -> np.ndarray:
+    """Apply ``reduce`` over each row's draws; rows it overflows are reduced scaled down.
+
+    Draws near the float64 limit are each finite while their sum is not: those rows are
+    divided by their largest magnitude first. Other rows keep the plain result, bit for bit.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = reduce(draws)
+    finite = np.isfinite(out).reshape(len(draws), -1).all(axis=1)
+    overflowed = ~finite & np.isfinite(draws).all(axis=1)
+    if overflowed.any():
+        rows = draws[overflowed]
+        scale = np.abs(rows).max(axis=1, keepdims=True)
+        scaled = reduce(rows / scale)
+        with np.errstate(over="ignore"):
+            out[overflowed] = scaled * (scale if scaled.ndim == 2 else scale[:, 0])
+    return out
+
+
+def aggregate(draws: np.ndarray, mode: str) -> np.ndarray:
+    """Reduce each row's draws to one prediction.
+
+    Parameters
+    ----------
+    draws : ndarray of shape (n_rows, n_draws)
+        Raw-scale draws (one column for a greedy decode).
+    mode : {"greedy", "mean", "median"}
+        ``"median"`` takes each row's median, the others the mean (of one column for
+        ``"greedy"``).
+
+    Returns
+    -------
+    predictions : ndarray of shape (n_rows,)
+    """
+    if mode == "median":
+        return _reduce_finite(lambda d: np.median(d, axis=1), draws)
+    return _reduce_finite(lambda d: d.mean(axis=1), draws)
+
+
+def sample_quantiles(draws: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Empirical quantiles of each row's draws (linear interpolation).
+
+    Parameters
+    ----------
+    draws : ndarray of shape (n_rows, n_draws)
+        Raw-scale draws.
+    levels : sequence of float
+        Levels in [0, 1].
+
+    Returns
+    -------
+    q : ndarray of shape (n_rows, len(levels))
+    """
+    levels = np.asarray(levels, dtype=np.float64)
+    return _reduce_finite(lambda d: np.quantile(d, levels, axis=1).T, draws)
+
+
+def distribution_mean(values: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Mean of each row's discrete predictive distribution.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_outcomes,)
+        Raw-scale value of each outcome.
+    probs : ndarray of shape (n_rows, n_outcomes)
+        Each row's probabilities (rows sum to 1).
+
+    Returns
+    -------
+    means : ndarray of shape (n_rows,)
+    """
+    # Scaled by the largest magnitude, so values near the float64 limit do not overflow.
+    scale = float(np.abs(values).max()) or 1.0
+    with np.errstate(over="ignore"):
+        return (probs @ (values / scale)) * scale
+
+
+def distribution_quantiles(
+    values: np.ndarray, probs: np.ndarray, levels: Sequence[float]
+) -> np.ndarray:
+    """Quantiles of each row's discrete predictive distribution (its inverse CDF).
+
+    The quantile at level ``q`` is the smallest outcome whose cumulative probability
+    reaches ``q``; level 0 is the smallest outcome of positive probability.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_outcomes,)
+        Raw-scale value of each outcome.
+    probs : ndarray of shape (n_rows, n_outcomes)
+        Each row's probabilities (rows sum to 1).
+    levels : sequence of float
+        Levels in [0, 1].
+
+    Returns
+    -------
+    q : ndarray of shape (n_rows, len(levels))
+    """
+    order = np.argsort(values, kind="stable")
+    cdf = np.cumsum(probs[:, order], axis=1)
+    cdf /= cdf[:, -1:]  # float rounding: the last entry is exactly 1
+    # The first outcome whose CDF reaches the level, with a tolerance for the rounding of
+    # the sums; at level 0, the first of positive probability.
+    targets = np.maximum(np.asarray(levels, dtype=np.float64) - 1e-12, np.finfo(float).tiny)
+    index = np.stack([np.searchsorted(row, targets, side="left") for row in cdf])
+    index = np.minimum(index, len(values) - 1)
+    return values[order][index]
+
+
+@dataclass
+class Sampler:
+    """Decode rows into raw-scale numbers under the codec's grammar.
+
+    Parameters
+    ----------
+    codec : NumberCodec
+        The fitted codec.
+    seed : int
+        The fit's seed: with a row's key it seeds that row's samples.
+    batch_size : int
+        Rows per decoding batch.
+    mode : {"greedy", "mean", "median"}, default="mean"
+        What :meth:`predict` returns (``predict_mode``).
+    n_samples : int or "exact", default=16
+        Draws per row for ``"mean"`` and ``"median"``, and the default of :meth:`draw`;
+        ``"exact"`` reduces the exact predictive distribution (:meth:`distribution`)
+        instead of samples.
+    stratified : bool, default=True
+        Draw a row's samples as a Latin hypercube over the uniforms that drive each
+        position's inverse-CDF draw (each draw still follows the predictive distribution,
+        together they cover it evenly); False draws independent uniforms.
+    verbose : int, default=0
+        Progress bar over batches when > 0.
+    """
+
+    codec: NumberCodec
+    seed: int
+    batch_size: int
+    mode: str = "mean"
+    n_samples: int | str = 16
+    stratified: bool = True
+    verbose: int = 0
+
+    def row_uniforms(self, key: int, n_samples: int) -> np.ndarray:
+        """Uniforms of one row's samples, shape ``(n_samples, codec.length)``.
+
+        Seeded by the row's own key (a hash of its prompt or feature values): a row's
+        samples do not depend on which other rows share its batch or on row order, so
+        predictions are repeatable.
+        """
+        rng = np.random.default_rng([self.seed, int(key)])
+        if not self.stratified:
+            return rng.random((n_samples, self.codec.length))
+        # The n draws split every position's CDF into n equal strata, one draw each, so
+        # the leading symbol (most of a number's spread) is drawn in near-exact proportions.
+        return qmc.LatinHypercube(d=self.codec.length, rng=rng).random(n_samples)
+
+    def draw(
+        self,
+        policy: NumberPolicy,
+        inputs: RowInputs,
+        n_samples: int | None = None,
+        greedy: bool | None = None,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """Decode every row.
+
+        Parameters
+        ----------
+        policy : NumberPolicy
+            The policy to decode with.
+        inputs : RowInputs
+            The rows, encoded a batch ahead of decoding.
+        n_samples : int, optional
+            Draws per row; defaults to :attr:`n_samples`.
+        greedy : bool, optional
+            One greedy decode per row instead of samples; defaults to ``mode == "greedy"``.
+        progress : bool, default=True
+            Allow the progress bar (shown when :attr:`verbose` > 0).
+
+        Returns
+        -------
+        draws : ndarray of shape (n_rows, n_samples) or (n_rows, 1) when greedy
+        """
+        greedy = self.mode == "greedy" if greedy is None else greedy
+        n_samples = self.n_samples if n_samples is None else n_samples
+        columns = 1 if greedy else n_samples
+        if self.codec.constant_:
+            return np.full((len(inputs), columns), self.codec.mean_)
+        out = np.empty((len(inputs), columns))
+        size = self.batch_size
+        # Rows are encoded a chunk ahead of decoding, never all at once.
+        batches = inputs.batches(
+            np.arange(start, min(start + size, len(inputs)))
+            for start in range(0, len(inputs), size)
+        )
+        for rows, encoded in tqdm(
+            batches,
+            desc="predict",
+            unit="batch",
+            total=-(-len(inputs) // size),
+            disable=self.verbose <= 0 or not progress,
+        ):
+            batch = policy.backbone.collate(encoded.items)
+            uniforms = None
+            if not greedy:
+                uniforms = torch.tensor(
+                    np.stack([self.row_uniforms(k, n_samples) for k in encoded.keys]),
+                    dtype=torch.float64,
+                    device=policy.backbone.device,
+                )
+            rollout = policy.decode(batch, uniforms, greedy_columns=int(greedy))
+            out[rows] = self.codec.decode(rollout.tokens.cpu().numpy())
+        return out
+
+    def distribution(
+        self, policy: NumberPolicy, inputs: RowInputs, progress: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return the exact predictive distribution of every row, from the digit tree.
+
+        Parameters
+        ----------
+        policy : NumberPolicy
+            The policy to evaluate
+            (:meth:`~llmregressor.decoding.NumberPolicy.exact_distribution`).
+        inputs : RowInputs
+            The rows.
+        progress : bool, default=True
+            Allow the progress bar (shown when :attr:`verbose` > 0).
+
+        Returns
+        -------
+        values : ndarray of shape (n_outcomes,)
+            Raw-scale value of every outcome the codec can write.
+        probs : ndarray of shape (n_rows, n_outcomes)
+            Each row's probability of each outcome.
+
+        Raises
+        ------
+        ValueError
+            If the codec has more than :data:`MAX_EXACT_OUTCOMES` outcomes.
+        """
+        n_outcomes = policy.n_outcomes()
+        if n_outcomes > MAX_EXACT_OUTCOMES:
+            raise ValueError(
+                f"n_samples='exact' enumerates every number the codec can write, and this "
+                f"codec writes {n_outcomes} (at most {MAX_EXACT_OUTCOMES}): use a sample "
+                "count, or a normalized codec with fewer digits"
+            )
+        if self.codec.constant_:
+            return np.array([self.codec.mean_]), np.ones((len(inputs), 1))
+        # The last level of the tree holds every prefix of each row of a batch, each with
+        # its own copy of the row's encoding: keep a batch about as large as sampling's
+        # ``batch_size`` rows x 16 draws.
+        last_level = n_outcomes // int(policy.allowed[-1].sum())
+        size = max(1, self.batch_size * 16 // last_level)
+        probs = np.empty((len(inputs), n_outcomes))
+        # Every outcome, in the order the digit tree lists them.
+        allowed = policy.allowed.cpu().numpy()
+        codes = np.array(list(itertools.product(*(np.flatnonzero(row) for row in allowed))))
+        batches = inputs.batches(
+            np.arange(start, min(start + size, len(inputs)))
+            for start in range(0, len(inputs), size)
+        )
+        for rows, encoded in tqdm(
+            batches,
+            desc="predict (exact)",
+            unit="batch",
+            total=-(-len(inputs) // size),
+            disable=self.verbose <= 0 or not progress,
+        ):
+            _, batch_probs = policy.exact_distribution(policy.backbone.collate(encoded.items))
+            probs[rows] = batch_probs.cpu().numpy()
+        return self.codec.decode(codes), probs
+
+    def predict(self, policy: NumberPolicy, inputs: RowInputs, progress: bool = True) -> np.ndarray:
+        """Return one prediction per row.
+
+        :meth:`draw` reduced by :func:`aggregate`; with ``n_samples="exact"`` (and a mode
+        other than ``"greedy"``) the mean or median of :meth:`distribution`.
+        """
+        if self.n_samples == EXACT and self.mode != "greedy":
+            values, probs = self.distribution(policy, inputs, progress)
+            if self.mode == "median":
+                return distribution_quantiles(values, probs, [0.5])[:, 0]
+            return distribution_mean(values, probs)
+        return aggregate(self.draw(policy, inputs, progress=progress), self.mode)
+
+    def quantiles(
+        self, policy: NumberPolicy, inputs: RowInputs, levels: Sequence[float]
+    ) -> np.ndarray:
+        """Quantiles of each row's predictive distribution.
+
+        Exact (:func:`distribution_quantiles`) with ``n_samples="exact"``, else empirical
+        quantiles of :attr:`n_samples` draws (:func:`sample_quantiles`).
+
+        Returns
+        -------
+        q : ndarray of shape (n_rows, len(levels))
+        """
+        if self.n_samples == EXACT:
+            return distribution_quantiles(*self.distribution(policy, inputs), levels)
+        return sample_quantiles(self.draw(policy, inputs, greedy=False), levels)
+
+
+# From this many rows early_stopping="auto" holds out a validation split: on fewer, a split
+# of a few dozen rows is too noisy to pick epochs and the rows are worth more as training.
+EARLY_STOPPING_MIN_ROWS = 1000
+
+
+def validation_rows(
+    n_rows: int, early_stopping: str | bool, fraction: float, seed: int
+) -> np.ndarray:
+    """Boolean mask of the rows a fit holds out for validation.
+
+    Parameters
+    ----------
+    n_rows : int
+        Training rows.
+    early_stopping : "auto" or bool
+        The estimator's parameter: nothing is held out when it is off; ``"auto"`` turns
+        it on from :data:`EARLY_STOPPING_MIN_ROWS` rows.
+    fraction : float
+        Share of rows to hold out (``validation_fraction``).
+    seed : int
+        The fit's seed; the split uses a stream of its own, so it does not shift when
+        training draws change.
+
+    Returns
+    -------
+    is_val : ndarray of bool, shape (n_rows,)
+
+    Warns
+    -----
+    UserWarning
+        When ``early_stopping=True`` but fewer than 2 rows would be held out, so it is
+        switched off. ``"auto"`` decides by itself and is not told.
+    """
+    explicit = not isinstance(early_stopping, str)  # True/False, numpy bools too
+    enabled = bool(early_stopping) if explicit else n_rows >= EARLY_STOPPING_MIN_ROWS
+    n_val = int(fraction * n_rows) if enabled else 0
+    is_val = np.zeros(n_rows, dtype=bool)
+    if enabled and n_val < 2 and explicit:
+        warnings.warn(
+            f"early_stopping=True needs at least 2 validation rows, but "
+            f"validation_fraction={fraction} of {n_rows} rows gives {n_val}; training "
+            "without early stopping.",
+            UserWarning,
+            stacklevel=2,
+        )
+    if n_val >= 2:
+        split_rng = np.random.default_rng([seed, 1])
+        is_val[split_rng.permutation(n_rows)[:n_val]] = True
+    return is_val
+
+
+class Callback:
+    """Base class of hooks into a fit's training (as skorch's and TRL's callbacks).
+
+    Subclass it and override the hooks you need; pass instances in the estimator's
+    ``callbacks`` parameter or to :class:`Trainer`. A callback observes: it must not change
+    the policy's weights or draw from the fit's random streams, or the fit is no longer
+    reproducible from ``random_state``.
+    """
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        """Run after every SFT and RL epoch, once its record is logged and checkpointed.
+
+        Parameters
+        ----------
+        trainer : Trainer
+            The running engine: its ``policy`` (in the epoch's state), ``codec`` and
+            ``sampler``.
+        record : dict
+            The epoch's history record (``phase`` is ``"sft"`` or ``"rl"``).
+        """
+
+
+class Trainer:
+    """Run a fit's training phases on a policy.
+
+    Parameters
+    ----------
+    policy : NumberPolicy
+        The policy to train in place.
+    codec : NumberCodec
+        The fitted codec.
+    inputs : RowInputs
+        Model inputs of all training rows.
+    y : ndarray of shape (n_rows,)
+        Raw training targets.
+    sampler : Sampler
+        Decodes the validation rows as prediction would.
+    is_val : ndarray of bool, optional
+        Rows held out for validation (:func:`validation_rows`); none by default.
+    parallel : DataParallel, optional
+        This process's share of each batch; one process by default.
+    verbose : int, default=0
+        Progress bars (on the main process only) when > 0.
+    callbacks : sequence of Callback, default=()
+        Called after every epoch.
+    checkpoints : FitCheckpoints, optional
+        Save every epoch and resume from the folder's checkpoint.
+
+    Attributes
+    ----------
+    train_inputs : RowInputs
+        The rows trained on (validation rows removed).
+    y_train : ndarray
+        Their targets.
+    validate : callable or None
+        The decoded validation RMSE of the current policy (``sampler.mode``), None without
+        validation rows.
+    """
+
+    def __init__(
+        self,
+        policy: NumberPolicy,
+        codec: NumberCodec,
+        inputs: RowInputs,
+        y: np.ndarray,
+        sampler: Sampler,
+        *,
+        is_val: np.ndarray | None = None,
+        parallel: DataParallel | None = None,
+        verbose: int = 0,
+        callbacks: Sequence[Callback] = (),
+        checkpoints: FitCheckpoints | None = None,
+    ) -> None:
+        self.policy, self.codec, self.sampler = policy, codec, sampler
+        self.parallel = parallel or DataParallel()
+        self.verbose = verbose if self.parallel.is_main else 0
+        self.callbacks = list(callbacks)
+        self.checkpoints = checkpoints
+        is_val = np.zeros(len(y), dtype=bool) if is_val is None else is_val
+        self.train_inputs = inputs.take(np.flatnonzero(~is_val))
+        self.y_train = y[~is_val]
+        self.validate = self._validator(inputs, y, is_val)
+
+    def _validator(
+        self, inputs: RowInputs, y: np.ndarray, is_val: np.ndarray
+    ) -> Callable[[], float] | None:
+        """Each process decodes its share of the validation rows; all get the same RMSE."""
+        if not is_val.any():
+            return None
+        all_rows = np.flatnonzero(is_val)
+        rows = all_rows[self.parallel.shard(len(all_rows))]
+        val_inputs = inputs.take(rows)
+
+        def validate() -> float:
+            predictions = self.sampler.predict(self.policy, val_inputs, progress=False)
+            squared = self.parallel.all_sum(np.array([np.sum((predictions - y[rows]) ** 2)]))
+            return float(np.sqrt(squared[0] / len(all_rows)))
+
+        return validate
+
+    def _on_epoch_end(self, record: dict) -> None:
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, record)
+
+    def _run(self, phase: Phase, config: PhaseConfig, rng: np.random.Generator) -> list[dict]:
+        return run_phase(
+            phase,
+            self.policy,
+            self.train_inputs,
+            config,
+            rng,
+            validate=self.validate,
+            verbose=self.verbose,
+            parallel=self.parallel,
+            checkpoint=self.checkpoints.phase(phase.name) if self.checkpoints else None,
+            on_epoch_end=self._on_epoch_end,
+        )
+
+    def sft(self, config: SFTConfig, rng: np.random.Generator) -> list[dict]:
+        """Run the SFT phase: token-level losses on the encoded targets.
+
+        Parameters
+        ----------
+        config : SFTConfig
+            Epochs, learning rate, batch size, patience, loss, gradient checkpointing.
+        rng : numpy.random.Generator
+            Shuffles the batches.
+
+        Returns
+        -------
+        history : list of dict
+            One record per epoch: ``phase``, ``epoch``, ``train_loss``, ``val_rmse``,
+            ``lr``, ``time_s``; with a number-aware term also ``train_ce`` and
+            ``train_term``.
+
+        Raises
+        ------
+        TrainingDivergedError
+            If the gradients or weights stop being finite.
+        """
+        phase = SFTPhase(self.policy, self.codec.encode(self.y_train), config, self.parallel)
+        with self.policy.backbone.gradient_checkpointing(config.gradient_checkpointing):
+            return self._run(phase, config, rng)
+
+    def rl(self, config: RLConfig, reward: RewardFn, rng: np.random.Generator) -> list[dict]:
+        """Run the RL phase (ReMax or GRPO) from the policy's current state.
+
+        Called on a fitted SFT-only estimator's trainer, it continues RL from that SFT
+        state, which is also the KL reference.
+
+        Parameters
+        ----------
+        config : RLConfig
+            Algorithm and hyper-parameters.
+        reward : callable
+            From :func:`~llmregressor.rl.make_reward`.
+        rng : numpy.random.Generator
+            Batch order and rollout sampling.
+
+        Returns
+        -------
+        history : list of dict
+            ``phase="rl_step"`` records (reward mean/std, zero-spread share, entropy, KL,
+            expert loss, lr) and ``phase="rl"`` epoch records (``val_rmse``, ``lr``,
+            ``time_s``); with validation, epoch -1 scores the SFT state first.
+
+        Raises
+        ------
+        TrainingDivergedError
+            If the gradients or weights stop being finite.
+        """
+        phase = RLPhase(self.policy, self.y_train, self.codec, config, reward, rng, self.parallel)
+        return self._run(phase, config, rng)
+
+    def fit(
+        self,
+        sft: SFTConfig,
+        rl: RLConfig | None,
+        reward: RewardFn | None,
+        rng: np.random.Generator,
+    ) -> list[dict]:
+        """Run SFT, then RL when ``rl`` is given, on one random stream; return the history."""
+        history = self.sft(sft, rng)
+        if rl is not None and rl.epochs > 0:
+            history += self.rl(rl, reward, rng)
+        return history
