@@ -8,6 +8,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from ._checkpoint import FitCheckpoints, PhaseCheckpoint, fit_identity
 from ._checks import check_finite_features, validate_params, validate_predict_params
 from ._distributed import DataParallel, data_parallel, local_device
+from ._locks import FIT_LOCK
 from .backbone_protocol import BackboneSpec, RowInputs
 from .backbones import LanguageModelSpec
 from .codecs import NumberCodec, make_codec
@@ -384,13 +386,16 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         random generator states, phase, epoch and history, after every epoch of each
         phase (safetensors, JSON and ``torch.save``; each written atomically). A fit with
         ``resume=False`` replaces the folder's checkpoints. Under several processes only
-        rank 0 writes. Do not share a folder between fits that run at the same time.
+        rank 0 writes. A fit locks the folder: another fit on it while the first runs
+        raises a RuntimeError (``CheckpointInUseError``).
     resume : bool, default=False
         Continue from the checkpoint in ``checkpoint_dir``, if it holds one, to the same
         result as an uninterrupted fit. The checkpoint must come from a fit with the same
         parameters (``device``, ``verbose``, ``micro_batch_size``,
-        ``gradient_checkpointing`` may differ), data and base model; otherwise fit raises
-        a ValueError. Without a checkpoint the fit starts from the beginning.
+        ``gradient_checkpointing`` may differ), column names, data and base model;
+        otherwise fit raises a ValueError. Without a checkpoint the fit starts from the
+        beginning. A damaged latest epoch is skipped, with a warning, for the intact one
+        before it; with no intact epoch fit raises a ValueError.
     random_state : int, RandomState instance or None, default=None
         Seeds adapter initialization, batch order and sampling. Fits with the same seed
         give identical predictions on CPU.
@@ -617,12 +622,14 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self._handle = _PolicyHandle(spec, codec.allowed_mask(), self.device)
         checkpoints = None
         if self.checkpoint_dir is not None:
-            identity = fit_identity(self.get_params(deep=False), X, y)
+            names = getattr(self, "feature_names_in_", None)
+            identity = fit_identity(self.get_params(deep=False), X, y, names)
             checkpoints = FitCheckpoints(self.checkpoint_dir, identity, parallel)
             self._seed = checkpoints.open(self.resume, self._seed)
         # Fork the global RNG: weight init and dropout draw from it, and a fit must
-        # neither depend on nor disturb the caller's torch random state.
-        with _forked_torch_rng():
+        # neither depend on nor disturb the caller's torch random state. That state is
+        # process-wide: FIT_LOCK makes fits in threads take turns.
+        with FIT_LOCK, _forked_torch_rng(), checkpoints or nullcontext():
             torch.manual_seed(self._seed)
             policy = self._handle.build()
             if checkpoints is not None:
