@@ -213,12 +213,14 @@ class FitCheckpoints:
             if self._saved is not None:
                 self._check_identity(self._saved)
                 self.resuming = True
+            # Before the next step: only resuming processes take part in its collectives.
+            _check_same_on_all(self.parallel, int(self.resuming), "whether a checkpoint exists")
+            if self.resuming:
                 seed = self._saved["seed"]
                 self._choose_resume_points()
                 logger.info("Resuming the fit checkpointed in %s", self.folder)
             elif resume:
                 logger.info("No checkpoint in %s: the fit starts from the beginning", self.folder)
-            _check_same_on_all(self.parallel, int(self.resuming), "whether a checkpoint exists")
             if not self.resuming and self.parallel.is_main:
                 self._clear()
             self.parallel.barrier()
@@ -364,22 +366,21 @@ class FitCheckpoints:
         for phase in PHASES:
             point = self._resume_points.get(phase)
             _check_same_on_all(self.parallel, -1 if point is None else point[0], f"{phase} epoch")
-        if not damaged and not stale:
-            return
-        damaged += [(path, "after an unfinished phase") for path in stale]
-        listed = "; ".join(f"{path.name} ({reason})" for path, reason in damaged)
-        if not self._resume_points:
-            raise ValueError(_damaged(self.folder, f"no epoch is intact: {listed}"))
-        latest = max(self._resume_points.items(), key=lambda item: PHASES.index(item[0]))[1][1]
-        warnings.warn(
-            f"The checkpoint in {self.folder} has epochs it cannot resume from: {listed}. "
-            f"Resuming from {latest.name}, the latest intact epoch; those are removed.",
-            stacklevel=2,
-        )
-        if self.parallel.is_main:
-            for path, _ in damaged:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        self.parallel.barrier()
+        unusable = damaged + [(path, "after an unfinished phase") for path in stale]
+        if unusable:
+            listed = "; ".join(f"{path.name} ({reason})" for path, reason in unusable)
+            if not self._resume_points:
+                raise ValueError(_damaged(self.folder, f"no epoch is intact: {listed}"))
+            phase = max(self._resume_points, key=PHASES.index)
+            warnings.warn(
+                f"The checkpoint in {self.folder} has epochs it cannot resume from: {listed}. "
+                f"Resuming from {self._resume_points[phase][1].name}, the latest intact "
+                "epoch; those are removed.",
+                stacklevel=2,
+            )
+            if self.parallel.is_main:
+                for path, _ in unusable:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     def _epoch_folders(self) -> dict[str, list[tuple[int, Path]]]:
         """Each phase's epoch folders, latest first."""
