@@ -54,13 +54,7 @@ from .backbones import LanguageModelBackbone
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "CheckpointInUseError",
-    "FitCheckpoints",
-    "PhaseCheckpoint",
-    "Resumed",
-    "fit_identity",
-]
+__all__ = ["FitCheckpoints", "PhaseCheckpoint", "Resumed", "fit_identity"]
 
 # 2: epoch folders have a manifest of checksums; fit.json has the column names.
 FORMAT_VERSION = 2

@@ -172,12 +172,13 @@ def _remove_if_unchanged(path: Path, text: str) -> bool:
 
 def _in_use_message(path: Path, owner: dict) -> str:
     who = (
-        f"process {owner.get('pid')} on host {owner.get('host')} (since {owner.get('started')})"
+        f"the fit of process {owner.get('pid')} on host {owner.get('host')} "
+        f"(since {owner.get('started')})"
         if owner
-        else "a fit that is starting"
+        else "a fit whose lock file is being written, or is damaged"
     )
     return (
-        f"{path.parent} is in use by the fit of {who}. Fits that run at the same time need "
+        f"{path.parent} is in use by {who}. Fits that run at the same time need "
         "checkpoint_dir folders of their own. If no fit uses the folder any more (it was "
         "killed on another host, or its process id now belongs to another program), "
         f"delete {path}."

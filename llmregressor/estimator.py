@@ -628,8 +628,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             self._seed = checkpoints.open(self.resume, self._seed)
         # Fork the global RNG: weight init and dropout draw from it, and a fit must
         # neither depend on nor disturb the caller's torch random state. That state is
-        # process-wide: FIT_LOCK makes fits in threads take turns.
-        with FIT_LOCK, _forked_torch_rng(), checkpoints or nullcontext():
+        # process-wide: FIT_LOCK makes fits in threads take turns. The checkpoints come
+        # first, so that their folder is unlocked even if waiting for FIT_LOCK is interrupted.
+        with checkpoints or nullcontext(), FIT_LOCK, _forked_torch_rng():
             torch.manual_seed(self._seed)
             policy = self._handle.build()
             if checkpoints is not None:
