@@ -3,33 +3,43 @@
 Layout of a ``checkpoint_dir``:
 
 ``fit.json``
-    Format version, what identifies the fit (the parameters that shape the result, a hash
-    of the training rows and targets, the base model's fingerprint) and the fit's seed.
-``sft-epoch-0003/``, ``rl-epoch-0001/``
-    The state after the latest completed epoch of each phase:
+    Format version, what identifies the fit (the parameters that shape the result, the
+    column names, a hash of the training rows and targets, the base model's fingerprint)
+    and the fit's seed.
+``fit.lock``
+    Present while a fit uses the folder: the pid, host and start time of that fit
+    (see :class:`~llmregressor._locks.FolderLock`). A second fit on the folder is refused.
+``sft-epoch-0002/``, ``sft-epoch-0003/``, ``rl-epoch-0001/``
+    The state after each of the two latest completed epochs of each phase:
 
     - ``adapter.safetensors``: adapter weights;
     - ``best.safetensors``: adapter weights of the best validation epoch, when validating;
     - ``optimizer.pt``: optimizer and learning-rate scheduler state and the torch RNG state
       of every process (``torch.save``; read back with ``weights_only=True``);
     - ``state.json``: epoch, whether the phase finished, its history, the numpy RNG state
-      and the early-stopping bookkeeping.
+      and the early-stopping bookkeeping;
+    - ``manifest.json``: the SHA-256 of each of those files.
 
-An epoch folder is written under a temporary name and renamed once complete, and the
-previous one is removed only after that, so a process killed at any moment leaves a
-complete checkpoint behind. Only rank 0 writes; every process reads, so under several
-nodes the folder must be on a file system they share.
+An epoch folder is written under a temporary name and renamed once complete, and of a
+phase's earlier epochs only the one before is kept, so a process killed at any moment
+leaves a complete checkpoint behind, and one damaged later (a truncated or altered file)
+still has its predecessor. Resuming checks every file against the manifest and continues
+from the latest intact epoch, with a warning when it skips a damaged one. Only rank 0
+writes; every process reads, so under several nodes the folder must be on a file system
+they share.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import re
 import shutil
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +48,7 @@ import safetensors.torch
 import torch
 
 from ._distributed import DataParallel
+from ._locks import CheckpointInUseError, FolderLock
 from ._training import BestState
 from .backbones import LanguageModelBackbone
 
@@ -45,9 +56,17 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["FitCheckpoints", "PhaseCheckpoint", "Resumed", "fit_identity"]
 
-FORMAT_VERSION = 1
+# 2: epoch folders have a manifest of checksums; fit.json has the column names.
+FORMAT_VERSION = 2
 FIT_FILE = "fit.json"
+MANIFEST_FILE = "manifest.json"
+_REQUIRED_FILES = ("adapter.safetensors", "optimizer.pt", "state.json")
+_FIT_KEYS = ("params", "feature_names", "data", "seed", "base_fingerprint")
 _EPOCH_FOLDER = re.compile(r"^(?P<phase>[a-z]+)-epoch-(?P<epoch>\d+)$")
+# In training order: a phase resumes only after the earlier ones finished.
+PHASES = ("sft", "rl")
+# The latest epoch of a phase and the one before: a fallback when the latest is damaged.
+KEPT_EPOCHS = 2
 
 
 def _describe(value: object) -> object:
@@ -65,8 +84,15 @@ def _describe(value: object) -> object:
     return type(value).__name__
 
 
-def fit_identity(params: dict, X: np.ndarray, y: np.ndarray) -> dict:
+def fit_identity(
+    params: dict, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str] | None = None
+) -> dict:
     """Describe what a checkpoint must match to be resumed by a fit.
+
+    A fit sees the validated table, its column names and its parameters, so together
+    they decide the result. A data frame's dtypes and categories matter through the
+    validated table: an integer column of a mixed frame keeps its integers, a categorical
+    column becomes its values (unused categories change nothing).
 
     Parameters
     ----------
@@ -77,21 +103,28 @@ def fit_identity(params: dict, X: np.ndarray, y: np.ndarray) -> dict:
         The validated training rows (numbers, strings, missing values).
     y : ndarray
         The training targets.
+    feature_names : sequence of str, optional
+        The column names (``feature_names_in_``), which prompts are written with; None
+        for an array without names.
 
     Returns
     -------
     identity : dict
-        ``params`` (JSON descriptions of the result-shaping parameters) and ``data`` (a
-        SHA-256 of the rows and targets).
+        ``params`` (JSON descriptions of the result-shaping parameters),
+        ``feature_names`` and ``data`` (a SHA-256 of the rows and targets).
     """
     digest = hashlib.sha256()
+    # The array's dtype besides its values: an int64 table and a float64 one hold equal
+    # numbers that prompts may write differently.
+    digest.update(str(X.dtype).encode("utf-8") + b"\0")
     # repr() writes floats exactly and tells strings, numbers and None apart. Row by row,
     # so that no Python copy of the whole table is ever built.
     for row in X:
         digest.update(repr(row.tolist()).encode("utf-8") + b"\0")
     digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
     described = {k: _describe(v) for k, v in params.items()}
-    return {"params": described, "data": digest.hexdigest()}
+    names = None if feature_names is None else [str(name) for name in feature_names]
+    return {"params": described, "feature_names": names, "data": digest.hexdigest()}
 
 
 @dataclass
@@ -116,6 +149,9 @@ class Resumed:
 class FitCheckpoints:
     """A fit's checkpoint folder.
 
+    :meth:`open` locks the folder for this fit (rank 0 holds the lock); :meth:`close`, or
+    the end of a ``with`` block on the object, unlocks it.
+
     Parameters
     ----------
     folder : str or path-like
@@ -132,9 +168,12 @@ class FitCheckpoints:
         self.parallel = parallel
         self.resuming = False
         self._seed: int | None = None
+        self._saved: dict | None = None
+        self._lock: FolderLock | None = None
+        self._resume_points: dict[str, tuple[int, Path]] = {}
 
     def open(self, resume: bool, seed: int) -> int:
-        """Start a fresh checkpoint, or check the existing one when resuming.
+        """Lock the folder, then start a fresh checkpoint or check the existing one.
 
         Parameters
         ----------
@@ -151,24 +190,46 @@ class FitCheckpoints:
 
         Raises
         ------
+        CheckpointInUseError
+            If another fit that may still run holds the folder.
         ValueError
-            If the checkpoint was written by a fit with other parameters, other data or
-            another format.
+            If the checkpoint was written by a fit with other parameters, column names,
+            data or another format, or if it is damaged beyond the last intact epoch.
         """
-        saved = self._read_fit_file() if resume else None
-        if saved is not None:
-            self._check_identity(saved)
-            self.resuming = True
-            seed = saved["seed"]
-            logger.info("Resuming the fit checkpointed in %s", self.folder)
-        elif resume:
-            logger.info("No checkpoint in %s: the fit starts from the beginning", self.folder)
-        _check_same_on_all(self.parallel, int(self.resuming), "whether a checkpoint exists")
-        if not self.resuming and self.parallel.is_main:
-            self._clear()
-        self.parallel.barrier()
+        self._lock_folder()
+        try:
+            self._saved = self._read_fit_file() if resume else None
+            if self._saved is not None:
+                self._check_identity(self._saved)
+                self.resuming = True
+            # Before the next step: only resuming processes take part in its collectives.
+            _check_same_on_all(self.parallel, int(self.resuming), "whether a checkpoint exists")
+            if self.resuming:
+                seed = self._saved["seed"]
+                self._choose_resume_points()
+                logger.info("Resuming the fit checkpointed in %s", self.folder)
+            elif resume:
+                logger.info("No checkpoint in %s: the fit starts from the beginning", self.folder)
+            if not self.resuming and self.parallel.is_main:
+                self._clear()
+            self.parallel.barrier()
+        except BaseException:
+            self.close()
+            raise
         self._seed = seed
         return seed
+
+    def close(self) -> None:
+        """Unlock the folder (after the fit, or after a failed :meth:`open`)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> FitCheckpoints:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def check_base_model(self, fingerprint: str | None) -> None:
         """Compare (resuming) or record (fresh fit) the base model's fingerprint.
@@ -179,7 +240,7 @@ class FitCheckpoints:
             If the checkpoint was trained on another base model.
         """
         if self.resuming:
-            saved = self._read_fit_file()["base_fingerprint"]
+            saved = self._saved["base_fingerprint"]
             if saved != fingerprint:
                 raise ValueError(
                     f"The checkpoint in {self.folder} was trained on another base model "
@@ -188,7 +249,6 @@ class FitCheckpoints:
                 )
             return
         if self.parallel.is_main:
-            self.folder.mkdir(parents=True, exist_ok=True)
             record = {
                 "format_version": FORMAT_VERSION,
                 **self.identity,
@@ -204,11 +264,43 @@ class FitCheckpoints:
         """Return the checkpoint of one training phase (``"sft"`` or ``"rl"``)."""
         return PhaseCheckpoint(self, name)
 
+    def latest(self, phase: str) -> tuple[int, Path] | None:
+        """Return the epoch and folder a resumed phase continues from, if any.
+
+        That is the phase's latest intact epoch, chosen by :meth:`open`; None when the fit
+        starts over or the phase starts from its beginning.
+        """
+        return self._resume_points.get(phase)
+
+    def _lock_folder(self) -> None:
+        error = None
+        if self.parallel.is_main:
+            try:
+                if self.folder.exists() and not self.folder.is_dir():
+                    raise NotADirectoryError(f"checkpoint_dir {self.folder} is not a folder")
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self._lock = FolderLock.acquire(self.folder)
+            except (OSError, CheckpointInUseError) as err:
+                error = err
+        # Every process must learn of rank 0's failure, or the others wait for it forever.
+        if self.parallel.world_size > 1:
+            failed = self.parallel.all_sum(np.array([float(error is not None)]))[0]
+            if failed and error is None:
+                raise CheckpointInUseError(f"Rank 0 could not lock {self.folder}; see its error.")
+        if error is not None:
+            raise error
+
     def _read_fit_file(self) -> dict | None:
         path = self.folder / FIT_FILE
         if not path.is_file():
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(_damaged(self.folder, f"{FIT_FILE} cannot be read ({err})")) from err
+        if not isinstance(saved, dict):
+            raise ValueError(_damaged(self.folder, f"{FIT_FILE} holds no fit description"))
+        return saved
 
     def _check_identity(self, saved: dict) -> None:
         where = f"The checkpoint in {self.folder}"
@@ -218,13 +310,74 @@ class FitCheckpoints:
                 f"{where} has format version {saved.get('format_version')!r}; this "
                 f"llmregressor reads version {FORMAT_VERSION}. {advice}"
             )
+        missing = [key for key in _FIT_KEYS if key not in saved]
+        if missing:
+            raise ValueError(_damaged(self.folder, f"{FIT_FILE} lacks {', '.join(missing)}"))
         params, old = self.identity["params"], saved["params"]
         changed = sorted(k for k in set(params) | set(old) if params.get(k) != old.get(k))
         if changed:
             details = ", ".join(f"{k}={old.get(k)!r} -> {params.get(k)!r}" for k in changed)
             raise ValueError(f"{where} was written with other parameters ({details}). {advice}")
+        names = self.identity["feature_names"]
+        if saved["feature_names"] != names:
+            raise ValueError(
+                f"{where} was written for other column names ({saved['feature_names']} -> "
+                f"{names}); the names are part of every prompt. {advice}"
+            )
         if saved["data"] != self.identity["data"]:
             raise ValueError(f"{where} was written for other training data (X or y). {advice}")
+
+    def _choose_resume_points(self) -> None:
+        """Pick each phase's latest intact epoch; remove damaged and unusable epochs.
+
+        A phase continues only from an intact epoch; a later phase only once the earlier
+        ones have an intact finished epoch (otherwise it reruns after them, and its
+        folders are stale). With epoch folders but none intact, resuming is refused.
+        """
+        found = self._epoch_folders()
+        damaged, stale = [], []
+        blocked = False
+        for phase in PHASES:
+            if blocked:
+                stale += [path for _, path in found.get(phase, [])]
+                continue
+            for epoch, path in found.get(phase, []):
+                try:
+                    state = _verified_state(path)
+                except _Damaged as err:
+                    damaged.append((path, str(err)))
+                    continue
+                self._resume_points[phase] = (epoch, path)
+                blocked = not state.get("finished")
+                break
+            else:
+                blocked = bool(found.get(phase))  # folders, none intact
+        for phase in PHASES:
+            point = self._resume_points.get(phase)
+            _check_same_on_all(self.parallel, -1 if point is None else point[0], f"{phase} epoch")
+        unusable = damaged + [(path, "after an unfinished phase") for path in stale]
+        if unusable:
+            listed = "; ".join(f"{path.name} ({reason})" for path, reason in unusable)
+            if not self._resume_points:
+                raise ValueError(_damaged(self.folder, f"no epoch is intact: {listed}"))
+            phase = max(self._resume_points, key=PHASES.index)
+            warnings.warn(
+                f"The checkpoint in {self.folder} has epochs it cannot resume from: {listed}. "
+                f"Resuming from {self._resume_points[phase][1].name}, the latest intact "
+                "epoch; those are removed.",
+                stacklevel=2,
+            )
+            if self.parallel.is_main:
+                for path, _ in unusable:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def _epoch_folders(self) -> dict[str, list[tuple[int, Path]]]:
+        """Each phase's epoch folders, latest first."""
+        found: dict[str, list[tuple[int, Path]]] = {}
+        for path in self.folder.iterdir():
+            if match := _EPOCH_FOLDER.match(path.name):
+                found.setdefault(match["phase"], []).append((int(match["epoch"]), path))
+        return {phase: sorted(folders, reverse=True) for phase, folders in found.items()}
 
     def _clear(self) -> None:
         if not self.folder.is_dir():
@@ -233,17 +386,6 @@ class FitCheckpoints:
             if _EPOCH_FOLDER.match(path.name) or path.name.endswith(".tmp"):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         (self.folder / FIT_FILE).unlink(missing_ok=True)
-
-    def latest(self, phase: str) -> tuple[int, Path] | None:
-        """Return the latest complete epoch and folder of a phase, if any."""
-        if not self.folder.is_dir():
-            return None
-        found = [
-            (int(match["epoch"]), path)
-            for path in self.folder.iterdir()
-            if (match := _EPOCH_FOLDER.match(path.name)) and match["phase"] == phase
-        ]
-        return max(found) if found else None
 
 
 class PhaseCheckpoint:
@@ -281,19 +423,22 @@ class PhaseCheckpoint:
             None when the phase starts from its beginning.
         """
         self._state = (backbone, optimizer, scheduler, best, rng)
-        latest = self.fit.latest(self.phase) if self.fit.resuming else None
-        parallel = self.fit.parallel
-        _check_same_on_all(parallel, -1 if latest is None else latest[0], f"{self.phase} epoch")
+        latest = self.fit.latest(self.phase)
         if latest is None:
             return None
         folder = latest[1]
-        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        backbone.load_adapter_state(safetensors.torch.load_file(folder / "adapter.safetensors"))
+        # Read once and checked before use: the folder may have changed since open().
+        try:
+            files = _read_verified(folder)
+        except _Damaged as err:
+            raise ValueError(_damaged(self.fit.folder, f"{folder.name}: {err}")) from err
+        state = json.loads(files["state.json"])
+        backbone.load_adapter_state(safetensors.torch.load(files["adapter.safetensors"]))
         weights = None
-        if (folder / "best.safetensors").is_file():
-            weights = safetensors.torch.load_file(folder / "best.safetensors")
+        if "best.safetensors" in files:
+            weights = safetensors.torch.load(files["best.safetensors"])
         best.load_state_dict({**state["best"], "weights": weights})
-        saved = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+        saved = torch.load(io.BytesIO(files["optimizer.pt"]), map_location="cpu", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         rng.bit_generator.state = state["numpy_rng"]
@@ -302,7 +447,7 @@ class PhaseCheckpoint:
         return Resumed(state["epoch"] + 1, state["history"], state["finished"])
 
     def save(self, epoch: int, history: list[dict], finished: bool) -> None:
-        """Write the state after ``epoch`` and remove the previous epoch's checkpoint.
+        """Write the state after ``epoch``; keep only the epoch before of the earlier ones.
 
         Every process must call it (it gathers their RNG states); only rank 0 writes.
         """
@@ -339,11 +484,14 @@ class PhaseCheckpoint:
                 tmp / "optimizer.pt",
             )
             (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
+            # Read back while still in the page cache: resuming checks each file against it.
+            digests = {path.name: _sha256(path) for path in tmp.iterdir()}
+            (tmp / MANIFEST_FILE).write_text(json.dumps({"sha256": digests}), encoding="utf-8")
             os.replace(tmp, self.fit.folder / name)
-            for path in self.fit.folder.iterdir():
-                match = _EPOCH_FOLDER.match(path.name)
-                if match and match["phase"] == self.phase and path.name != name:
-                    shutil.rmtree(path)
+            # Only now, with this epoch complete, may the one before the previous go.
+            folders = self.fit._epoch_folders().get(self.phase, [])
+            for _, path in folders[KEPT_EPOCHS:]:
+                shutil.rmtree(path)
         parallel.barrier()
 
     def _restore_torch_rng(self, saved: dict, device: torch.device) -> None:
@@ -365,6 +513,54 @@ class PhaseCheckpoint:
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+class _Damaged(Exception):
+    """An epoch folder that fails its checks; the message says how."""
+
+
+def _read_verified(folder: Path) -> dict[str, bytes]:
+    """Read an epoch folder's files, each checked against the folder's manifest.
+
+    Raises
+    ------
+    _Damaged
+        If the manifest or a required file is missing or unreadable, or a file's
+        SHA-256 differs from the manifest's.
+    """
+    try:
+        expected = json.loads((folder / MANIFEST_FILE).read_bytes())["sha256"]
+        missing = [name for name in _REQUIRED_FILES if name not in expected]
+        if missing:
+            raise _Damaged(f"{MANIFEST_FILE} lacks {', '.join(missing)}")
+        files = {name: (folder / name).read_bytes() for name in expected}
+        for name, data in files.items():
+            if hashlib.sha256(data).hexdigest() != expected[name]:
+                raise _Damaged(f"{name} differs from what was written")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        # Whatever a damaged manifest or file gives: unreadable, not JSON, wrong shape.
+        raise _Damaged(f"{type(err).__name__}: {err}") from err
+    return files
+
+
+def _verified_state(folder: Path) -> dict:
+    """Check an epoch folder (see :func:`_read_verified`) and return its state."""
+    state = json.loads(_read_verified(folder)["state.json"])
+    if not isinstance(state, dict):
+        raise _Damaged("state.json holds no state")
+    return state
+
+
+def _damaged(folder: Path, what: str) -> str:
+    return (
+        f"The checkpoint in {folder} is damaged: {what}. Set resume=False to start over "
+        "(this replaces the folder's checkpoints)."
+    )
 
 
 def _check_same_on_all(parallel: DataParallel, value: int, what: str) -> None:

@@ -10,8 +10,10 @@ Every :class:`~llmregressor.LLMRegressor` parameter is an option of ``fit`` (a b
 a model folder cannot hold yet, ``--model mlp-decoder``, is refused); its value is
 parsed into the type the parameter takes (int, float, bool, None, str, comma-separated
 lists), read from the constructor's type hints. Progress goes to stderr, results to
-stdout or ``--out``. A user error (unreadable file, missing column, bad value, model
-folder of another format version) prints one message on stderr and exits with code 2.
+stdout or ``--out``. Output paths (``--out``, ``--checkpoint_dir``) are checked before
+anything is read or trained. A user error (unreadable file, missing column, bad value,
+unwritable output, model folder of another format version, a ``checkpoint_dir`` in use by
+another fit) prints one message on stderr and exits with code 2.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections.abc
 import inspect
+import os
 import sys
 import types
 import typing
@@ -28,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._locks import CheckpointInUseError
 from ._version import __version__
 from .backbone_protocol import backbone_for
 from .estimator import LLMRegressor
@@ -81,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         args.run(args)
-    except (CLIError, ValueError, OSError, ImportError) as err:
+    except (CLIError, ValueError, OSError, ImportError, CheckpointInUseError) as err:
         print(f"llmregressor: error: {err}", file=sys.stderr)
         return 2
     return 0
@@ -255,9 +259,35 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _check_output_folder(path: Path, option: str) -> None:
+    """Refuse a folder the command could not create or write, before any work is done."""
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{option} {path} exists and is not a folder")
+    # The folder, or else its nearest existing parent, in which the missing ones are made.
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(f"{option} {path} cannot be created: {existing} is not a writable folder")
+
+
+def _check_output_file(path: Path, option: str, data: Path) -> None:
+    """Refuse a file the command could not write, or the input data, before any work."""
+    if path.is_dir():
+        raise CLIError(f"{option} {path} is a folder, not a file")
+    if path.exists() and path.resolve() == data.resolve():
+        raise CLIError(f"{option} {path} is the input data file: it would be overwritten")
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        raise CLIError(f"{option} {path} cannot be written: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CLIError(f"{option} {path} cannot be written")
+
+
 def _fit(args: argparse.Namespace) -> None:
     params = {**_CLI_DEFAULTS}
     params.update({name: getattr(args, name) for name in _cli_params() if hasattr(args, name)})
+    _check_output_folder(args.out, "--out")
+    if params.get("checkpoint_dir") is not None:
+        _check_output_folder(Path(params["checkpoint_dir"]), "--checkpoint_dir")
     frame = _read_csv(args.data)
     if args.target not in frame.columns:
         raise CLIError(
@@ -296,6 +326,8 @@ def _fit(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    if args.out is not None:
+        _check_output_file(args.out, "--out", args.data)
     _progress(f"loading the model in {args.model_dir} ...")
     regressor = LLMRegressor.load(args.model_dir)
     frame = _read_csv(args.data)

@@ -8,6 +8,7 @@ import numbers
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._checkpoint import FitCheckpoints, fit_identity
 from ._checks import check_finite_features
 from ._distributed import DataParallel, data_parallel
+from ._locks import FIT_LOCK
 from .backbone_protocol import RowInputs, backbone_for
 from .engine import EXACT, Callback, Sampler, Trainer, sample_quantiles, validation_rows
 from .fitted_policy import FittedPolicy, forked_torch_rng, resolve_device
@@ -338,12 +340,15 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         checkpoints = None
         if self.checkpoint_dir is not None:
             shaping = {k: v for k, v in params.items() if k not in RESUMABLE}
-            identity = fit_identity(shaping, X, y)
+            names = getattr(self, "feature_names_in_", None)
+            identity = fit_identity(shaping, X, y, names)
             checkpoints = FitCheckpoints(self.checkpoint_dir, identity, parallel)
             self.seed_ = checkpoints.open(self.resume, self.seed_)
         # Fork the global RNG: weight init and dropout draw from it, and a fit must
-        # neither depend on nor disturb the caller's torch random state.
-        with forked_torch_rng():
+        # neither depend on nor disturb the caller's torch random state. That state is
+        # process-wide: FIT_LOCK makes fits in threads take turns. The checkpoints come
+        # first, so that their folder is unlocked even if waiting for FIT_LOCK is interrupted.
+        with checkpoints or nullcontext(), FIT_LOCK, forked_torch_rng():
             torch.manual_seed(self.seed_)
             policy = self.policy_.build()
             if checkpoints is not None:

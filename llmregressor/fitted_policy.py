@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ._distributed import local_device
+from ._locks import FIT_LOCK
 from .backbone_protocol import BACKBONES, BackboneSpec
 from .decoding import NumberPolicy
 from .serialize import RowSerializer
@@ -143,8 +144,8 @@ class FittedPolicy:
         """The live policy, built on first use."""
         if self._policy is None:
             # Fresh weights are drawn before the saved ones are loaded: keep that from
-            # disturbing the caller's torch random state.
-            with forked_torch_rng():
+            # disturbing the caller's torch random state, or a fit in another thread.
+            with FIT_LOCK, forked_torch_rng():
                 self.build()
         return self._policy
 

@@ -677,7 +677,8 @@ PARAMETERS: tuple[Param, ...] = (
         random generator states, phase, epoch and history, after every epoch of each
         phase (safetensors, JSON and ``torch.save``; each written atomically). A fit with
         ``resume=False`` replaces the folder's checkpoints. Under several processes only
-        rank 0 writes. Do not share a folder between fits that run at the same time.
+        rank 0 writes. A fit locks the folder: another fit on it while the first runs
+        raises a RuntimeError (``CheckpointInUseError``).
         """,
         resumable=True,
     ),
@@ -690,8 +691,10 @@ PARAMETERS: tuple[Param, ...] = (
         Continue from the checkpoint in ``checkpoint_dir``, if it holds one, to the same
         result as an uninterrupted fit. The checkpoint must come from a fit with the same
         parameters (``device``, ``verbose``, ``micro_batch_size``,
-        ``gradient_checkpointing`` may differ), data and base model; otherwise fit raises
-        a ValueError. Without a checkpoint the fit starts from the beginning.
+        ``gradient_checkpointing`` and ``callbacks`` may differ), column names, data and
+        base model; otherwise fit raises a ValueError. Without a checkpoint the fit starts
+        from the beginning. A damaged latest epoch is skipped, with a warning, for the
+        intact one before it; with no intact epoch fit raises a ValueError.
         """,
         resumable=True,
     ),

@@ -107,10 +107,19 @@ def test_resume_keeps_the_checkpointed_seed(data, tiny_model_dir, tmp_path, monk
 def test_checkpoint_folder_layout(uninterrupted):
     folder = uninterrupted.checkpoint_dir
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["fit.json", "rl-epoch-0001", "sft-epoch-0002"]
+    # Each phase keeps its latest epoch and the one before, a fallback if the latest is
+    # damaged; the lock is gone once the fit ends.
+    assert names == [
+        "fit.json",
+        "rl-epoch-0000",
+        "rl-epoch-0001",
+        "sft-epoch-0001",
+        "sft-epoch-0002",
+    ]
     assert sorted(p.name for p in (folder / "sft-epoch-0002").iterdir()) == [
         "adapter.safetensors",
         "best.safetensors",
+        "manifest.json",
         "optimizer.pt",
         "state.json",
     ]

@@ -175,10 +175,12 @@ def test_two_process_fit_matches_one_process(data, tiny_model_dir, tmp_path):
     assert np.mean(ranks[0]["predictions"] != single.predict(X)) <= 0.1
     assert [r["phase"] for r in histories[0]] == [r["phase"] for r in single.history_]
 
-    # Rank 0 wrote the checkpoints; a 1-process fit resumes the finished 2-process fit.
+    # Rank 0 wrote the checkpoints (each phase keeps the epoch before its latest) and
+    # released the lock; a 1-process fit resumes the finished 2-process fit.
     assert sorted(p.name for p in checkpoints.iterdir()) == [
         "fit.json",
         "rl-epoch-0000",
+        "sft-epoch-0000",
         "sft-epoch-0001",
     ]
     resumed = LLMRegressor(**params(tiny_model_dir, checkpoint_dir=checkpoints, resume=True))

@@ -71,7 +71,7 @@ def test_round_trip_predicts_identically(fitted, saved, data):
     assert loaded.lora_target_modules == ("q_proj", "v_proj")
     np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
     np.testing.assert_array_equal(loaded.sample(X[:3], 5), fitted.sample(X[:3], 5))
-    for name in ("n_features_in_", "n_samples_fit_", "fit_time_", "history_", "_seed"):
+    for name in ("n_features_in_", "n_samples_fit_", "fit_time_", "history_", "seed_"):
         assert getattr(loaded, name) == getattr(fitted, name), name
     np.testing.assert_array_equal(loaded.feature_names_in_, fitted.feature_names_in_)
     assert loaded.feature_names_in_.dtype == object
