@@ -371,7 +371,7 @@ EARLY_STOPPING_MIN_ROWS = 1000
 
 
 def validation_rows(
-    n_rows: int, early_stopping: str | bool, fraction: float, seed: int
+    n_rows: int, early_stopping: str | bool, fraction: float, seed: int, stacklevel: int = 2
 ) -> np.ndarray:
     """Boolean mask of the rows a fit holds out for validation.
 
@@ -387,6 +387,9 @@ def validation_rows(
     seed : int
         The fit's seed; the split uses a stream of its own, so it does not shift when
         training draws change.
+    stacklevel : int, default=2
+        Of the warning below (as in :func:`warnings.warn`): the estimator points it at the
+        line that called ``fit``.
 
     Returns
     -------
@@ -408,7 +411,7 @@ def validation_rows(
             f"validation_fraction={fraction} of {n_rows} rows gives {n_val}; training "
             "without early stopping.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
     if n_val >= 2:
         split_rng = np.random.default_rng([seed, 1])

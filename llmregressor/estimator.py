@@ -375,10 +375,21 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         y: np.ndarray,
         parallel: DataParallel,
         checkpoints: FitCheckpoints | None = None,
+        caller_depth: int = 3,
     ) -> Trainer:
-        """Build the engine of a fit on validated rows, with this estimator's split."""
+        """Build the engine of a fit on validated rows, with this estimator's split.
+
+        ``caller_depth`` counts the frames from here to the user's call (through ``_fit``
+        and ``fit`` by default), where the split's warning points.
+        """
         policy = self.policy_.policy
-        is_val = validation_rows(len(y), self.early_stopping, self.validation_fraction, self.seed_)
+        is_val = validation_rows(
+            len(y),
+            self.early_stopping,
+            self.validation_fraction,
+            self.seed_,
+            stacklevel=caller_depth + 2,
+        )
         return Trainer(
             policy,
             self.codec_,
@@ -417,7 +428,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         )
         check_finite_features(X)
         device = self.policy_.policy.backbone.device
-        return self._make_trainer(X, np.asarray(y, dtype=np.float64), data_parallel(device, None))
+        parallel = data_parallel(device, None)
+        return self._make_trainer(X, np.asarray(y, dtype=np.float64), parallel, caller_depth=2)
 
     def _sampler(self) -> Sampler:
         """Return a sampler that decodes rows as :meth:`predict` does now."""

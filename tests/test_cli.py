@@ -196,8 +196,9 @@ def test_parameter_values_parse_into_the_estimator_types(name, text, expected):
     assert value == expected and type(value) is type(expected)
 
 
-def test_every_parameter_but_a_callable_reward_is_settable():
-    names = set(LLMRegressor().get_params())
+def test_every_parameter_but_callbacks_is_settable():
+    # Callbacks are objects, which text cannot give; reward takes its names from text.
+    names = set(LLMRegressor().get_params()) - {"callbacks"}
     assert set(_cli_params()) == names
     assert _cli_params()["reward"][0] == (str,)
 
