@@ -39,6 +39,7 @@ import torch
 
 from ._distributed import DataParallel
 from ._training import BestState
+from .backbone_protocol import WeightsMismatchError
 from .backbones import LanguageModelBackbone
 
 logger = logging.getLogger(__name__)
@@ -293,7 +294,13 @@ class PhaseCheckpoint:
             return None
         folder = latest[1]
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        backbone.load_adapter_state(safetensors.torch.load_file(folder / "adapter.safetensors"))
+        try:
+            backbone.load_adapter_state(safetensors.torch.load_file(folder / "adapter.safetensors"))
+        except WeightsMismatchError as err:
+            raise ValueError(
+                f"The checkpoint in {folder} does not fit this model: {err}. Set resume=False "
+                "to start over."
+            ) from err
         weights = None
         if (folder / "best.safetensors").is_file():
             weights = safetensors.torch.load_file(folder / "best.safetensors")
