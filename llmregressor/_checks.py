@@ -6,11 +6,27 @@ import numbers
 import os
 
 import numpy as np
+from sklearn.utils.validation import validate_data as _sklearn_validate_data
 
 from .serialize import ROW_FORMATS
 from .token_losses import SFT_LOSSES
 
-__all__ = ["check_finite_features", "validate_params", "validate_predict_params"]
+__all__ = [
+    "check_finite_features",
+    "validate_codec_params",
+    "validate_data",
+    "validate_params",
+    "validate_predict_params",
+]
+
+# Bounds of the number codecs' integer settings, shared by the estimator's parameters and
+# the codec a model folder records.
+_CODEC_BOUNDS = {
+    "base": (2, 10),
+    "digits": (1, 12),
+    "exponent_digits": (1, 2),
+    "mantissa_digits": (1, 12),
+}
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
@@ -62,10 +78,7 @@ def validate_params(est: object) -> None:
     if not isinstance(est.model, str) or not est.model:
         raise TypeError(f"model must be a non-empty string, got {est.model!r}")
     _check_choice("number_format", est.number_format, ("normalized", "scientific"))
-    _check_int("base", est.base, 2, 10)
-    _check_int("digits", est.digits, 1, 12)
-    _check_int("exponent_digits", est.exponent_digits, 1, 2)
-    _check_int("mantissa_digits", est.mantissa_digits, 1, 12)
+    validate_codec_params({name: getattr(est, name) for name in _CODEC_BOUNDS})
     _check_choice("row_format", est.row_format, tuple(ROW_FORMATS))
     template = est.prompt_template
     well_formed = isinstance(template, str) and template.count("{features}") == 1
@@ -109,7 +122,6 @@ def validate_params(est: object) -> None:
         )
     _check_int("decoder_ff", est.decoder_ff, 1)
     _check_real("dropout", est.dropout, 0.0, 1.0, high_open=True)
-    _check_int("batch_size", est.batch_size, 1)
     _check_int("sft_epochs", est.sft_epochs, 0)
     _check_real("sft_lr", est.sft_lr, 0.0, low_open=True)
     _check_choice("sft_loss", est.sft_loss, SFT_LOSSES)
@@ -149,19 +161,20 @@ def validate_params(est: object) -> None:
             f"device must be a string such as 'auto', 'cpu' or 'cuda', got {est.device!r}"
         )
     _check_choice("dtype", est.dtype, ("auto", "float32", "bfloat16"))
-    if est.micro_batch_size is not None:
-        _check_int("micro_batch_size", est.micro_batch_size, 1)
     _check_bool("gradient_checkpointing", est.gradient_checkpointing)
     if est.checkpoint_dir is not None and not isinstance(est.checkpoint_dir, str | os.PathLike):
         raise TypeError(f"checkpoint_dir must be a folder path or None, got {est.checkpoint_dir!r}")
     _check_bool("resume", est.resume)
     if est.resume and est.checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
-    _check_int("verbose", est.verbose, 0)
 
 
 def validate_predict_params(est: object) -> None:
-    """Check the parameters that prediction reads (``predict_mode``, ``n_samples``).
+    """Check the parameters that prediction reads.
+
+    They may be changed after a fit (``set_params``) or come from a model folder, so
+    prediction checks them again: ``predict_mode``, ``n_samples``, ``batch_size``,
+    ``micro_batch_size`` and ``verbose``.
 
     Raises
     ------
@@ -170,6 +183,56 @@ def validate_predict_params(est: object) -> None:
     """
     _check_choice("predict_mode", est.predict_mode, ("greedy", "mean", "median"))
     _check_int("n_samples", est.n_samples, 1)
+    _check_int("batch_size", est.batch_size, 1)
+    if est.micro_batch_size is not None:
+        _check_int("micro_batch_size", est.micro_batch_size, 1)
+    _check_int("verbose", est.verbose, 0)
+
+
+def validate_codec_params(params: dict) -> None:
+    """Check number-codec settings (``base``, ``digits``, ``exponent_digits``, ...).
+
+    Parameters
+    ----------
+    params : dict
+        Setting names and values; each name must be one of the codecs'.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`validate_params`; KeyError for a name no codec has.
+    """
+    for name, value in params.items():
+        _check_int(name, value, *_CODEC_BOUNDS[name])
+
+
+def validate_data(estimator: object, X: object, *args, **kwargs):
+    """Run scikit-learn's ``validate_data``, first refusing a table without columns.
+
+    scikit-learn reports a DataFrame without columns as "at least one array or dtype is
+    required" (from numpy), which names neither X nor columns.
+
+    Parameters
+    ----------
+    estimator : estimator
+        The estimator whose input is checked.
+    X : array-like or DataFrame
+        The rows.
+    *args, **kwargs
+        Passed on to scikit-learn's ``validate_data``.
+
+    Returns
+    -------
+    validated : ndarray or tuple
+        What scikit-learn's ``validate_data`` returns.
+    """
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) == 2 and shape[1] == 0:
+        raise ValueError(
+            f"X has no columns (shape {tuple(shape)}): LLMRegressor needs at least one "
+            "feature column"
+        )
+    return _sklearn_validate_data(estimator, X, *args, **kwargs)
 
 
 def check_finite_features(X: np.ndarray) -> None:

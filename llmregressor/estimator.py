@@ -14,11 +14,11 @@ import torch
 from scipy.stats import qmc
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._checkpoint import FitCheckpoints, PhaseCheckpoint, fit_identity
-from ._checks import check_finite_features, validate_params, validate_predict_params
+from ._checks import check_finite_features, validate_data, validate_params, validate_predict_params
 from ._distributed import DataParallel, data_parallel, local_device
 from .backbone_protocol import BackboneSpec, RowInputs
 from .backbones import LanguageModelSpec
