@@ -1041,7 +1041,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         save_estimator(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> LLMRegressor:
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> LLMRegressor:
         """Read an estimator written by :meth:`save`.
 
         The base model is loaded from the saved ``model`` source and must be the one the
@@ -1051,6 +1051,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         ----------
         path : str or path-like
             Folder written by :meth:`save`.
+        verify : bool, default=True
+            Check the weights and the fitted part of the manifest against their checksums.
 
         Returns
         -------
@@ -1065,4 +1067,4 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         """
         from .persistence import load_estimator  # persistence imports this module
 
-        return load_estimator(cls, path)
+        return load_estimator(cls, path, verify)
