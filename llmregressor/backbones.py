@@ -276,8 +276,12 @@ def _store_weights_digest(source: str, signature: tuple, digest: str) -> None:
 
 def _fingerprint_from(causal_lm: torch.nn.Module, weights_digest: str) -> str:
     config = json.loads(causal_lm.config.to_json_string(use_diff=False))
-    # The running transformers' version, not the model's: an upgrade changes no weight.
-    config.pop("transformers_version", None)
+    # Not the model's: the running transformers' version and its bookkeeping (leading
+    # underscore), such as the folder it was loaded from, so that a moved base or another
+    # cache folder keeps its fingerprint.
+    config = {
+        k: v for k, v in config.items() if k != "transformers_version" and not k.startswith("_")
+    }
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     digest.update(weights_digest.encode())
     return _FINGERPRINT_PREFIX + digest.hexdigest()
