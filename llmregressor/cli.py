@@ -11,7 +11,8 @@ mlp-decoder`` is refused: a model folder cannot hold it yet); its value is
 parsed into the type the parameter takes (int, float, bool, None, str, comma-separated
 lists), read from the constructor's type hints. Progress goes to stderr, results to
 stdout or ``--out``. A user error (unreadable file, missing column, bad value, model
-folder of another format version) prints one message on stderr and exits with code 2.
+folder of another format version or that fails its checks) prints one message on stderr
+and exits with code 2.
 """
 
 from __future__ import annotations
