@@ -207,10 +207,11 @@ def validate_codec_params(params: dict) -> None:
 
 
 def validate_data(estimator: object, X: object, *args, **kwargs):
-    """Run scikit-learn's ``validate_data``, first refusing a table without columns.
+    """Run scikit-learn's ``validate_data``, first refusing a DataFrame without columns.
 
     scikit-learn reports a DataFrame without columns as "at least one array or dtype is
-    required" (from numpy), which names neither X nor columns.
+    required" (from numpy), which names neither X nor columns; an array without columns
+    gets its own clear message.
 
     Parameters
     ----------
@@ -226,10 +227,9 @@ def validate_data(estimator: object, X: object, *args, **kwargs):
     validated : ndarray or tuple
         What scikit-learn's ``validate_data`` returns.
     """
-    shape = getattr(X, "shape", None)
-    if shape is not None and len(shape) == 2 and shape[1] == 0:
+    if hasattr(X, "dtypes") and len(X.shape) == 2 and X.shape[1] == 0:
         raise ValueError(
-            f"X has no columns (shape {tuple(shape)}): LLMRegressor needs at least one "
+            f"X has no columns (shape {tuple(X.shape)}): LLMRegressor needs at least one "
             "feature column"
         )
     return _sklearn_validate_data(estimator, X, *args, **kwargs)

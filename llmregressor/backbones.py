@@ -264,14 +264,14 @@ def _stored_weights_digest(source: str, signature: tuple) -> str | None:
 def _store_weights_digest(source: str, signature: tuple, digest: str) -> None:
     target = Path(source) / WEIGHTS_HASH_FILE
     record = json.dumps({"files": [list(e) for e in signature], "sha256": digest})
+    # A temporary sibling and a rename: parallel processes never read half a file.
+    tmp = target.with_name(f".{WEIGHTS_HASH_FILE}-{os.getpid()}")
     try:
-        # A temporary sibling and a rename: parallel processes never read half a file.
-        fd, tmp = tempfile.mkstemp(prefix=f".{WEIGHTS_HASH_FILE}-", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(record)
+        tmp.write_text(record, encoding="utf-8")
         os.replace(tmp, target)
     except OSError as err:  # a read-only cache only costs a rehash at the next load
         logger.debug("Could not store the weights hash in %s: %s", target, err)
+        tmp.unlink(missing_ok=True)
 
 
 def _fingerprint_from(causal_lm: torch.nn.Module, weights_digest: str) -> str:

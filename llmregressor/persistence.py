@@ -436,7 +436,7 @@ def load_estimator(
         estimator._handle = handle_cls.from_saved(policy["config"], weights, estimator.serializer_)
     except ModelFormatError:
         raise
-    except (KeyError, TypeError, ValueError, OSError, SafetensorError) as err:
+    except (KeyError, TypeError, AttributeError, ValueError, OSError, SafetensorError) as err:
         raise ModelFormatError(f"{folder} holds an incomplete or damaged model: {err!r}") from err
     if verify and checksums is None:
         warnings.warn(
