@@ -465,7 +465,9 @@ def _codec_from_json(data: dict, policy_config: dict, folder: Path) -> NumberCod
     """Rebuild the fitted codec and check it against the policy it decodes for."""
     codec_cls = _CODECS.get(data["class"])
     if codec_cls is None:
-        raise ModelFormatError(f"unknown codec class {data['class']!r}; known: {sorted(_CODECS)}")
+        raise ModelFormatError(
+            f"{folder} holds the unknown codec class {data['class']!r}; known: {sorted(_CODECS)}"
+        )
     validate_codec_params(data["params"])
     codec = codec_cls(**data["params"])
     # The statistics a fit sets, learned from a stand-in target.
