@@ -40,7 +40,7 @@ import torch
 from ._distributed import DataParallel
 from ._training import BestState
 from .backbone_protocol import WeightsMismatchError
-from .backbones import LanguageModelBackbone
+from .backbones import LanguageModelBackbone, is_legacy_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +186,13 @@ class FitCheckpoints:
         """
         if self.resuming:
             saved = self._read_fit_file()["base_fingerprint"]
+            if saved is not None and fingerprint is not None and is_legacy_fingerprint(saved):
+                # Written before fingerprints hashed every weight: the two cannot be compared.
+                raise ValueError(
+                    f"The checkpoint in {self.folder} was written by an older llmregressor, "
+                    "whose fingerprint of the base model cannot be compared with this one's. "
+                    "Set resume=False to start over."
+                )
             if saved != fingerprint:
                 raise ValueError(
                     f"The checkpoint in {self.folder} was trained on another base model "
