@@ -50,7 +50,8 @@ import torch
 from ._distributed import DataParallel
 from ._locks import CheckpointInUseError, FolderLock
 from ._training import BestState
-from .backbones import LanguageModelBackbone
+from .backbone_protocol import WeightsMismatchError
+from .backbones import LanguageModelBackbone, is_legacy_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +242,13 @@ class FitCheckpoints:
         """
         if self.resuming:
             saved = self._saved["base_fingerprint"]
+            if saved is not None and fingerprint is not None and is_legacy_fingerprint(saved):
+                # Written before fingerprints hashed every weight: the two cannot be compared.
+                raise ValueError(
+                    f"The checkpoint in {self.folder} was written by an older llmregressor, "
+                    "whose fingerprint of the base model cannot be compared with this one's. "
+                    "Set resume=False to start over."
+                )
             if saved != fingerprint:
                 raise ValueError(
                     f"The checkpoint in {self.folder} was trained on another base model "
@@ -433,7 +441,13 @@ class PhaseCheckpoint:
         except _Damaged as err:
             raise ValueError(_damaged(self.fit.folder, f"{folder.name}: {err}")) from err
         state = json.loads(files["state.json"])
-        backbone.load_adapter_state(safetensors.torch.load(files["adapter.safetensors"]))
+        try:
+            backbone.load_adapter_state(safetensors.torch.load(files["adapter.safetensors"]))
+        except WeightsMismatchError as err:
+            raise ValueError(
+                f"The checkpoint in {folder} does not fit this model: {err}. Set resume=False "
+                "to start over."
+            ) from err
         weights = None
         if "best.safetensors" in files:
             weights = safetensors.torch.load(files["best.safetensors"])

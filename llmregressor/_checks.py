@@ -11,8 +11,18 @@ import numbers
 from collections.abc import Callable, Iterable
 
 import numpy as np
+from sklearn.utils.validation import validate_data as _sklearn_validate_data
 
-__all__ = ["boolean", "check_finite_features", "int_in", "one_of", "optional", "real_in", "string"]
+__all__ = [
+    "boolean",
+    "check_finite_features",
+    "int_in",
+    "one_of",
+    "optional",
+    "real_in",
+    "string",
+    "validate_data",
+]
 
 
 Check = Callable[[str, object], None]
@@ -83,6 +93,35 @@ def string(name: str, value: object) -> None:
     """Check that a value is a string."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got {value!r}")
+
+
+def validate_data(estimator: object, X: object, *args, **kwargs):
+    """Run scikit-learn's ``validate_data``, first refusing a DataFrame without columns.
+
+    scikit-learn reports a DataFrame without columns as "at least one array or dtype is
+    required" (from numpy), which names neither X nor columns; an array without columns
+    gets its own clear message.
+
+    Parameters
+    ----------
+    estimator : estimator
+        The estimator whose input is checked.
+    X : array-like or DataFrame
+        The rows.
+    *args, **kwargs
+        Passed on to scikit-learn's ``validate_data``.
+
+    Returns
+    -------
+    validated : ndarray or tuple
+        What scikit-learn's ``validate_data`` returns.
+    """
+    if hasattr(X, "dtypes") and len(X.shape) == 2 and X.shape[1] == 0:
+        raise ValueError(
+            f"X has no columns (shape {tuple(X.shape)}): LLMRegressor needs at least one "
+            "feature column"
+        )
+    return _sklearn_validate_data(estimator, X, *args, **kwargs)
 
 
 def check_finite_features(X: np.ndarray) -> None:

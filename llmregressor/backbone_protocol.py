@@ -35,7 +35,9 @@ __all__ = [
     "BackboneSpec",
     "EncodedRows",
     "RowInputs",
+    "WeightsMismatchError",
     "backbone_for",
+    "check_trainable_state",
     "register_backbone",
 ]
 
@@ -237,7 +239,11 @@ class Backbone(Protocol):
         """CPU copy of the trained weights (LoRA adapters, or the whole MLP model)."""
 
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load weights saved by :meth:`adapter_state`."""
+        """Load weights saved by :meth:`adapter_state`.
+
+        Raises :class:`WeightsMismatchError` if a tensor is missing, unexpected or of
+        another shape (see :func:`check_trainable_state`).
+        """
 
     def train(self, mode: bool = True) -> None:
         """Switch dropout on (training) or off (decoding)."""
@@ -349,3 +355,46 @@ def backbone_for(model: str) -> type[BackboneSpec]:
         if kind not in _DEFAULT_BACKBONE and cls.accepts(model):
             return cls
     return BACKBONES[_DEFAULT_BACKBONE[0]]
+
+
+class WeightsMismatchError(ValueError):
+    """Trainable weights that do not fit the backbone they are loaded into."""
+
+
+def check_trainable_state(
+    expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+) -> None:
+    """Refuse trainable weights that lack, add or reshape a tensor of the backbone's.
+
+    Loading only part of them would leave the rest freshly initialized and predict
+    without a word; a tensor of another shape would fail later with a bare size error.
+
+    Parameters
+    ----------
+    expected : mapping of str to Tensor
+        The backbone's own trainable weights by name.
+    state : mapping of str to Tensor or ndarray
+        The weights to load.
+
+    Raises
+    ------
+    WeightsMismatchError
+        Naming the first missing, unexpected or mis-shaped tensor.
+    """
+
+    def first(names: list[str]) -> str:
+        more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+        return f"{names[0]!r}{more}"
+
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise WeightsMismatchError(f"the trainable weight {first(missing)} is missing")
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise WeightsMismatchError(f"the weight {first(unexpected)} is not one of this model's")
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise WeightsMismatchError(
+                f"the trainable weight {name!r} has shape {tuple(state[name].shape)}, but this "
+                f"model's has shape {tuple(tensor.shape)}"
+            )

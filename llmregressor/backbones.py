@@ -20,6 +20,7 @@ import copy
 import functools
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -35,10 +36,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.tokenization_auto import get_tokenizer_config
 from transformers.utils import logging as hf_logging
 
-from .backbone_protocol import EncodedRows, register_backbone
+from .backbone_protocol import EncodedRows, check_trainable_state, register_backbone
 from .codecs import NumberCodec
 from .serialize import RowSerializer
 
@@ -53,8 +55,11 @@ __all__ = [
     "EmbeddedModel",
     "LanguageModelBackbone",
     "LanguageModelSpec",
+    "base_fingerprint",
     "cache_dir",
     "fingerprint",
+    "is_legacy_fingerprint",
+    "legacy_fingerprint",
     "load_pretrained",
     "resolve_model_source",
     "symbol_token_ids",
@@ -134,9 +139,11 @@ def _materialize_embedded(name: str, embedded: EmbeddedModel) -> Path:
     folder = embedded.folder()
     logger.info("Dequantizing %s once; later loads read %s", embedded.gguf_file, target)
     with _without_progress_bars(str(folder)):
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=embedded.gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(
+            folder, gguf_file=embedded.gguf_file, trust_remote_code=False
+        )
         model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=embedded.gguf_file, dtype=torch.float32
+            folder, gguf_file=embedded.gguf_file, dtype=torch.float32, trust_remote_code=False
         )
     # A GGUF-loaded model refuses save_pretrained while it still looks quantized;
     # its weights are already dequantized fp32, so dropping the marker is safe.
@@ -178,28 +185,155 @@ def resolve_model_source(model: str) -> str:
     return model
 
 
+# The hash of an embedded model's weights, kept next to its dequantized copy so that each
+# load does not rehash its half-gigabyte of weights.
+WEIGHTS_HASH_FILE = "llmregressor-weights-sha256.json"
+# Marks fingerprints that hash every weight; older ones (16 hex digits) did not.
+_FINGERPRINT_PREFIX = "sha256:"
+
+
+def _cannot_load(source: str, err: Exception) -> ValueError:
+    return ValueError(
+        f"Could not load the model {source!r}. `model` must be an embedded model name "
+        f"({', '.join(sorted(EMBEDDED_MODELS))}), a local directory holding a causal LM "
+        f"and its tokenizer, or a Hugging Face hub id reachable from here. ({err})"
+    )
+
+
+def _refuse_custom_code(source: str) -> None:
+    """Refuse a model whose config or tokenizer config maps classes to code it ships.
+
+    Loading passes ``trust_remote_code=False``, so such code never runs; but transformers
+    would then quietly build its own class of the same ``model_type``, which is not the
+    model its authors wrote. Only the two JSON files are read.
+    """
+    auto_maps = {
+        "config.json": PretrainedConfig.get_config_dict(source)[0].get("auto_map"),
+        "tokenizer_config.json": get_tokenizer_config(source).get("auto_map"),
+    }
+    for file, auto_map in auto_maps.items():
+        if auto_map:
+            raise ValueError(
+                f"The model {source!r} ships its own code (auto_map in its {file}: "
+                f"{auto_map}). llmregressor never runs code from a model folder "
+                "(trust_remote_code=False); use a model whose architecture transformers "
+                "implements itself."
+            )
+
+
+def _folder_signature(source: str) -> tuple | None:
+    """Name, size and modification and change times of each file of a local model folder.
+
+    It tells when a folder's files were replaced: the per-process cache of loaded bases
+    and the stored hash of an embedded model's weights are then stale. None for a hub id.
+    """
+    folder = Path(source)
+    if not folder.is_dir():
+        return None
+    entries = []
+    for path in folder.iterdir():
+        if path.name != WEIGHTS_HASH_FILE and path.is_file():
+            stat = path.stat()
+            entries.append((path.name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+    return tuple(sorted(entries))
+
+
+def _weights_digest(causal_lm: torch.nn.Module) -> str:
+    """SHA-256 over every tensor of a model's state dict: name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    seen = set()
+    for name, tensor in sorted(causal_lm.state_dict().items()):
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if key in seen:  # a tied weight (input and output embeddings) counts once
+            continue
+        seen.add(key)
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}\0".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _stored_weights_digest(source: str, signature: tuple) -> str | None:
+    """Read the weights hash stored in an embedded model's folder, if its files are unchanged."""
+    try:
+        stored = json.loads((Path(source) / WEIGHTS_HASH_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or stored.get("files") != [list(e) for e in signature]:
+        return None
+    return stored.get("sha256")
+
+
+def _store_weights_digest(source: str, signature: tuple, digest: str) -> None:
+    target = Path(source) / WEIGHTS_HASH_FILE
+    record = json.dumps({"files": [list(e) for e in signature], "sha256": digest})
+    # A temporary sibling and a rename: parallel processes never read half a file.
+    tmp = target.with_name(f".{WEIGHTS_HASH_FILE}-{os.getpid()}")
+    try:
+        tmp.write_text(record, encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError as err:  # a read-only cache only costs a rehash at the next load
+        logger.debug("Could not store the weights hash in %s: %s", target, err)
+        tmp.unlink(missing_ok=True)
+
+
+def _fingerprint_from(causal_lm: torch.nn.Module, weights_digest: str) -> str:
+    config = json.loads(causal_lm.config.to_json_string(use_diff=False))
+    # Not the model's: the running transformers' version and its bookkeeping (leading
+    # underscore), such as the folder it was loaded from, so that a moved base or another
+    # cache folder keeps its fingerprint.
+    config = {
+        k: v for k, v in config.items() if k != "transformers_version" and not k.startswith("_")
+    }
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    digest.update(weights_digest.encode())
+    return _FINGERPRINT_PREFIX + digest.hexdigest()
+
+
 @functools.lru_cache(maxsize=2)
-def _load_pretrained_cached(source: str) -> tuple[PreTrainedModel, object]:
+def _load_pretrained_cached(
+    source: str, signature: tuple | None, keep_hash: bool
+) -> tuple[PreTrainedModel, object, str]:
+    """Load a base once per process (per state of its folder's files) and fingerprint it.
+
+    ``signature`` (:func:`_folder_signature`) is part of the cache key, so a folder whose
+    files were replaced is loaded again. ``keep_hash`` stores the weights hash in the
+    folder for later processes (embedded models, whose folder llmregressor owns).
+    """
+    try:
+        _refuse_custom_code(source)
+    except OSError as err:
+        raise _cannot_load(source, err) from err
     try:
         with _without_progress_bars(source):
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=torch.float32, trust_remote_code=False
+            )
     except (OSError, ValueError) as err:
-        raise ValueError(
-            f"Could not load the model {source!r}. `model` must be an embedded model name "
-            f"({', '.join(sorted(EMBEDDED_MODELS))}), a local directory holding a causal LM "
-            f"and its tokenizer, or a Hugging Face hub id reachable from here. ({err})"
-        ) from err
+        raise _cannot_load(source, err) from err
     model.requires_grad_(False)
     model.eval()
-    return model, tokenizer
+    weights = _stored_weights_digest(source, signature) if keep_hash else None
+    if weights is None:
+        weights = _weights_digest(model)
+        if keep_hash:
+            _store_weights_digest(source, signature, weights)
+    return model, tokenizer, _fingerprint_from(model, weights)
+
+
+def _load_base(model: str) -> tuple[PreTrainedModel, object, str]:
+    source = resolve_model_source(model)
+    return _load_pretrained_cached(source, _folder_signature(source), model in EMBEDDED_MODELS)
 
 
 def load_pretrained(model: str) -> tuple[PreTrainedModel, object]:
     """Load a private copy of a base causal LM and its tokenizer.
 
-    The loaded base is cached per process (a grid search loads it once); each call returns
-    a deep copy, because peft injects adapter layers into the model it wraps.
+    The loaded base is cached per process (a grid search loads it once; a local folder
+    whose files change is loaded again); each call returns a deep copy, because peft
+    injects adapter layers into the model it wraps. No code from the model is run: a
+    model that ships its own (``auto_map``) is refused.
 
     Parameters
     ----------
@@ -212,9 +346,32 @@ def load_pretrained(model: str) -> tuple[PreTrainedModel, object]:
         A frozen fp32 copy on CPU.
     tokenizer : tokenizer
         Shared, read-only.
+
+    Raises
+    ------
+    ValueError
+        If the model cannot be loaded or ships its own code.
     """
-    base, tokenizer = _load_pretrained_cached(resolve_model_source(model))
+    base, tokenizer, _ = _load_base(model)
     return copy.deepcopy(base), tokenizer
+
+
+def base_fingerprint(model: str) -> str:
+    """Return the :func:`fingerprint` of a base model, computed once per process.
+
+    For an embedded model the hash of its weights is also kept next to its dequantized
+    copy, so later processes do not rehash them either.
+
+    Parameters
+    ----------
+    model : str
+        Embedded model name, local directory or hub id.
+
+    Returns
+    -------
+    fingerprint : str
+    """
+    return _load_base(model)[2]
 
 
 def symbol_token_ids(tokenizer: object, symbols: tuple[str, ...]) -> list[int]:
@@ -361,10 +518,9 @@ class LanguageModelBackbone:
         return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load adapter weights saved by :meth:`adapter_state`."""
-        result = set_peft_model_state_dict(self.model, state)
-        if getattr(result, "unexpected_keys", None):
-            raise ValueError(f"unexpected adapter weights: {result.unexpected_keys[:3]}")
+        """Load adapter weights saved by :meth:`adapter_state` (all of them, same shapes)."""
+        check_trainable_state(get_peft_model_state_dict(self.model), state)
+        set_peft_model_state_dict(self.model, state)
 
     def train(self, mode: bool = True) -> None:
         """Switch dropout on (training) or off (decoding)."""
@@ -540,11 +696,36 @@ class LanguageModelBackbone:
 
 
 def fingerprint(causal_lm: torch.nn.Module) -> str:
-    """Cheap identity of a base model: its config plus its output-embedding weights' sum."""
+    """Identity of a base model: a SHA-256 over its configuration and every weight.
+
+    Parameters
+    ----------
+    causal_lm : torch.nn.Module
+        A transformers model.
+
+    Returns
+    -------
+    fingerprint : str
+        ``"sha256:"`` and 64 hex digits.
+    """
+    return _fingerprint_from(causal_lm, _weights_digest(causal_lm))
+
+
+def legacy_fingerprint(causal_lm: torch.nn.Module) -> str:
+    """Compute the fingerprint of llmregressor before model format 3 (config, embedding sum).
+
+    It misses a change to any other weight; it is computed only to check models saved or
+    pickled with it, which cannot be compared with a :func:`fingerprint`.
+    """
     digest = hashlib.sha256(causal_lm.config.to_json_string(use_diff=False).encode())
     weight = causal_lm.get_output_embeddings().weight
     digest.update(f"{weight.double().sum().item():.10e}".encode())
     return digest.hexdigest()[:16]
+
+
+def is_legacy_fingerprint(value: str) -> bool:
+    """Whether a recorded fingerprint is a :func:`legacy_fingerprint`."""
+    return not value.startswith(_FINGERPRINT_PREFIX)
 
 
 @register_backbone("lora", default=True)
@@ -553,7 +734,9 @@ class LanguageModelSpec:
     """Everything that rebuilds a :class:`LanguageModelBackbone` except its weights.
 
     The base model is never stored: it is reloaded from ``model`` and checked against
-    the fingerprint of the base it was first built on.
+    the fingerprint of the base it was first built on. A :func:`legacy_fingerprint`
+    (recorded before model format 3) is checked as such, with a warning that it covers
+    only the configuration and output embeddings; the next build records a full one.
 
     Parameters
     ----------
@@ -644,14 +827,26 @@ class LanguageModelSpec:
             If the base model found now differs from the one first built on.
         """
         causal_lm, tokenizer = load_pretrained(self.model)
-        found = fingerprint(causal_lm)
-        if self.base_fingerprint is not None and found != self.base_fingerprint:
+        found = full = base_fingerprint(self.model)
+        saved = self.base_fingerprint
+        if saved is not None and is_legacy_fingerprint(saved):
+            warnings.warn(
+                f"this model recorded its base model {self.model!r} with the fingerprint of "
+                "an older llmregressor, which covers only its configuration and output "
+                "embeddings: a change to its other weights goes unnoticed. Save or pickle "
+                "it again to record a fingerprint of every weight.",
+                UserWarning,
+                stacklevel=2,
+            )
+            # The legacy fingerprint of the base now found, to compare like with like.
+            found = legacy_fingerprint(causal_lm)
+        if saved is not None and found != saved:
             raise ValueError(
                 f"The base model now found for model={self.model!r} (fingerprint {found}) "
                 "differs from the one this estimator was fitted on (fingerprint "
-                f"{self.base_fingerprint}); refit it or restore the original base model."
+                f"{saved}); refit it or restore the original base model."
             )
-        self.base_fingerprint = found
+        self.base_fingerprint = full
         return LanguageModelBackbone(
             causal_lm,
             tokenizer,

@@ -12,8 +12,9 @@ parsed into the type the parameter takes (int, float, bool, None, str, comma-sep
 lists), read from the constructor's type hints. Progress goes to stderr, results to
 stdout or ``--out``. Output paths (``--out``, ``--checkpoint_dir``) are checked before
 anything is read or trained. A user error (unreadable file, missing column, bad value,
-unwritable output, model folder of another format version, a ``checkpoint_dir`` in use by
-another fit) prints one message on stderr and exits with code 2.
+unwritable output, model folder of another format version or that fails its checks, a
+``checkpoint_dir`` in use by another fit) prints one message on stderr and exits with
+code 2.
 """
 
 from __future__ import annotations

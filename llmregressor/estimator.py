@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from ._checkpoint import FitCheckpoints, fit_identity
-from ._checks import check_finite_features
+from ._checks import check_finite_features, validate_data
 from ._distributed import DataParallel, data_parallel
 from ._locks import FIT_LOCK
 from .backbone_protocol import RowInputs, backbone_for
@@ -586,7 +586,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         save_estimator(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> LLMRegressor:
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> LLMRegressor:
         """Read an estimator written by :meth:`save`.
 
         The base model is loaded from the saved ``model`` source and must be the one the
@@ -596,6 +596,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         ----------
         path : str or path-like
             Folder written by :meth:`save`.
+        verify : bool, default=True
+            Check the weights and the fitted part of the manifest against their checksums.
 
         Returns
         -------
@@ -608,7 +610,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             If the folder is no model folder, was written in a newer or unknown format
             version, or its base model now differs from the one it was fitted on.
         """
-        return load_estimator(cls, path)
+        return load_estimator(cls, path, verify)
 
 
 # The Parameters section comes from the parameter table, with the signature's defaults.

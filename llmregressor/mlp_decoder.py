@@ -23,7 +23,7 @@ import torch
 from sklearn.compose import ColumnTransformer
 from torch import nn
 
-from .backbone_protocol import EncodedRows, register_backbone
+from .backbone_protocol import EncodedRows, check_trainable_state, register_backbone
 from .backbones import compute_autocast, resolve_compute_dtype
 from .codecs import NumberCodec
 from .features import make_feature_preprocessor
@@ -247,7 +247,8 @@ class MLPDecoderBackbone:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
 
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load weights saved by :meth:`adapter_state`."""
+        """Load weights saved by :meth:`adapter_state` (all of them, of the same shapes)."""
+        check_trainable_state(self.network.state_dict(), state)
         self.network.load_state_dict(state)
 
     def train(self, mode: bool = True) -> None:

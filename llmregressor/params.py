@@ -43,6 +43,7 @@ __all__ = [
     "resolved_reward_on",
     "rl_config",
     "sft_config",
+    "validate_codec_params",
     "validate_params",
     "validate_predict_params",
 ]
@@ -796,6 +797,26 @@ def validate_predict_params(params: Mapping[str, object]) -> None:
     """
     for name in ("predict_mode", "n_samples", "batch_size", "micro_batch_size", "verbose"):
         _BY_NAME[name].check(name, params[name])
+
+
+def validate_codec_params(params: Mapping[str, object]) -> None:
+    """Check number-codec settings as the estimator's parameters of the same names.
+
+    Parameters
+    ----------
+    params : mapping
+        Some of ``base``, ``digits``, ``exponent_digits`` and ``mantissa_digits`` (a model
+        folder's codec record).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`validate_params`; KeyError for a name that is no codec setting.
+    """
+    for name, value in params.items():
+        if _BY_NAME[name].group != "Codec" or name == "number_format":
+            raise KeyError(f"{name!r} is no setting of a number codec")
+        _BY_NAME[name].check(name, value)
 
 
 def parameters_docstring(defaults: Mapping[str, object]) -> str:

@@ -12,8 +12,21 @@ A model folder holds two files:
     The policy's trainable weights by name (for the LoRA backbone, the adapters).
 
 Only JSON and safetensors are read, and classes are looked up in fixed tables, never
-imported by name, so loading a folder cannot run code. The base model is not copied: it is
-loaded from the saved ``model`` source and must have the saved fingerprint.
+imported by name, so loading a folder cannot run code; the base model is loaded with
+``trust_remote_code=False``, and one that ships its own code (``auto_map``) is refused.
+The base model is not copied: it is loaded from the saved ``model`` source and must have
+the saved fingerprint, a SHA-256 over its configuration and every weight.
+
+The manifest ties itself to the weights: ``checksums`` holds the SHA-256 of
+``policy.safetensors`` and one over the manifest's fitted sections (``fitted``, ``codec``,
+``serializer``, ``policy`` and the base fingerprint). Loading refuses a mismatch unless
+``verify=False``. Left out are what may be edited by hand: the parameters (``set_params``
+could change them as well; they are validated on load), the versions, and where the base
+model is found and runs (``model``, ``device``: a moved base is still identified by its
+fingerprint). The checksums detect damage and edits, not an adversary, who could
+recompute them. Whatever ``verify`` says, loading refuses invalid parameters, a codec
+that does not match the policy, non-finite codec statistics and weights that lack,
+add or reshape a tensor, each with a message naming the folder and what is wrong.
 
 Parameters must be JSON values (None, bool, int, float, str, lists of them). A callable
 ``reward`` is refused rather than saved as null: a loaded model would otherwise report
@@ -23,15 +36,20 @@ parameters it was not fitted with and fail at refit. Name a built-in reward befo
 Versioning: :data:`FORMAT_VERSION` grows when the layout changes so that an older reader
 would misread it. A reader loads every version up to its own and refuses newer ones with
 a message naming both; the package version is recorded for the user's information.
+Folders of versions 1 and 2 have no checksums: they load without that verification, with
+a warning, and their base fingerprint (configuration and output-embedding sum only) is
+checked as such, with a warning too. Saving them again writes version 3.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,9 +59,10 @@ from safetensors import SafetensorError
 from sklearn.utils.validation import check_is_fitted
 
 from ._version import __version__
-from .backbone_protocol import BACKBONES
+from .backbone_protocol import BACKBONES, WeightsMismatchError
 from .codecs import CODECS, NumberCodec
 from .fitted_policy import FittedPolicy
+from .params import validate_codec_params, validate_params
 from .serialize import RowSerializer
 
 if TYPE_CHECKING:  # the estimator imports this module; it is never imported from here
@@ -64,12 +83,14 @@ __all__ = [
 FORMAT_NAME = "llmregressor-model"
 # 2: the row serializer and the parameters gained ``row_format`` (version 1 wrote
 # "sentence" rows, which a reader fills in for it).
-FORMAT_VERSION = 2
+# 3: ``checksums`` of the weights and the fitted sections; the base fingerprint hashes
+# every weight (older folders load unverified, with a warning).
+FORMAT_VERSION = 3
+_CHECKSUMS_SINCE = 3
 MANIFEST_FILE = "llmregressor.json"
 WEIGHTS_FILE = "policy.safetensors"
 
-# Classes a manifest may name (the registered codecs, by class name); anything else is
-# refused instead of imported. Policy kinds are the registered backbones.
+# Classes a manifest may name; anything else is refused instead of imported.
 _CODECS: dict[str, type[NumberCodec]] = {c.__name__: c for c in CODECS.values()}
 
 # Fitted attributes stored as plain JSON values (feature_names_in_ only exists for named
@@ -105,6 +126,8 @@ def save_estimator(estimator: LLMRegressor, path: str | os.PathLike) -> None:
         If the estimator carries fitted state this format does not know how to store.
     """
     check_is_fitted(estimator)
+    # What load would refuse is not written.
+    validate_params(estimator.get_params(deep=False))
     fitted_policy = estimator.policy_
     # Raises for a backbone kind without a pickle-free format, before anything is written.
     policy_config = fitted_policy.config()
@@ -144,19 +167,25 @@ def save_estimator(estimator: LLMRegressor, path: str | os.PathLike) -> None:
         "serializer": dataclasses.asdict(estimator.serializer_),
         "policy": {"kind": fitted_policy.kind, "config": policy_config},
     }
-    text = json.dumps(manifest, indent=2, default=_json_default)
     weights = {
         name: np.ascontiguousarray(w) for name, w in fitted_policy.trainable_weights().items()
     }
+    metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)}
+    weights_bytes = safetensors.numpy.save(weights, metadata)
+    # Checksummed as a reader will see it: parsed back from JSON.
+    parsed = json.loads(json.dumps(manifest, default=_json_default))
+    manifest["checksums"] = {
+        "algorithm": "sha256",
+        "weights": _sha256(weights_bytes),
+        "fitted": _fitted_checksum(parsed),
+    }
+    text = json.dumps(manifest, indent=2, default=_json_default)
 
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder} exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
-    metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)}
-    _write_atomic(
-        folder / WEIGHTS_FILE, lambda tmp: safetensors.numpy.save_file(weights, tmp, metadata)
-    )
+    _write_atomic(folder / WEIGHTS_FILE, lambda tmp: Path(tmp).write_bytes(weights_bytes))
     # The manifest goes last: a folder with a manifest always has its weights.
     _write_atomic(folder / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text, "utf-8"))
 
@@ -171,6 +200,22 @@ def _write_atomic(target: Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _fitted_checksum(manifest: dict) -> str:
+    """SHA-256 of the manifest's fitted sections, in a canonical JSON form."""
+    policy = manifest["policy"]
+    # Where the base model is found and runs may change; its fingerprint may not.
+    config = {k: v for k, v in policy["config"].items() if k not in ("model", "device")}
+    sections = {
+        "fitted": manifest["fitted"],
+        "codec": manifest["codec"],
+        "serializer": manifest["serializer"],
+        "policy": {**policy, "config": config},
+        "base_fingerprint": manifest["base_model"]["fingerprint"],
+    }
+    text = json.dumps(sections, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _param_to_json(name: str, value: object) -> object:
@@ -313,11 +358,14 @@ def saved_params(manifest: dict) -> dict:
     return {name: _param_from_json(value) for name, value in manifest["params"].items()}
 
 
-def load_estimator(cls: type[LLMRegressor], path: str | os.PathLike) -> LLMRegressor:
+def load_estimator(
+    cls: type[LLMRegressor], path: str | os.PathLike, verify: bool = True
+) -> LLMRegressor:
     """Rebuild an estimator saved by :func:`save_estimator`.
 
     The base model is loaded right away, so a base that differs from the one the model
-    was fitted on is refused here rather than at the first prediction.
+    was fitted on, or weights that do not fit it, are refused here rather than at the
+    first prediction.
 
     Parameters
     ----------
@@ -325,6 +373,10 @@ def load_estimator(cls: type[LLMRegressor], path: str | os.PathLike) -> LLMRegre
         The estimator class (:class:`~llmregressor.LLMRegressor`).
     path : str or path-like
         Folder written by :func:`save_estimator`.
+    verify : bool, default=True
+        Compare the weights and the manifest's fitted sections with their checksums
+        (folders of format version 3 on). False loads an edited folder; every other
+        check still runs.
 
     Returns
     -------
@@ -334,13 +386,17 @@ def load_estimator(cls: type[LLMRegressor], path: str | os.PathLike) -> LLMRegre
     Raises
     ------
     ModelFormatError
-        If the folder is unreadable, of another format version, or inconsistent.
+        If the folder is unreadable, of another format version, inconsistent, fails its
+        checksums, holds invalid parameters or weights that do not fit the model.
     ValueError
         If the base model cannot be loaded or its fingerprint differs from the saved one.
     """
     folder = Path(path)
     manifest = read_manifest(folder)
     try:
+        checksums = (
+            manifest["checksums"] if manifest["format_version"] >= _CHECKSUMS_SINCE else None
+        )
         params = saved_params(manifest)
         unknown = sorted(set(params) - set(cls().get_params()))
         if unknown:
@@ -349,6 +405,10 @@ def load_estimator(cls: type[LLMRegressor], path: str | os.PathLike) -> LLMRegre
                 f"know: {unknown} (written by llmregressor {manifest['package_version']})"
             )
         estimator = cls(**params)
+        try:
+            validate_params(estimator.get_params(deep=False))
+        except (TypeError, ValueError) as err:
+            raise ModelFormatError(f"{folder} holds an invalid parameter: {err}") from err
         fitted = manifest["fitted"]
         for name in _FITTED_JSON:
             if name in fitted:
@@ -357,30 +417,95 @@ def load_estimator(cls: type[LLMRegressor], path: str | os.PathLike) -> LLMRegre
             # scikit-learn keeps feature names as an object array.
             estimator.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
         estimator.seed_ = int(fitted["seed"])
-        estimator.codec_ = _codec_from_json(manifest["codec"])
-        estimator.serializer_ = RowSerializer(**manifest["serializer"])
         policy = manifest["policy"]
         if policy["kind"] not in BACKBONES:
             raise ModelFormatError(
                 f"{folder} holds a policy of the unknown kind {policy['kind']!r}; this "
                 f"llmregressor {__version__} knows {sorted(BACKBONES)}"
             )
-        weights = safetensors.numpy.load_file(folder / WEIGHTS_FILE)
+        estimator.codec_ = _codec_from_json(manifest["codec"], policy["config"], folder)
+        estimator.serializer_ = RowSerializer(**manifest["serializer"])
+        if verify and checksums is not None and checksums["fitted"] != _fitted_checksum(manifest):
+            raise ModelFormatError(
+                f"{folder / MANIFEST_FILE} does not match its checksum: its fitted sections "
+                "(fitted, codec, serializer, policy) were changed after saving. Restore the "
+                "saved file or refit; LLMRegressor.load(path, verify=False) loads it as it is."
+            )
+        data = (folder / WEIGHTS_FILE).read_bytes()
+        if verify and checksums is not None and checksums["weights"] != _sha256(data):
+            raise ModelFormatError(
+                f"{folder / WEIGHTS_FILE} does not match its checksum in {MANIFEST_FILE}: the "
+                "weights were damaged or replaced after saving. Restore the saved file or refit."
+            )
+        weights = safetensors.numpy.load(data)
         estimator.policy_ = FittedPolicy.from_config(
             policy["kind"], policy["config"], weights, estimator.serializer_
         )
-    except (KeyError, TypeError, OSError, SafetensorError) as err:
+    except ModelFormatError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, OSError, SafetensorError) as err:
         raise ModelFormatError(f"{folder} holds an incomplete or damaged model: {err!r}") from err
-    # Build now: this loads the base model and checks its fingerprint.
-    _ = estimator.policy_.policy
+    if verify and checksums is None:
+        warnings.warn(
+            f"{folder} was saved in model format version {manifest['format_version']}, which "
+            "has no checksums: its weights and fitted statistics are not verified. Save it "
+            "again to add them.",
+            UserWarning,
+            stacklevel=3,
+        )
+    # Build now: this loads the base model, checks its fingerprint and loads the weights.
+    try:
+        _ = estimator.policy_.policy
+    except WeightsMismatchError as err:
+        raise ModelFormatError(
+            f"{folder / WEIGHTS_FILE} does not fit the model: {err}. Restore the saved file "
+            "or refit."
+        ) from err
     return estimator
 
 
-def _codec_from_json(data: dict) -> NumberCodec:
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _codec_from_json(data: dict, policy_config: dict, folder: Path) -> NumberCodec:
+    """Rebuild the fitted codec and check it against the policy it decodes for."""
     codec_cls = _CODECS.get(data["class"])
     if codec_cls is None:
-        raise ModelFormatError(f"unknown codec class {data['class']!r}; known: {sorted(_CODECS)}")
+        raise ModelFormatError(
+            f"{folder} holds the unknown codec class {data['class']!r}; known: {sorted(_CODECS)}"
+        )
+    validate_codec_params(data["params"])
     codec = codec_cls(**data["params"])
-    for name, value in data["fitted"].items():
+    # The statistics a fit sets, learned from a stand-in target.
+    expected = _codec_to_json(codec_cls(**data["params"]).fit(np.array([0.0, 1.0])))["fitted"]
+    saved = data["fitted"]
+    if set(saved) != set(expected):
+        raise ModelFormatError(
+            f"{folder} holds a {data['class']} with the fitted statistics {sorted(saved)}; "
+            f"it needs {sorted(expected)}"
+        )
+    for name, value in saved.items():
+        if isinstance(expected[name], bool):
+            valid = isinstance(value, bool)
+        else:  # a float statistic; JSON may write a whole one as an int
+            valid = isinstance(value, int | float) and not isinstance(value, bool)
+            valid = valid and bool(np.isfinite(value))
+        if not valid:
+            raise ModelFormatError(
+                f"{folder} holds a codec whose statistic {name} is {value!r}, not a finite "
+                f"{type(expected[name]).__name__}"
+            )
         setattr(codec, name, value)
+    if not codec.scale_ > 0:
+        raise ModelFormatError(f"{folder} holds a codec whose scale_ {codec.scale_} is not > 0")
+    allowed = np.asarray(policy_config["allowed"], dtype=bool)
+    if tuple(policy_config["symbols"]) != codec.symbols or not np.array_equal(
+        allowed, codec.allowed_mask()
+    ):
+        raise ModelFormatError(
+            f"{folder} holds a codec that does not match its policy: the codec writes "
+            f"{codec.length} symbols from {''.join(codec.symbols)!r}, the policy decodes "
+            f"{len(allowed)} from {''.join(policy_config['symbols'])!r}"
+        )
     return codec

@@ -1,10 +1,12 @@
 """The language-model backbone: quiet loading, and the cache-free scoring path that
 gradient checkpointing needs."""
 
+import shutil
 import warnings
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from peft import LoraConfig
 from transformers.utils import logging as hf_logging
@@ -116,3 +118,32 @@ def test_wrapping_the_model_in_lora_raises_no_library_warning(tiny_model_dir):
         warnings.simplefilter("always")
         LanguageModelBackbone(causal_lm, tokenizer, ("0", "1"), config, torch.device("cpu"))
     assert [str(w.message) for w in caught] == []
+
+
+def test_an_embedded_models_weights_hash_is_kept_next_to_it(tiny_model_dir, tmp_path, monkeypatch):
+    # keep_hash is what an embedded model's dequantized folder gets.
+    from llmregressor import backbones
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "dequantized")
+    source = str(folder)
+
+    def fingerprint_now():
+        return backbones._load_pretrained_cached(source, backbones._folder_signature(source), True)[
+            2
+        ]
+
+    first = fingerprint_now()
+    # The same model in another folder has the same fingerprint.
+    assert first == backbones.fingerprint(load_pretrained(tiny_model_dir)[0])
+    assert (folder / backbones.WEIGHTS_HASH_FILE).is_file()
+    # Another process reads the stored hash instead of hashing the weights again...
+    backbones._load_pretrained_cached.cache_clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(backbones, "_weights_digest", lambda model: pytest.fail("rehashed"))
+        assert fingerprint_now() == first
+    # ... until a file of the folder is replaced.
+    tensors = safetensors.torch.load_file(folder / "model.safetensors")
+    name = "model.layers.1.mlp.down_proj.weight"
+    tensors[name] = tensors[name] + 1
+    safetensors.torch.save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    assert fingerprint_now() != first

@@ -148,6 +148,18 @@ def test_resume_refuses_other_params_or_data(data, tiny_model_dir, tmp_path):
     same.set_params(micro_batch_size=2, gradient_checkpointing=True, verbose=0).fit(X, y)
 
 
+def test_resume_refuses_a_checkpoint_with_an_older_fingerprint(data, tiny_model_dir, tmp_path):
+    # Checkpoints written before fingerprints hashed every weight hold 16 hex digits.
+    X, y = data
+    make(tiny_model_dir, tmp_path, sft_epochs=1, rl_algorithm=None).fit(X, y)
+    record = json.loads((tmp_path / "fit.json").read_text())
+    record["base_fingerprint"] = "0123456789abcdef"
+    (tmp_path / "fit.json").write_text(json.dumps(record))
+    resumed = make(tiny_model_dir, tmp_path, sft_epochs=1, rl_algorithm=None, resume=True)
+    with pytest.raises(ValueError, match="written by an older llmregressor"):
+        resumed.fit(X, y)
+
+
 def test_resume_without_checkpoint_starts_over(data, tiny_model_dir, tmp_path):
     X, y = data
     folder = tmp_path / "new"

@@ -1,6 +1,7 @@
 import copy
 import json
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -163,9 +164,11 @@ def test_refuses_unfitted(tiny_model_dir, tmp_path):
 
 def test_refuses_a_changed_base_model(saved, tmp_path):
     folder = copy_folder(saved, tmp_path / "m")
-    edit_manifest(folder, lambda m: m["policy"]["config"].update(base_fingerprint="0" * 16))
+    fingerprint = "sha256:" + "0" * 64
+    edit_manifest(folder, lambda m: m["policy"]["config"].update(base_fingerprint=fingerprint))
+    # The fingerprint is checksummed too: verify=False gets past that to the base's own check.
     with pytest.raises(ValueError, match="differs from the one this estimator was fitted on"):
-        LLMRegressor.load(folder)
+        LLMRegressor.load(folder, verify=False)
 
 
 def _set(*keys, value):
@@ -207,7 +210,8 @@ def test_reads_version_1_manifests_as_sentence_rows(saved, fitted, data, tmp_pat
         del manifest["params"]["row_format"], manifest["serializer"]["row_format"]
 
     edit_manifest(folder, to_version_1)
-    loaded = LLMRegressor.load(folder)
+    with pytest.warns(UserWarning, match="version 1, which has no checksums"):
+        loaded = LLMRegressor.load(folder)
     assert loaded.get_params()["row_format"] == "sentence"
     assert loaded.serializer_ == fitted.serializer_
     np.testing.assert_array_equal(loaded.predict(data[0]), fitted.predict(data[0]))
@@ -224,8 +228,10 @@ def test_refuses_folders_that_are_no_model(saved, tmp_path):
     with pytest.raises(ModelFormatError, match="incomplete or damaged"):
         LLMRegressor.load(folder)
     (folder / WEIGHTS_FILE).write_bytes(b"garbage")
-    with pytest.raises(ModelFormatError, match="incomplete or damaged"):
+    with pytest.raises(ModelFormatError, match="does not match its checksum"):
         LLMRegressor.load(folder)
+    with pytest.raises(ModelFormatError, match="incomplete or damaged"):
+        LLMRegressor.load(folder, verify=False)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -244,3 +250,44 @@ def test_a_gpu_fit_predicts_on_a_cpu_only_machine(fitted, saved, data, tmp_path)
     with pytest.warns(UserWarning, match="CUDA is not available"):
         loaded = LLMRegressor.load(folder)
     np.testing.assert_allclose(loaded.predict(X), expected)
+
+
+def test_a_format_2_folder_loads_unverified_and_saves_as_format_3(
+    saved, fitted, data, tiny_model_dir, tmp_path
+):
+    # A folder as llmregressor wrote it before checksums: format 2 and the fingerprint of
+    # the base's config and output-embedding sum only.
+    from llmregressor.backbones import legacy_fingerprint, load_pretrained
+
+    X, _ = data
+    folder = copy_folder(saved, tmp_path / "m")
+    old = legacy_fingerprint(load_pretrained(tiny_model_dir)[0])
+
+    def to_version_2(manifest, fingerprint=old):
+        manifest.pop("checksums", None)
+        manifest["format_version"] = 2
+        manifest["base_model"]["fingerprint"] = fingerprint
+        manifest["policy"]["config"]["base_fingerprint"] = fingerprint
+
+    edit_manifest(folder, to_version_2)
+    with pytest.warns(UserWarning) as caught:
+        loaded = LLMRegressor.load(folder)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "version 2, which has no checksums" in messages
+    assert "fingerprint of an older llmregressor" in messages
+    np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
+
+    # Saved again, it gets checksums and a fingerprint of every weight, and loads quietly.
+    loaded.save(tmp_path / "again")
+    manifest = read_manifest(tmp_path / "again")
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["base_model"]["fingerprint"] == fitted.policy_.spec.base_fingerprint
+    assert manifest["base_model"]["fingerprint"].startswith("sha256:")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LLMRegressor.load(tmp_path / "again")
+
+    # An old fingerprint is still compared, with the old method.
+    edit_manifest(folder, lambda m: to_version_2(m, "0" * 16))
+    with pytest.raises(ValueError, match="differs from the one this estimator was fitted on"):
+        LLMRegressor.load(folder)
