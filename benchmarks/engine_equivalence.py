@@ -32,6 +32,7 @@ CONFIGS = {
     ),
     "lm-normalized-sample-reward": dict(reward_on="sample", sft_loss="dist"),
     "lm-early-stopping": dict(early_stopping=True, validation_fraction=0.2, sft_epochs=3),
+    "lm-micro-batches": dict(micro_batch_size=3, gradient_checkpointing=True, kl_coef=0.1),
     "mlp-normalized-remax": dict(model="mlp-decoder", mlp_hidden=(16,), d_model=16, decoder_ff=32),
     "mlp-scientific-grpo": dict(
         model="mlp-decoder",
@@ -133,11 +134,14 @@ def check(root: Path) -> int:
     failures = []
 
     def compare(label: str, name: str, reg: LLMRegressor) -> None:
-        for key, value in outputs(reg, X_test).items():
-            same = np.array_equal(value, expected[f"{name}/{key}"])
-            if not same:
-                failures.append(f"{label} {name} {key}")
-        print(f"{label:>7} {name}: {'identical' if not failures else 'see failures'}")
+        different = [
+            key
+            for key, value in outputs(reg, X_test).items()
+            if not np.array_equal(value, expected[f"{name}/{key}"])
+        ]
+        failures.extend(f"{label} {name} {key}" for key in different)
+        verdict = f"different: {', '.join(different)}" if different else "identical"
+        print(f"{label:>7} {name}: {verdict}")
 
     for name in CONFIGS:
         compare("refit", name, fit(name, model_dir, X, y))

@@ -3,7 +3,7 @@
 # The built-in backbone kinds register themselves on import; importing them here, before
 # anything else of the package runs, keeps the registry complete whatever module a user
 # imports first.
-from . import backbones, mlp_decoder  # noqa: F401  (isort: keep first)
+from . import backbones, mlp_decoder  # noqa: F401  # isort: skip
 from ._version import __version__
 from .codecs import NormalizedCodec, NumberCodec, ScientificCodec
 from .estimator import LLMRegressor

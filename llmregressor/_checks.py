@@ -77,8 +77,12 @@ def optional(inner: Check) -> Check:
     """Return a check that lets None through and applies ``inner`` to anything else."""
 
     def check(name: str, value: object) -> None:
-        if value is not None:
+        if value is None:
+            return
+        try:
             inner(name, value)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{err} (or None)") from None
 
     return check
 

@@ -286,8 +286,8 @@ def run_phase(
     def diverged(what: str) -> TrainingDivergedError:
         return TrainingDivergedError(
             f"{phase.title} diverged at epoch {where['epoch']}, step {where['step']}: {what}. "
-            f"Lower the learning rate {phase.name}_lr (now {lr:g}) or lora_alpha; the fit is "
-            "not usable."
+            f"Lower the learning rate {phase.name}_lr (now {lr:g}; with LoRA, a smaller "
+            "lora_alpha also helps): the fit is not usable."
         )
 
     def update(accumulate: Callable[[], float]) -> float:
@@ -334,7 +334,7 @@ def run_phase(
         if checkpoint is not None:
             checkpoint.save(epoch, history, best.should_stop or epoch + 1 == epochs)
         if on_epoch_end is not None:
-            on_epoch_end(record)
+            on_epoch_end(dict(record))  # a copy: the history stays as checkpointed
         if best.should_stop:
             logger.info(
                 "%s early stop after epoch %d (best %s)", phase.title, epoch, best.best_epoch

@@ -326,9 +326,16 @@ def register_backbone(kind: str, *, default: bool = False):
     default : bool, default=False
         Whether this kind takes every ``model`` value that no other kind accepts (the
         language models: any embedded name, folder or hub id).
+
+    Raises
+    ------
+    ValueError
+        If another class is registered under ``kind`` already.
     """
 
     def register(cls: type) -> type:
+        if kind in BACKBONES and BACKBONES[kind] is not cls:
+            raise ValueError(f"a backbone kind {kind!r} is registered already")
         cls.kind = kind
         BACKBONES[kind] = cls
         if default:

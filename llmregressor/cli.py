@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ._locks import CheckpointInUseError
+from ._training import TrainingDivergedError
 from ._version import __version__
 from .backbone_protocol import backbone_for
 from .estimator import LLMRegressor
@@ -86,7 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         args.run(args)
-    except (CLIError, ValueError, OSError, ImportError, CheckpointInUseError) as err:
+    except (
+        CLIError,
+        ValueError,
+        OSError,
+        ImportError,
+        CheckpointInUseError,
+        TrainingDivergedError,
+    ) as err:
         print(f"llmregressor: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -170,6 +170,16 @@ class NumberPolicy:
         """Return how many grammatical sequences there are (the support of the policy)."""
         return int(np.prod(self.allowed.sum(dim=1).cpu().numpy(), dtype=np.float64))
 
+    def outcome_codes(self) -> torch.Tensor:
+        """Every grammatical sequence, shape ``(n_outcomes, length)``.
+
+        In lexicographic order of the allowed symbols (the last position varies fastest),
+        the order of :meth:`exact_distribution`'s probabilities.
+        """
+        allowed = [torch.nonzero(row)[:, 0] for row in self.allowed]
+        grids = torch.meshgrid(*allowed, indexing="ij")
+        return torch.stack([grid.reshape(-1) for grid in grids], dim=1)
+
     @torch.no_grad()
     def exact_distribution(
         self, batch: dict[str, torch.Tensor]
@@ -190,31 +200,29 @@ class NumberPolicy:
         Returns
         -------
         codes : Tensor of shape (n_outcomes, length)
-            Every grammatical sequence, in lexicographic order of the allowed symbols.
+            Every grammatical sequence (:meth:`outcome_codes`).
         probs : Tensor of shape (batch, n_outcomes)
-            Each row's probability of each sequence (float64, rows sum to 1).
+            Each row's probability of each sequence (float64; rows sum to 1 up to the
+            rounding of the float32 log-probabilities).
         """
         self.backbone.train(False)
         state, hidden = self.backbone.encode(batch)
         n_rows = hidden.shape[0]
         device = hidden.device
         log_joint = torch.zeros((n_rows, 1), dtype=torch.float64, device=device)
-        codes = torch.zeros((1, 0), dtype=torch.long, device=device)
         for position in range(self.length):
             symbols = torch.nonzero(self.allowed[position])[:, 0]
             k = len(symbols)
             step = self.log_softmax(hidden, position)[:, symbols].double()
-            # Rows of ``hidden`` are (row, prefix); each prefix grows by each symbol in turn.
+            # Rows of ``hidden`` are (row, prefix): each prefix grows by each symbol in
+            # turn, so the last position varies fastest, as in outcome_codes().
+            n_prefixes = log_joint.shape[1]
             log_joint = (log_joint[..., None] + step.reshape(n_rows, -1, k)).reshape(n_rows, -1)
-            n_prefixes = codes.shape[0]
-            codes = torch.cat(
-                [codes.repeat_interleave(k, dim=0), symbols.repeat(n_prefixes)[:, None]], dim=1
-            )
             if position + 1 < self.length:
                 state = self.backbone.expand(state, k)
                 hidden = self.backbone.advance(state, symbols.repeat(n_rows * n_prefixes)[:, None])
                 hidden = hidden[:, -1]
-        return codes, log_joint.exp()
+        return self.outcome_codes(), log_joint.exp()
 
     def _inverse_cdf(
         self, log_probs: torch.Tensor, uniforms: torch.Tensor, position: int

@@ -17,9 +17,8 @@ attributes or patch functions.
 
 from __future__ import annotations
 
-import itertools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from ._checkpoint import FitCheckpoints
 from ._distributed import DataParallel
 from ._training import Phase, PhaseConfig, TrainingDivergedError, run_phase
-from .backbone_protocol import RowInputs
+from .backbone_protocol import EncodedRows, RowInputs
 from .codecs import NumberCodec
 from .decoding import NumberPolicy
 from .rl import RewardFn, RLConfig, RLPhase
@@ -46,6 +45,7 @@ __all__ = [
     "Trainer",
     "TrainingDivergedError",
     "aggregate",
+    "check_exact_outcomes",
     "distribution_mean",
     "distribution_quantiles",
     "sample_quantiles",
@@ -58,6 +58,8 @@ EXACT = "exact"
 # Most outcomes a codec may have for the exact distribution (base-10 codecs of 3 digits have
 # 1000; a scientific codec has tens of thousands, which the digit tree cannot afford).
 MAX_EXACT_OUTCOMES = 4096
+# Cumulative probability below which the tails of an exact distribution count as empty.
+_CDF_TOLERANCE = 1e-9
 
 
 def _reduce_finite(reduce: Callable[[np.ndarray], np.ndarray], draws: np.ndarray) -> np.ndarray:
@@ -68,6 +70,8 @@ def _reduce_finite(reduce: Callable[[np.ndarray], np.ndarray], draws: np.ndarray
     """
     with np.errstate(over="ignore", invalid="ignore"):
         out = reduce(draws)
+    if len(draws) == 0:  # a process's empty share of the validation rows
+        return out
     finite = np.isfinite(out).reshape(len(draws), -1).all(axis=1)
     overflowed = ~finite & np.isfinite(draws).all(axis=1)
     if overflowed.any():
@@ -117,6 +121,27 @@ def sample_quantiles(draws: np.ndarray, levels: Sequence[float]) -> np.ndarray:
     return _reduce_finite(lambda d: np.quantile(d, levels, axis=1).T, draws)
 
 
+def check_exact_outcomes(n_outcomes: int) -> None:
+    """Refuse an exact distribution over more than :data:`MAX_EXACT_OUTCOMES` numbers.
+
+    Parameters
+    ----------
+    n_outcomes : int
+        How many numbers the codec can write.
+
+    Raises
+    ------
+    ValueError
+        Naming the count and the remedies.
+    """
+    if n_outcomes > MAX_EXACT_OUTCOMES:
+        raise ValueError(
+            f"n_samples='exact' enumerates every number the codec can write; this codec "
+            f"writes {n_outcomes}, more than {MAX_EXACT_OUTCOMES}: use a sample count, or a "
+            "codec with fewer digits"
+        )
+
+
 def distribution_mean(values: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Mean of each row's discrete predictive distribution.
 
@@ -131,10 +156,11 @@ def distribution_mean(values: np.ndarray, probs: np.ndarray) -> np.ndarray:
     -------
     means : ndarray of shape (n_rows,)
     """
-    # Scaled by the largest magnitude, so values near the float64 limit do not overflow.
+    # Scaled by the largest magnitude, so values near the float64 limit do not overflow;
+    # renormalized, as float32 log-probabilities sum to 1 only to about 1e-7.
     scale = float(np.abs(values).max()) or 1.0
-    with np.errstate(over="ignore"):
-        return (probs @ (values / scale)) * scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (probs @ (values / scale)) / probs.sum(axis=1) * scale
 
 
 def distribution_quantiles(
@@ -161,10 +187,11 @@ def distribution_quantiles(
     order = np.argsort(values, kind="stable")
     cdf = np.cumsum(probs[:, order], axis=1)
     cdf /= cdf[:, -1:]  # float rounding: the last entry is exactly 1
-    # The first outcome whose CDF reaches the level, with a tolerance for the rounding of
-    # the sums; at level 0, the first of positive probability.
-    targets = np.maximum(np.asarray(levels, dtype=np.float64) - 1e-12, np.finfo(float).tiny)
-    index = np.stack([np.searchsorted(row, targets, side="left") for row in cdf])
+    # The first outcome whose CDF reaches the level, with the same tolerance for the
+    # rounding of the sums at both ends: level 0 is the first outcome whose cumulative
+    # probability exceeds it, level 1 the last one that adds more than it.
+    targets = np.clip(np.asarray(levels, dtype=np.float64), _CDF_TOLERANCE, 1 - _CDF_TOLERANCE)
+    index = (cdf[:, :, None] < targets[None, None, :] - _CDF_TOLERANCE / 2).sum(axis=1)
     index = np.minimum(index, len(values) - 1)
     return values[order][index]
 
@@ -204,11 +231,22 @@ class Sampler:
     verbose: int = 0
 
     def row_uniforms(self, key: int, n_samples: int) -> np.ndarray:
-        """Uniforms of one row's samples, shape ``(n_samples, codec.length)``.
+        """Uniforms of one row's samples.
 
         Seeded by the row's own key (a hash of its prompt or feature values): a row's
         samples do not depend on which other rows share its batch or on row order, so
         predictions are repeatable.
+
+        Parameters
+        ----------
+        key : int
+            The row's key (:class:`~llmregressor.backbone_protocol.EncodedRows`).
+        n_samples : int
+            Draws.
+
+        Returns
+        -------
+        uniforms : ndarray of shape (n_samples, codec.length)
         """
         rng = np.random.default_rng([self.seed, int(key)])
         if not self.stratified:
@@ -216,6 +254,22 @@ class Sampler:
         # The n draws split every position's CDF into n equal strata, one draw each, so
         # the leading symbol (most of a number's spread) is drawn in near-exact proportions.
         return qmc.LatinHypercube(d=self.codec.length, rng=rng).random(n_samples)
+
+    def _batches(
+        self, inputs: RowInputs, size: int, desc: str, progress: bool
+    ) -> Iterator[tuple[np.ndarray, EncodedRows]]:
+        """Consecutive batches of ``size`` rows, encoded a chunk ahead, never all at once."""
+        batches = inputs.batches(
+            np.arange(start, min(start + size, len(inputs)))
+            for start in range(0, len(inputs), size)
+        )
+        return tqdm(
+            batches,
+            desc=desc,
+            unit="batch",
+            total=-(-len(inputs) // size),
+            disable=self.verbose <= 0 or not progress,
+        )
 
     def draw(
         self,
@@ -246,23 +300,16 @@ class Sampler:
         """
         greedy = self.mode == "greedy" if greedy is None else greedy
         n_samples = self.n_samples if n_samples is None else n_samples
+        if not greedy and n_samples == EXACT:
+            raise ValueError(
+                "draw() samples: pass an int n_samples (distribution() gives the exact "
+                "distribution that n_samples='exact' stands for)"
+            )
         columns = 1 if greedy else n_samples
         if self.codec.constant_:
             return np.full((len(inputs), columns), self.codec.mean_)
         out = np.empty((len(inputs), columns))
-        size = self.batch_size
-        # Rows are encoded a chunk ahead of decoding, never all at once.
-        batches = inputs.batches(
-            np.arange(start, min(start + size, len(inputs)))
-            for start in range(0, len(inputs), size)
-        )
-        for rows, encoded in tqdm(
-            batches,
-            desc="predict",
-            unit="batch",
-            total=-(-len(inputs) // size),
-            disable=self.verbose <= 0 or not progress,
-        ):
+        for rows, encoded in self._batches(inputs, self.batch_size, "predict", progress):
             batch = policy.backbone.collate(encoded.items)
             uniforms = None
             if not greedy:
@@ -273,6 +320,44 @@ class Sampler:
                 )
             rollout = policy.decode(batch, uniforms, greedy_columns=int(greedy))
             out[rows] = self.codec.decode(rollout.tokens.cpu().numpy())
+        return out
+
+    def _exact_probs(
+        self, policy: NumberPolicy, inputs: RowInputs, progress: bool
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each batch's rows and their exact probabilities of every outcome."""
+        n_outcomes = policy.n_outcomes()
+        check_exact_outcomes(n_outcomes)
+        # The last level of the tree holds every prefix of each row of a batch, each with
+        # its own copy of the row's encoding: keep a batch about as large as sampling's
+        # ``batch_size`` rows x 16 draws (one row at least, whatever the codec).
+        last_level = n_outcomes // int(policy.allowed[-1].sum())
+        size = max(1, self.batch_size * 16 // last_level)
+        for rows, encoded in self._batches(inputs, size, "predict (exact)", progress):
+            _, probs = policy.exact_distribution(policy.backbone.collate(encoded.items))
+            yield rows, probs.cpu().numpy()
+
+    def _reduce_exact(
+        self,
+        policy: NumberPolicy,
+        inputs: RowInputs,
+        levels: Sequence[float] | None,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """Mean (``levels`` None) or quantiles of each row's exact distribution.
+
+        Reduced batch by batch as the distributions come, never holding all rows' at once.
+        """
+        out = np.empty((len(inputs),) if levels is None else (len(inputs), len(levels)))
+        if self.codec.constant_:
+            out[:] = self.codec.mean_
+            return out
+        values = self.codec.decode(policy.outcome_codes().cpu().numpy())
+        for rows, probs in self._exact_probs(policy, inputs, progress):
+            if levels is None:
+                out[rows] = distribution_mean(values, probs)
+            else:
+                out[rows] = distribution_quantiles(values, probs, levels)
         return out
 
     def distribution(
@@ -295,57 +380,45 @@ class Sampler:
         values : ndarray of shape (n_outcomes,)
             Raw-scale value of every outcome the codec can write.
         probs : ndarray of shape (n_rows, n_outcomes)
-            Each row's probability of each outcome.
+            Each row's probability of each outcome. :meth:`predict` and
+            :meth:`quantiles` reduce it batch by batch instead of holding it whole.
 
         Raises
         ------
         ValueError
             If the codec has more than :data:`MAX_EXACT_OUTCOMES` outcomes.
         """
-        n_outcomes = policy.n_outcomes()
-        if n_outcomes > MAX_EXACT_OUTCOMES:
-            raise ValueError(
-                f"n_samples='exact' enumerates every number the codec can write, and this "
-                f"codec writes {n_outcomes} (at most {MAX_EXACT_OUTCOMES}): use a sample "
-                "count, or a normalized codec with fewer digits"
-            )
         if self.codec.constant_:
             return np.array([self.codec.mean_]), np.ones((len(inputs), 1))
-        # The last level of the tree holds every prefix of each row of a batch, each with
-        # its own copy of the row's encoding: keep a batch about as large as sampling's
-        # ``batch_size`` rows x 16 draws.
-        last_level = n_outcomes // int(policy.allowed[-1].sum())
-        size = max(1, self.batch_size * 16 // last_level)
-        probs = np.empty((len(inputs), n_outcomes))
-        # Every outcome, in the order the digit tree lists them.
-        allowed = policy.allowed.cpu().numpy()
-        codes = np.array(list(itertools.product(*(np.flatnonzero(row) for row in allowed))))
-        batches = inputs.batches(
-            np.arange(start, min(start + size, len(inputs)))
-            for start in range(0, len(inputs), size)
-        )
-        for rows, encoded in tqdm(
-            batches,
-            desc="predict (exact)",
-            unit="batch",
-            total=-(-len(inputs) // size),
-            disable=self.verbose <= 0 or not progress,
-        ):
-            _, batch_probs = policy.exact_distribution(policy.backbone.collate(encoded.items))
-            probs[rows] = batch_probs.cpu().numpy()
-        return self.codec.decode(codes), probs
+        values = self.codec.decode(policy.outcome_codes().cpu().numpy())
+        probs = np.empty((len(inputs), len(values)))
+        for rows, batch_probs in self._exact_probs(policy, inputs, progress):
+            probs[rows] = batch_probs
+        return values, probs
 
     def predict(self, policy: NumberPolicy, inputs: RowInputs, progress: bool = True) -> np.ndarray:
         """Return one prediction per row.
 
         :meth:`draw` reduced by :func:`aggregate`; with ``n_samples="exact"`` (and a mode
-        other than ``"greedy"``) the mean or median of :meth:`distribution`.
+        other than ``"greedy"``) the mean or median of the exact distribution.
+
+        Parameters
+        ----------
+        policy : NumberPolicy
+            The policy to decode with.
+        inputs : RowInputs
+            The rows.
+        progress : bool, default=True
+            Allow the progress bar (shown when :attr:`verbose` > 0).
+
+        Returns
+        -------
+        predictions : ndarray of shape (n_rows,)
         """
         if self.n_samples == EXACT and self.mode != "greedy":
-            values, probs = self.distribution(policy, inputs, progress)
             if self.mode == "median":
-                return distribution_quantiles(values, probs, [0.5])[:, 0]
-            return distribution_mean(values, probs)
+                return self._reduce_exact(policy, inputs, [0.5], progress)[:, 0]
+            return self._reduce_exact(policy, inputs, None, progress)
         return aggregate(self.draw(policy, inputs, progress=progress), self.mode)
 
     def quantiles(
@@ -356,12 +429,21 @@ class Sampler:
         Exact (:func:`distribution_quantiles`) with ``n_samples="exact"``, else empirical
         quantiles of :attr:`n_samples` draws (:func:`sample_quantiles`).
 
+        Parameters
+        ----------
+        policy : NumberPolicy
+            The policy to decode with.
+        inputs : RowInputs
+            The rows.
+        levels : sequence of float
+            Levels in [0, 1].
+
         Returns
         -------
         q : ndarray of shape (n_rows, len(levels))
         """
         if self.n_samples == EXACT:
-            return distribution_quantiles(*self.distribution(policy, inputs), levels)
+            return self._reduce_exact(policy, inputs, levels)
         return sample_quantiles(self.draw(policy, inputs, greedy=False), levels)
 
 
@@ -431,13 +513,18 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
         """Run after every SFT and RL epoch, once its record is logged and checkpointed.
 
+        It runs on every process of a multi-process fit (one that raises on a single
+        process leaves the others waiting); an epoch whose callback raised is already
+        checkpointed, so a resumed fit does not call it again for that epoch. Estimators
+        cloned by ``GridSearchCV`` and friends deep-copy their callbacks.
+
         Parameters
         ----------
         trainer : Trainer
             The running engine: its ``policy`` (in the epoch's state), ``codec`` and
             ``sampler``.
         record : dict
-            The epoch's history record (``phase`` is ``"sft"`` or ``"rl"``).
+            A copy of the epoch's history record (``phase`` is ``"sft"`` or ``"rl"``).
         """
 
 
@@ -600,7 +687,24 @@ class Trainer:
         reward: RewardFn | None,
         rng: np.random.Generator,
     ) -> list[dict]:
-        """Run SFT, then RL when ``rl`` is given, on one random stream; return the history."""
+        """Run SFT, then RL when ``rl`` is given, on one random stream.
+
+        Parameters
+        ----------
+        sft : SFTConfig
+            The SFT phase's settings.
+        rl : RLConfig or None
+            The RL phase's settings; None (or 0 epochs) skips RL.
+        reward : callable or None
+            From :func:`~llmregressor.rl.make_reward` (unused without RL).
+        rng : numpy.random.Generator
+            Shuffles batches and draws rollouts, SFT first, then RL.
+
+        Returns
+        -------
+        history : list of dict
+            Both phases' records, in order.
+        """
         history = self.sft(sft, rng)
         if rl is not None and rl.epochs > 0:
             history += self.rl(rl, reward, rng)

@@ -71,7 +71,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
 
     Beyond the point prediction of :meth:`predict`, the fitted policy is a predictive
     distribution: :meth:`sample` draws from it, :meth:`predict_quantiles` returns its
-    empirical quantiles and :meth:`predict_interval` a central interval of given coverage.
+    empirical (or, with ``n_samples="exact"``, exact) quantiles and
+    :meth:`predict_interval` a central interval of given coverage.
     :meth:`save` writes a fitted estimator to a folder (JSON and safetensors, no pickle)
     that :meth:`load` reads back.
 
@@ -194,7 +195,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         rl_updates_per_batch: int = 1,
         scale_rewards: str = "group",
         predict_mode: str = "mean",
-        n_samples: int = 16,
+        n_samples: int | str = 16,
         device: str = "auto",
         dtype: str = "auto",
         micro_batch_size: int | None = None,
@@ -284,6 +285,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         -------
         self : LLMRegressor
             The fitted estimator. A fit that raises leaves no fitted attributes behind.
+
+        Raises
+        ------
+        llmregressor.engine.TrainingDivergedError
+            If the gradients or trained weights stop being finite (a learning rate or
+            ``lora_alpha`` far too large); the message names the phase, epoch and step.
         """
         try:
             self._fit(X, y)
@@ -409,7 +416,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         It trains the fitted policy in place, with this estimator's validation split,
         sampler and ``callbacks``: ``trainer.rl(rl_config(reg.get_params()), reward, rng)``
         continues RL from a fitted SFT-only state (see :mod:`llmregressor.params` and
-        :func:`llmregressor.rl.make_reward`).
+        :func:`llmregressor.rl.make_reward`). Unlike :meth:`fit`, its phases neither seed
+        torch's random generator (dropout draws from the caller's stream) nor take the
+        process-wide fit lock, nor add to ``history_``: the caller owns those.
 
         Parameters
         ----------
@@ -428,7 +437,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         )
         check_finite_features(X)
         device = self.policy_.policy.backbone.device
-        parallel = data_parallel(device, None)
+        parallel = data_parallel(device, self.micro_batch_size)
         return self._make_trainer(X, np.asarray(y, dtype=np.float64), parallel, caller_depth=2)
 
     def _sampler(self) -> Sampler:
@@ -463,7 +472,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
-            Greedy decode, or mean/median of ``n_samples`` samples (``predict_mode``).
+            Greedy decode, or mean/median of ``n_samples`` samples, or of the exact
+            distribution with ``n_samples="exact"`` (``predict_mode``).
         """
         inputs = self._row_inputs(X)
         return self._sampler().predict(self.policy_.policy, inputs)
@@ -522,8 +532,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"quantiles must be a non-empty sequence in [0, 1], got {quantiles!r}")
         n_samples = self.n_samples if n_samples is None else n_samples
         if n_samples == EXACT:
+            inputs = self._row_inputs(X)  # checks the fit first
             sampler = replace(self._sampler(), n_samples=EXACT)
-            return sampler.quantiles(self.policy_.policy, self._row_inputs(X), levels)
+            return sampler.quantiles(self.policy_.policy, inputs, levels)
         return sample_quantiles(self.sample(X, n_samples), levels)
 
     def predict_interval(

@@ -17,6 +17,7 @@ anyone continuing a fit through :mod:`llmregressor.engine`.
 from __future__ import annotations
 
 import inspect
+import numbers
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -27,7 +28,7 @@ import numpy as np
 from ._checks import boolean, int_in, one_of, optional, real_in, string
 from .backbones import COMPUTE_DTYPES
 from .codecs import CODECS, NumberCodec, make_codec
-from .engine import EXACT, MAX_EXACT_OUTCOMES, PREDICT_MODES, Callback
+from .engine import EXACT, PREDICT_MODES, Callback, check_exact_outcomes
 from .rl import REWARDS, RL_ALGORITHMS, RLConfig
 from .serialize import ROW_FORMATS
 from .sft import SFTConfig
@@ -115,7 +116,7 @@ def _lora_target_modules(name: str, value: object) -> None:
 
 def _mlp_hidden(name: str, value: object) -> None:
     widths = isinstance(value, list | tuple) and all(
-        isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in value
+        isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1 for w in value
     )
     if not widths:
         raise TypeError(
@@ -134,8 +135,12 @@ def _reward(name: str, value: object) -> None:
 
 
 def _n_samples(name: str, value: object) -> None:
-    if value != EXACT:
+    if value == EXACT:
+        return
+    try:
         int_in(1)(name, value)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{err} (or 'exact')") from None
 
 
 def _device(name: str, value: object) -> None:
@@ -597,7 +602,8 @@ PARAMETERS: tuple[Param, ...] = (
         one_of(PREDICT_MODES),
         """
         How :meth:`predict` turns decodes into one number: the greedy decode, or the mean or
-        median of ``n_samples`` samples at temperature 1.
+        median of ``n_samples`` samples at temperature 1 (of the exact distribution with
+        ``n_samples="exact"``).
         """,
     ),
     Param(
@@ -613,8 +619,11 @@ PARAMETERS: tuple[Param, ...] = (
         quantiles vary less. ``"exact"`` replaces samples by the whole predictive
         distribution, enumerated over the digit tree (every number the codec can write,
         each prompt encoded once): the mean, median, quantiles and intervals are then exact
-        and deterministic. It needs a codec of at most 4096 numbers (a normalized codec:
-        ``base ** digits``); :meth:`sample` then needs an explicit count.
+        and deterministic, and early stopping's validation uses it too. It needs a codec of
+        at most 4096 numbers (a normalized codec writes ``base ** digits``; a scientific one
+        with one exponent digit and up to two mantissa digits qualifies); :meth:`sample`
+        then needs an explicit count. ``micro_batch_size`` does not bound its memory below
+        one row, whose every prefix of the last position holds a copy of the row's encoding.
         """,
     ),
     Param(
@@ -771,13 +780,7 @@ def validate_params(params: Mapping[str, object]) -> None:
             "rollout against the others: n_rollouts must be >= 2"
         )
     if params["n_samples"] == EXACT:
-        n_outcomes = int(np.prod(codec_from_params(params).allowed_mask().sum(axis=1)))
-        if n_outcomes > MAX_EXACT_OUTCOMES:
-            raise ValueError(
-                f"n_samples='exact' enumerates every number the codec can write; this codec "
-                f"({params['number_format']}) writes {n_outcomes}, more than "
-                f"{MAX_EXACT_OUTCOMES}: use a sample count or fewer digits"
-            )
+        check_exact_outcomes(int(np.prod(codec_from_params(params).allowed_mask().sum(axis=1))))
     if params["resume"] and params["checkpoint_dir"] is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
 
@@ -866,7 +869,19 @@ def codec_from_params(params: Mapping[str, object]) -> NumberCodec:
 
 
 def sft_config(params: Mapping[str, object], codec: NumberCodec) -> SFTConfig:
-    """Return the SFT phase's settings (the loss needs the fitted codec's grammar)."""
+    """Return the SFT phase's settings.
+
+    Parameters
+    ----------
+    params : mapping
+        The estimator's ``get_params(deep=False)``.
+    codec : NumberCodec
+        The fitted codec (the loss needs its grammar).
+
+    Returns
+    -------
+    config : SFTConfig
+    """
     return SFTConfig(
         epochs=params["sft_epochs"],
         lr=params["sft_lr"],
@@ -887,7 +902,18 @@ def resolved_reward_on(params: Mapping[str, object]) -> str:
 
 
 def rl_config(params: Mapping[str, object]) -> RLConfig | None:
-    """Return the RL phase's settings, or None for ``rl_algorithm=None`` (SFT only)."""
+    """Return the RL phase's settings.
+
+    Parameters
+    ----------
+    params : mapping
+        The estimator's ``get_params(deep=False)``.
+
+    Returns
+    -------
+    config : RLConfig or None
+        None for ``rl_algorithm=None`` (SFT only).
+    """
     if params["rl_algorithm"] is None:
         return None
     return RLConfig(

@@ -182,6 +182,13 @@ def test_backbone_kinds_come_from_the_registry():
     assert backbone_for("/any/folder") is LanguageModelSpec
 
 
+def test_reductions_of_no_rows_are_empty():
+    assert aggregate(np.empty((0, 4)), "mean").shape == (0,)
+    assert aggregate(np.empty((0, 4)), "median").shape == (0,)
+    assert sample_quantiles(np.empty((0, 4)), [0.1, 0.9]).shape == (0, 2)
+    assert distribution_quantiles(np.arange(3.0), np.empty((0, 3)), [0.5]).shape == (0, 1)
+
+
 def test_distribution_quantiles_by_hand():
     values = np.array([3.0, 1.0, 2.0])
     probs = np.array([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]])
@@ -190,9 +197,12 @@ def test_distribution_quantiles_by_hand():
     np.testing.assert_allclose(distribution_mean(values, probs), [2.25, 2.0])
 
 
-def test_exact_predictions_are_the_limit_of_many_samples(houses, tiny_model_dir):
+@pytest.mark.parametrize("backbone", ["lm", "mlp-decoder"])
+def test_exact_predictions_are_the_limit_of_many_samples(houses, tiny_model_dir, backbone):
     X, y = houses(30)
-    reg = small(tiny_model_dir, digits=2, rl_algorithm=None, sft_epochs=1).fit(X, y)
+    mlp = dict(model="mlp-decoder", mlp_hidden=(16,), d_model=16, decoder_ff=32)
+    params = mlp if backbone == "mlp-decoder" else {}
+    reg = small(tiny_model_dir, digits=2, rl_algorithm=None, sft_epochs=1, **params).fit(X, y)
     exact = reg.set_params(n_samples="exact").predict(X)
     np.testing.assert_array_equal(exact, reg.predict(X))  # deterministic
     many = reg.sample(X, 4000)
