@@ -85,3 +85,29 @@ def make_houses(n_rows: int, *, missing: bool = True, notes: bool = True):
 def houses():
     """The toy-table factory :func:`make_houses`, for tests that take fixtures."""
     return make_houses
+
+
+def interrupt_after(patch, n_saves: int) -> None:
+    """Raise KeyboardInterrupt right after the n-th epoch checkpoint is written (a kill)."""
+    from llmregressor._checkpoint import PhaseCheckpoint
+
+    save = PhaseCheckpoint.save
+    count = {"saves": 0}
+
+    def save_then_interrupt(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        count["saves"] += 1
+        if count["saves"] == n_saves:
+            raise KeyboardInterrupt
+
+    patch.setattr(PhaseCheckpoint, "save", save_then_interrupt)
+
+
+def count_saves(patch) -> list:
+    """Record every epoch checkpoint written from now on (one entry each)."""
+    from llmregressor._checkpoint import PhaseCheckpoint
+
+    saves = []
+    save = PhaseCheckpoint.save
+    patch.setattr(PhaseCheckpoint, "save", lambda *a, **k: saves.append(save(*a, **k)))
+    return saves

@@ -9,9 +9,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import count_saves, interrupt_after
 
 from llmregressor import LLMRegressor
-from llmregressor._checkpoint import PhaseCheckpoint, fit_identity
+from llmregressor._checkpoint import fit_identity
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +48,6 @@ def uninterrupted(data, tiny_model_dir, tmp_path_factory):
     return make(tiny_model_dir, tmp_path_factory.mktemp("full")).fit(X, y)
 
 
-def interrupt_after(monkeypatch, n_saves):
-    """Raise KeyboardInterrupt right after the n-th epoch checkpoint is written."""
-    save = PhaseCheckpoint.save
-    count = {"saves": 0}
-
-    def save_then_interrupt(self, *args, **kwargs):
-        save(self, *args, **kwargs)
-        count["saves"] += 1
-        if count["saves"] == n_saves:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(PhaseCheckpoint, "save", save_then_interrupt)
-
-
 def without_times(history):
     return [{k: v for k, v in record.items() if k != "time_s"} for record in history]
 
@@ -78,10 +65,8 @@ def test_interrupted_fit_resumes_to_the_same_result(
             reg.fit(X, y)
     assert not hasattr(reg, "history_")
     resumed = make(tiny_model_dir, tmp_path, resume=True)
-    saves = []
     with monkeypatch.context() as patch:
-        save = PhaseCheckpoint.save
-        patch.setattr(PhaseCheckpoint, "save", lambda *a, **k: saves.append(save(*a, **k)))
+        saves = count_saves(patch)
         resumed.fit(X, y)
     assert len(saves) == 5 - n_saves  # only the epochs after the interruption ran
     expected = uninterrupted.policy_.trainable_weights()

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import count_saves, interrupt_after
 
 import llmregressor
 from llmregressor import LLMRegressor
@@ -53,27 +54,6 @@ def make(model_dir, folder, **params):
         random_state=0,
     )
     return LLMRegressor(**{**defaults, **params})
-
-
-def interrupt_after(patch, n_saves):
-    """Raise KeyboardInterrupt right after the n-th epoch checkpoint is written."""
-    save = PhaseCheckpoint.save
-    count = {"saves": 0}
-
-    def save_then_interrupt(self, *args, **kwargs):
-        save(self, *args, **kwargs)
-        count["saves"] += 1
-        if count["saves"] == n_saves:
-            raise KeyboardInterrupt
-
-    patch.setattr(PhaseCheckpoint, "save", save_then_interrupt)
-
-
-def count_saves(patch):
-    saves = []
-    save = PhaseCheckpoint.save
-    patch.setattr(PhaseCheckpoint, "save", lambda *a, **k: saves.append(save(*a, **k)))
-    return saves
 
 
 def without_times(history):
