@@ -37,7 +37,7 @@ from ._training import TrainingDivergedError
 from ._version import __version__
 from .backbone_protocol import backbone_for
 from .estimator import LLMRegressor
-from .params import PARAMETERS, validate_params
+from .params import PARAMETERS_BY_NAME, validate_params
 from .persistence import FORMAT_VERSION, read_manifest, saved_params
 
 __all__ = ["main"]
@@ -48,7 +48,6 @@ _SEQUENCE_ORIGINS = (collections.abc.Sequence, list, tuple)
 # Where the command line's default differs from the estimator's: fits there are long,
 # so show progress bars (on stderr).
 _CLI_DEFAULTS = {"verbose": 1}
-PARAMETERS_BY_NAME = {param.name: param for param in PARAMETERS}
 
 
 class CLIError(Exception):

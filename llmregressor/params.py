@@ -36,6 +36,7 @@ from .token_losses import SFT_LOSSES, make_sft_loss
 
 __all__ = [
     "PARAMETERS",
+    "PARAMETERS_BY_NAME",
     "RESUMABLE",
     "Param",
     "codec_from_params",
@@ -742,7 +743,7 @@ PARAMETERS: tuple[Param, ...] = (
         resumable=True,
     ),
 )
-_BY_NAME = {param.name: param for param in PARAMETERS}
+PARAMETERS_BY_NAME = {param.name: param for param in PARAMETERS}
 
 # Parameters a checkpointed fit may resume with changed (see Param.resumable).
 RESUMABLE = frozenset(param.name for param in PARAMETERS if param.resumable)
@@ -799,7 +800,7 @@ def validate_predict_params(params: Mapping[str, object]) -> None:
         As :func:`validate_params`.
     """
     for name in ("predict_mode", "n_samples", "batch_size", "micro_batch_size", "verbose"):
-        _BY_NAME[name].check(name, params[name])
+        PARAMETERS_BY_NAME[name].check(name, params[name])
 
 
 def validate_codec_params(params: Mapping[str, object]) -> None:
@@ -817,9 +818,9 @@ def validate_codec_params(params: Mapping[str, object]) -> None:
         As :func:`validate_params`; KeyError for a name that is no codec setting.
     """
     for name, value in params.items():
-        if _BY_NAME[name].group != "Codec" or name == "number_format":
+        if PARAMETERS_BY_NAME[name].group != "Codec" or name == "number_format":
             raise KeyError(f"{name!r} is no setting of a number codec")
-        _BY_NAME[name].check(name, value)
+        PARAMETERS_BY_NAME[name].check(name, value)
 
 
 def parameters_docstring(defaults: Mapping[str, object]) -> str:
