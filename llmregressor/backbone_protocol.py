@@ -201,6 +201,13 @@ class Backbone(Protocol):
     def gradient_checkpointing(self, enabled: bool = True) -> AbstractContextManager:
         """Recompute activations in the backward pass within the block (if supported)."""
 
+    def caching_prompts(self) -> AbstractContextManager:
+        """Keep per-row work that training does not change for reuse within the block.
+
+        A fit runs its phases inside it; outside it nothing may be kept (a no-op is a
+        valid implementation).
+        """
+
     @property
     def number_embeddings(self) -> torch.Tensor:
         """Output embeddings of the codec's symbols, shape ``(n_symbols, hidden)``."""

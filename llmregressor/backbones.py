@@ -28,7 +28,7 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -42,6 +42,7 @@ from transformers.utils import logging as hf_logging
 
 from .backbone_protocol import EncodedRows, check_trainable_state, register_backbone
 from .codecs import NumberCodec
+from .frozen_prefix import FrozenPrefix, supports_split
 from .serialize import RowSerializer
 
 logger = logging.getLogger(__name__)
@@ -474,6 +475,11 @@ class LanguageModelBackbone:
         fp32, so optimizer updates keep full precision); the number head always runs in fp32.
     serializer : RowSerializer, optional
         Writes table rows as prompts; needed by :meth:`encode_rows` only.
+    frozen_layers : int, default=0
+        How many bottom decoder layers carry no adapter (``lora_config`` must leave them
+        out). When the model supports it (:func:`~llmregressor.frozen_prefix.supports_split`),
+        their results for each prompt are computed once inside :meth:`caching_prompts`
+        and reused (:class:`~llmregressor.frozen_prefix.FrozenPrefix`).
     """
 
     def __init__(
@@ -485,6 +491,7 @@ class LanguageModelBackbone:
         device: torch.device,
         compute_dtype: torch.dtype = torch.float32,
         serializer: RowSerializer | None = None,
+        frozen_layers: int = 0,
     ) -> None:
         self.serializer = serializer
         self.tokenizer = tokenizer
@@ -502,6 +509,19 @@ class LanguageModelBackbone:
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
         self.checkpointing = False
+        self.frozen_prefix = (
+            FrozenPrefix(self._decoder, frozen_layers)
+            if frozen_layers > 0 and supports_split(self._decoder)
+            else None
+        )
+
+    def caching_prompts(self) -> AbstractContextManager:
+        """Keep each prompt's frozen-layer results for reuse within the block.
+
+        A fit wraps its phases in it: every epoch then runs only the adapted layers over
+        the prompts. A no-op when every layer is adapted or the model cannot be split.
+        """
+        return self.frozen_prefix.caching() if self.frozen_prefix is not None else nullcontext()
 
     @property
     def number_embeddings(self) -> torch.Tensor:
@@ -609,15 +629,21 @@ class LanguageModelBackbone:
         """
         mask = batch["attention_mask"]
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        with self._autocast():
-            out = self._decoder(
-                input_ids=batch["input_ids"],
-                attention_mask=mask,
-                position_ids=position_ids,
-                use_cache=True,
+        if self.frozen_prefix is not None:
+            cache, last_hidden_state = self.frozen_prefix.encode(
+                batch["input_ids"], mask, position_ids, self._autocast
             )
-        state = DecodeState(out.cache, mask, position_ids[:, -1] + 1)
-        return state, out.last_hidden_state[:, -1].float()
+        else:
+            with self._autocast():
+                out = self._decoder(
+                    input_ids=batch["input_ids"],
+                    attention_mask=mask,
+                    position_ids=position_ids,
+                    use_cache=True,
+                )
+            cache, last_hidden_state = out.cache, out.last_hidden_state
+        state = DecodeState(cache, mask, position_ids[:, -1] + 1)
+        return state, last_hidden_state[:, -1].float()
 
     def encode_sequences(
         self, batch: dict[str, torch.Tensor], repeats: int, symbols: torch.Tensor
@@ -728,6 +754,29 @@ def is_legacy_fingerprint(value: str) -> bool:
     return not value.startswith(_FINGERPRINT_PREFIX)
 
 
+def _layer_target_modules(causal_lm: PreTrainedModel, targets: str | list[str]) -> list[str]:
+    """Target modules as names, which peft requires when it adapts some layers only.
+
+    ``"all-linear"`` becomes the names of the linear modules inside the decoder layers
+    (peft's own ``"all-linear"`` also excludes the output head, which is outside them).
+    """
+    if not isinstance(targets, str):
+        return targets
+    if targets != "all-linear":
+        raise ValueError(
+            "lora_layers needs lora_target_modules to be 'all-linear' or a list of module "
+            f"names (peft adapts chosen layers only by name), got the pattern {targets!r}"
+        )
+    inner = causal_lm.get_submodule(causal_lm.base_model_prefix)
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in inner.layers.named_modules()
+            if isinstance(module, torch.nn.Linear)
+        }
+    )
+
+
 @register_backbone("lora", default=True)
 @dataclass
 class LanguageModelSpec:
@@ -752,6 +801,9 @@ class LanguageModelSpec:
         Writes rows as prompts.
     base_fingerprint : str, optional
         Set by the first :meth:`build`.
+    lora_layers : int, optional
+        Adapt only the top ``lora_layers`` decoder layers (all when None); the frozen
+        layers below are computed once per prompt during a fit.
     """
 
     model: str
@@ -760,6 +812,7 @@ class LanguageModelSpec:
     dtype: str
     serializer: RowSerializer
     base_fingerprint: str | None = None
+    lora_layers: int | None = None
     savable: ClassVar[bool] = True
 
     @classmethod
@@ -790,7 +843,14 @@ class LanguageModelSpec:
             "lora_dropout": params["lora_dropout"],
             "target_modules": targets if isinstance(targets, str) else list(targets),
         }
-        return cls(params["model"], lora, codec.symbols, params["dtype"], serializer)
+        return cls(
+            params["model"],
+            lora,
+            codec.symbols,
+            params["dtype"],
+            serializer,
+            lora_layers=params["lora_layers"],
+        )
 
     def fitted_attributes(self) -> dict[str, object]:
         """Return the row serializer, as the estimator's ``serializer_``."""
@@ -804,6 +864,7 @@ class LanguageModelSpec:
             "symbols": list(self.symbols),
             "dtype": self.dtype,
             "base_fingerprint": self.base_fingerprint,
+            "lora_layers": self.lora_layers,
         }
 
     @classmethod
@@ -816,6 +877,8 @@ class LanguageModelSpec:
             config["dtype"],
             serializer,
             config["base_fingerprint"],
+            # Folders written before lora_layers existed adapted every layer.
+            config.get("lora_layers"),
         )
 
     def build(self, device: torch.device) -> LanguageModelBackbone:
@@ -847,12 +910,24 @@ class LanguageModelSpec:
                 f"{saved}); refit it or restore the original base model."
             )
         self.base_fingerprint = full
+        n_layers = causal_lm.config.num_hidden_layers
+        adapted = n_layers if self.lora_layers is None else self.lora_layers
+        if adapted > n_layers:
+            raise ValueError(
+                f"lora_layers={self.lora_layers} exceeds the {n_layers} decoder layers of "
+                f"model={self.model!r}"
+            )
+        lora = dict(self.lora)
+        if adapted < n_layers:
+            lora["layers_to_transform"] = list(range(n_layers - adapted, n_layers))
+            lora["target_modules"] = _layer_target_modules(causal_lm, lora["target_modules"])
         return LanguageModelBackbone(
             causal_lm,
             tokenizer,
             self.symbols,
-            LoraConfig(**self.lora),
+            LoraConfig(**lora),
             device,
             resolve_compute_dtype(self.dtype, device),
             self.serializer,
+            frozen_layers=n_layers - adapted,
         )

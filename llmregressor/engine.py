@@ -647,7 +647,11 @@ class Trainer:
             If the gradients or weights stop being finite.
         """
         phase = SFTPhase(self.policy, self.codec.encode(self.y_train), config, self.parallel)
-        with self.policy.backbone.gradient_checkpointing(config.gradient_checkpointing):
+        backbone = self.policy.backbone
+        with (
+            backbone.caching_prompts(),
+            backbone.gradient_checkpointing(config.gradient_checkpointing),
+        ):
             return self._run(phase, config, rng)
 
     def rl(self, config: RLConfig, reward: RewardFn, rng: np.random.Generator) -> list[dict]:
@@ -678,7 +682,8 @@ class Trainer:
             If the gradients or weights stop being finite.
         """
         phase = RLPhase(self.policy, self.y_train, self.codec, config, reward, rng, self.parallel)
-        return self._run(phase, config, rng)
+        with self.policy.backbone.caching_prompts():
+            return self._run(phase, config, rng)
 
     def fit(
         self,
@@ -705,7 +710,9 @@ class Trainer:
         history : list of dict
             Both phases' records, in order.
         """
-        history = self.sft(sft, rng)
-        if rl is not None and rl.epochs > 0:
-            history += self.rl(rl, reward, rng)
+        # One prompt cache for both phases: RL reuses what SFT computed.
+        with self.policy.backbone.caching_prompts():
+            history = self.sft(sft, rng)
+            if rl is not None and rl.epochs > 0:
+                history += self.rl(rl, reward, rng)
         return history

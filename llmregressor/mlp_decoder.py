@@ -263,6 +263,10 @@ class MLPDecoderBackbone:
         """
         return nullcontext()
 
+    def caching_prompts(self) -> AbstractContextManager:
+        """Return a no-op block: encoding a feature vector costs less than looking it up."""
+        return nullcontext()
+
 
 @register_backbone(MLP_DECODER)
 @dataclass

@@ -311,6 +311,19 @@ PARAMETERS: tuple[Param, ...] = (
         """,
     ),
     Param(
+        "lora_layers",
+        "LoRA",
+        "int or None",
+        optional(int_in(1)),
+        """
+        Adapt only the top ``lora_layers`` decoder layers (None: all of them). The frozen
+        layers below compute the same thing for a prompt in every epoch, so a fit computes
+        them once per training prompt and then runs only the adapted layers over it
+        (and all layers over the few number tokens); fewer adapted layers make a fit
+        faster. Larger than the model's number of layers is an error at fit.
+        """,
+    ),
+    Param(
         "mlp_hidden",
         "From-scratch backbone",
         "tuple of int",
