@@ -1,0 +1,197 @@
+"""Fit and predict time of today's default against the new one, side by side, with accuracy.
+
+    python benchmarks/fit_speed.py [--datasets diabetes] [--seeds 0 1 2]
+                                   [--configs before after] [--section NAME]
+    python benchmarks/fit_speed.py --configs lora_layers=4 lora_layers=8 --section NAME
+    python benchmarks/fit_speed.py --report [--configs ...] [--section NAME]
+
+For each dataset and seed (256 training rows, up to 1000 test rows; diabetes has 186), every
+configuration is fitted in this process on the same split and predicts the test rows:
+fit seconds, predict seconds, R^2 of the default prediction (mean of 16 draws). A
+configuration is ``before`` (the default before the frozen-prefix lever, kept reachable by
+parameters: adapters on every layer), ``after`` (today's defaults), or ``name=value``
+overrides of the defaults (``lora_layers=8``; several joined by ``,``).
+
+Beside the seconds, a machine-independent figure measured in the same run: each fit's time
+divided by the time of one epoch of plain forward + backward (to the input embeddings) of
+the frozen base model over the same 256 prompts in batches of 16, at the estimator's compute
+precision. Machines of the same kind differ by 1.5x and more in seconds; this ratio moves
+much less.
+
+Every finished (dataset, seed, configuration) appends a record to
+``benchmarks/results/fit_speed.jsonl``; tables are built from all the records there (the
+newest per dataset, seed and configuration), so runs split across sessions add up.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import r2_score
+
+import public_datasets
+from _report import markdown_table, write_section
+from llmregressor import LLMRegressor
+from llmregressor.backbones import compute_autocast, load_pretrained, resolve_compute_dtype
+
+RESULTS = Path(__file__).resolve().parent / "results" / "fit_speed.jsonl"
+# The default before the frozen-prefix lever, as parameters of today's estimator.
+NAMED = {"before": {"lora_layers": None}, "after": {}}
+BATCH = 16
+
+
+def parse_config(label: str) -> dict:
+    """Estimator overrides of a configuration label (``before``, ``after``, ``k=v,k=v``)."""
+    if label in NAMED:
+        return NAMED[label]
+    overrides = {}
+    for item in label.split(","):
+        key, value = item.split("=", 1)
+        overrides[key] = None if value == "None" else json.loads(value)
+    return overrides
+
+
+def reference_epoch_s(reg: LLMRegressor, X_tr) -> float:
+    """Seconds of one epoch of plain forward + backward of the frozen base over X_tr's prompts."""
+    causal_lm, tokenizer = load_pretrained(reg.model)
+    prompts = reg.serializer_(X_tr.to_numpy(dtype=object))
+    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    embed = causal_lm.get_input_embeddings()
+    decoder = causal_lm.get_submodule(causal_lm.base_model_prefix)
+    device = torch.device("cpu")
+    autocast = compute_autocast(device, resolve_compute_dtype(reg.dtype, device))
+    start = time.perf_counter()
+    for first in range(0, len(ids), BATCH):
+        rows = ids[first : first + BATCH]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id or 0)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, width - len(r) :] = torch.tensor(r)
+            mask[i, width - len(r) :] = 1
+        embeddings = embed(input_ids).detach().requires_grad_(True)
+        with autocast:
+            hidden = decoder(
+                inputs_embeds=embeddings,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            ).last_hidden_state
+        hidden[:, -1].float().sum().backward()
+    return time.perf_counter() - start
+
+
+def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
+    """Fit every configuration on one (dataset, seed) split, then time the reference epoch."""
+    X, y = public_datasets.load(name)
+    X_tr, X_te, y_tr, y_te = public_datasets.split(X, y, seed, 256, 1000, "train_test_split")
+    records, fitted = [], None
+    for label in labels:
+        reg = LLMRegressor(random_state=seed, **parse_config(label))
+        start = time.perf_counter()
+        reg.fit(X_tr, y_tr)
+        fit_s = time.perf_counter() - start
+        start = time.perf_counter()
+        pred = reg.predict(X_te)
+        predict_s = time.perf_counter() - start
+        epochs = [r["time_s"] for r in reg.history_ if r.get("phase") in ("sft", "rl")]
+        records.append(
+            {
+                "config": label,
+                "fit_s": fit_s,
+                "predict_s": predict_s,
+                "r2": r2_score(y_te, pred),
+                "rmse": float(np.sqrt(np.mean((pred - y_te) ** 2))),
+                "epoch_s": epochs,
+            }
+        )
+        fitted = reg
+    reference = reference_epoch_s(fitted, X_tr)
+    for record in records:
+        record.update(
+            dataset=name,
+            seed=seed,
+            train_rows=len(X_tr),
+            test_rows=len(X_te),
+            reference_epoch_s=reference,
+            fit_ratio=record["fit_s"] / reference,
+        )
+        print(json.dumps(record), flush=True)
+    return records
+
+
+def load_records() -> list[dict]:
+    """Newest record per (dataset, seed, configuration)."""
+    newest = {}
+    if RESULTS.exists():
+        for line in RESULTS.read_text().splitlines():
+            record = json.loads(line)
+            newest[(record["dataset"], record["seed"], record["config"])] = record
+    return list(newest.values())
+
+
+def table(records: list[dict], datasets: list[str], labels: list[str]) -> str:
+    """Mean over seeds per dataset and configuration; speed-ups against the first label."""
+    rows = []
+    for name in datasets:
+        base = None
+        for label in labels:
+            mine = [r for r in records if r["dataset"] == name and r["config"] == label]
+            if not mine:
+                continue
+            fit_s = float(np.mean([r["fit_s"] for r in mine]))
+            ratio = float(np.mean([r["fit_ratio"] for r in mine]))
+            base = base or (fit_s, ratio)
+            rows.append(
+                [
+                    name,
+                    label,
+                    len(mine),
+                    float(np.mean([r["r2"] for r in mine])),
+                    " ".join(f"{r['r2']:.3f}" for r in sorted(mine, key=lambda r: r["seed"])),
+                    round(fit_s, 1),
+                    round(float(np.mean([r["predict_s"] for r in mine])), 1),
+                    round(ratio, 1),
+                    f"{base[0] / fit_s:.2f}x / {base[1] / ratio:.2f}x",
+                ]
+            )
+    header = [
+        "dataset",
+        "config",
+        "seeds",
+        "R^2 (mean)",
+        "R^2 per seed",
+        "fit s",
+        "predict s",
+        "fit / reference epoch",
+        "speed-up (s / ratio)",
+    ]
+    return markdown_table(header, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["diabetes"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--configs", nargs="+", default=["before", "after"])
+    parser.add_argument("--section", default="Fit speed: before and after the frozen prefix")
+    parser.add_argument("--report", action="store_true", help="rebuild the table only")
+    args = parser.parse_args()
+    if not args.report:
+        RESULTS.parent.mkdir(exist_ok=True)
+        for name in args.datasets:
+            for seed in args.seeds:
+                with RESULTS.open("a") as out:
+                    for record in run_one(name, seed, args.configs):
+                        out.write(json.dumps(record) + "\n")
+    records = [r for r in load_records() if r["seed"] in args.seeds]
+    body = table(records, args.datasets, args.configs)
+    print(body)
+    write_section(args.section, "python " + " ".join(sys.argv), body)
+
+
+if __name__ == "__main__":
+    main()
