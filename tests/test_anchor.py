@@ -3,6 +3,7 @@
 import json
 import pickle
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +20,7 @@ from llmregressor.anchor import RIDGE_ALPHAS, RidgeAnchor, cross_fit, with_estim
 from llmregressor.backbones import LanguageModelBackbone
 from llmregressor.features import make_feature_preprocessor
 from llmregressor.mlp_decoder import MLPDecoderBackbone
+from llmregressor.persistence import MANIFEST_FILE, ModelFormatError
 
 
 def small(model_dir, **params):
@@ -61,6 +63,7 @@ def estimates_by_row(rows, X):
     return np.array([found[tuple(row)] for row in X.to_numpy().tolist()])
 
 
+# ---------------------------------------------------------------------------- RidgeAnchor
 @parametrize_with_checks([RidgeAnchor()])
 def test_ridge_anchor_is_a_scikit_learn_regressor(estimator, check):
     check(estimator)
@@ -130,6 +133,7 @@ def test_with_estimates_keeps_each_column_type():
     assert widened.dtype == np.float64 and widened[0, 1] == 1 / 3
 
 
+# ------------------------------------------------------------------------- cross-fitting
 def test_out_of_fold_estimates_never_saw_their_row(numeric):
     X, y = numeric
     # A 1-nearest-neighbour anchor predicts a row it was fitted on exactly.
@@ -237,6 +241,7 @@ def test_trainer_uses_out_of_fold_estimates(numeric, tiny_model_dir, monkeypatch
     np.testing.assert_array_equal(estimates_by_row(rows, X), oof)
 
 
+# --------------------------------------------------------------------- scikit-learn API
 def test_clone_and_grid_search_reach_into_an_estimator_anchor(numeric, tiny_model_dir):
     X, y = numeric
     reg = small(tiny_model_dir, anchor=Ridge(alpha=3.0))
@@ -246,6 +251,7 @@ def test_clone_and_grid_search_reach_into_an_estimator_anchor(numeric, tiny_mode
     assert search.best_estimator_.anchor_.alpha == search.best_params_["anchor__alpha"]
 
 
+# ------------------------------------------------------------------------------ errors
 class NoPredict(BaseEstimator):
     def fit(self, X, y):
         return self
@@ -284,12 +290,54 @@ def test_a_feature_named_like_the_estimate_field(numeric, tiny_model_dir):
         small(tiny_model_dir, anchor="ridge").fit(X.rename(columns={"a": "estimate"}), y)
 
 
+# --------------------------------------------------------------------------- persistence
+def test_save_and_load_keep_the_ridge_anchor(fitted, houses, tmp_path):
+    X, _ = houses(40)
+    fitted.save(tmp_path)
+    manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    assert manifest["anchor"]["kind"] == "ridge"
+    loaded = LLMRegressor.load(tmp_path)
+    assert isinstance(loaded.anchor_, RidgeAnchor) and loaded.serializer_.estimate
+    np.testing.assert_array_equal(loaded.anchor_.predict(X), fitted.anchor_.predict(X))
+    np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
+
+
+@pytest.mark.parametrize(
+    ("edit", "verify", "match"),
+    [
+        (lambda m: m["anchor"]["state"].update(intercept=1.0), True, "checksum"),
+        (lambda m: m["anchor"]["state"].pop("intercept"), False, "damaged anchor"),
+        (lambda m: m["anchor"].update(kind="lasso"), False, "unknown kind 'lasso'"),
+        (lambda m: m.pop("anchor"), False, "prompts with the anchor's estimate, but no"),
+    ],
+)
+def test_load_refuses_a_changed_anchor(fitted, tmp_path, edit, verify, match):
+    fitted.save(tmp_path)
+    manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    edit(manifest)
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match=match):
+        LLMRegressor.load(tmp_path, verify=verify)
+
+
+def test_an_estimator_anchor_pickles_but_does_not_save(numeric, tiny_model_dir, tmp_path):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor=Ridge(alpha=2.0)).fit(X, y)
+    with pytest.raises(TypeError, match="joblib.dump"):
+        reg.save(tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+    joblib.dump(reg, tmp_path / "model.joblib")
+    again = joblib.load(tmp_path / "model.joblib")
+    np.testing.assert_array_equal(again.predict(X), reg.predict(X))
+
+
 def test_the_ridge_anchor_pickles(fitted, houses):
     X, _ = houses(40)
     again = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_array_equal(again.predict(X), fitted.predict(X))
 
 
+# --------------------------------------------------------------------------- checkpoints
 def checkpointed(model_dir, folder, anchor="ridge", **params):
     return small(
         model_dir, sft_epochs=2, batch_size=8, checkpoint_dir=folder, anchor=anchor, **params
