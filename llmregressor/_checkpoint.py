@@ -4,8 +4,8 @@ Layout of a ``checkpoint_dir``:
 
 ``fit.json``
     Format version, what identifies the fit (the parameters that shape the result, the
-    column names, a hash of the training rows and targets, the base model's fingerprint)
-    and the fit's seed.
+    column names, a hash of the training rows and targets, the base model's fingerprint,
+    and with an anchor a hash of its out-of-fold estimates) and the fit's seed.
 ``fit.lock``
     Present while a fit uses the folder: the pid, host and start time of that fit
     (see :class:`~llmregressor._locks.FolderLock`). A second fit on the folder is refused.
@@ -79,6 +79,10 @@ def _describe(value: object) -> object:
         return _describe(value.item())
     if isinstance(value, list | tuple):
         return [_describe(v) for v in value]
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        # An estimator (the anchor): its class and its parameters, nested ones included.
+        params = {k: _describe(v) for k, v in value.get_params(deep=False).items()}
+        return {"estimator": type(value).__qualname__, "params": params}
     if isinstance(value, Callable):
         return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
     # A RandomState instance: the seed it gave is stored in the checkpoint itself.
@@ -169,6 +173,7 @@ class FitCheckpoints:
         self.parallel = parallel
         self.resuming = False
         self._seed: int | None = None
+        self._anchor: str | None = None
         self._saved: dict | None = None
         self._lock: FolderLock | None = None
         self._resume_points: dict[str, tuple[int, Path]] = {}
@@ -232,6 +237,27 @@ class FitCheckpoints:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def check_anchor(self, estimates: np.ndarray) -> None:
+        """Compare (resuming) or record (fresh fit) the anchor's out-of-fold estimates.
+
+        Call it before :meth:`check_base_model`, which writes the record of a fresh fit.
+
+        Raises
+        ------
+        ValueError
+            If the checkpointed fit's estimates were others: an anchor whose fit is
+            random gives other prompts at every fit.
+        """
+        digest = hashlib.sha256(np.ascontiguousarray(estimates, dtype=np.float64)).hexdigest()
+        if not self.resuming:
+            self._anchor = digest
+        elif self._saved.get("anchor") != digest:
+            raise ValueError(
+                f"The checkpoint in {self.folder} was trained on other anchor estimates than "
+                "the anchor gives now: resuming needs an anchor that fits the same way every "
+                "time (fix its random_state). Set resume=False to start over."
+            )
+
     def check_base_model(self, fingerprint: str | None) -> None:
         """Compare (resuming) or record (fresh fit) the base model's fingerprint.
 
@@ -262,6 +288,7 @@ class FitCheckpoints:
                 **self.identity,
                 "seed": self._seed,
                 "base_fingerprint": fingerprint,
+                "anchor": self._anchor,
             }
             tmp = self.folder / f".{FIT_FILE}.tmp"
             tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")

@@ -835,6 +835,8 @@ class LanguageModelSpec:
             params["significant_digits"],
             params["missing_value"],
             params["row_format"],
+            # With an anchor the estimator appends its estimate to every row.
+            estimate=params["anchor"] is not None,
         )
         targets = params["lora_target_modules"]
         lora = {

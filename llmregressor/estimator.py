@@ -22,6 +22,7 @@ from ._checkpoint import FitCheckpoints, fit_identity
 from ._checks import check_finite_features, validate_data
 from ._distributed import DataParallel, data_parallel
 from ._locks import FIT_LOCK
+from .anchor import anchor_estimates, cross_fit, with_estimates
 from .backbone_protocol import RowInputs, backbone_for
 from .engine import EXACT, Callback, Sampler, Trainer, sample_quantiles, validation_rows
 from .fitted_policy import FittedPolicy, forked_torch_rng, resolve_device
@@ -76,6 +77,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     :meth:`save` writes a fitted estimator to a folder (JSON and safetensors, no pickle)
     that :meth:`load` reads back.
 
+    With an ``anchor``, a classic regressor's estimate of the target is one more field of
+    every prompt (one more input feature of the ``"mlp-decoder"``): out-of-fold estimates
+    for the training rows, the fully fitted anchor's for new rows (see
+    :mod:`llmregressor.anchor`).
+
     Launched with ``torchrun`` or ``accelerate launch``, :meth:`fit` trains data-parallel
     across the processes and returns the same estimator in each; only rank 0 writes
     checkpoints, and only it should write other files. ``micro_batch_size`` and
@@ -113,6 +119,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Writes rows as prompts (LM backbones only).
     preprocessor_ : sklearn.compose.ColumnTransformer
         Turns rows into the standardized feature vector (``"mlp-decoder"`` only).
+    anchor_ : estimator
+        The anchor fitted on every training row, whose predictions are the estimates of
+        the rows given to :meth:`predict` and the other predicting methods (only with an
+        ``anchor``; a :class:`~llmregressor.anchor.RidgeAnchor` for ``"ridge"``).
     history_ : list of dict
         Training log, ``pandas.DataFrame(history_)`` tabulates it. ``phase="sft"``: one
         record per SFT epoch (``train_loss``, ``val_rmse``, ``lr``, ``time_s``, and with a
@@ -145,6 +155,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     codec_: NumberCodec
     serializer_: RowSerializer
     preprocessor_: ColumnTransformer
+    anchor_: BaseEstimator
     policy_: FittedPolicy
     seed_: int
     history_: list[dict]
@@ -159,6 +170,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         digits: int = 3,
         exponent_digits: int = 1,
         mantissa_digits: int = 3,
+        anchor: str | BaseEstimator | None = None,
+        anchor_folds: int = 5,
         row_format: str = "compact",
         prompt_template: str | None = None,
         significant_digits: int = 4,
@@ -213,6 +226,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.digits = digits
         self.exponent_digits = exponent_digits
         self.mantissa_digits = mantissa_digits
+        self.anchor = anchor
+        self.anchor_folds = anchor_folds
         self.row_format = row_format
         self.prompt_template = prompt_template
         self.significant_digits = significant_digits
@@ -321,6 +336,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self._discard_fitted_state()
         params = self.get_params(deep=False)
         validate_params(params)
+        # The anchor reads the rows as they were given (a DataFrame keeps its columns).
+        X_given = X
         X, y = validate_data(
             self,
             X,
@@ -338,14 +355,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         # One seed for all processes: batch order, splits and samples must agree.
         self.seed_ = parallel.broadcast_seed(seed)
         codec = codec_from_params(params).fit(y)
-        names = getattr(self, "feature_names_in_", None)
-        if names is None:
-            names = [f"x{i}" for i in range(self.n_features_in_)]
-        spec = backbone_for(self.model).from_params(params, X, list(map(str, names)), codec)
-        for name, value in spec.fitted_attributes().items():
-            setattr(self, name, value)
         self.codec_ = codec
-        self.policy_ = FittedPolicy(spec, codec.allowed_mask(), self.device)
         checkpoints = None
         if self.checkpoint_dir is not None:
             shaping = {k: v for k, v in params.items() if k not in RESUMABLE}
@@ -358,6 +368,16 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         # process-wide: FIT_LOCK makes fits in threads take turns. The checkpoints come
         # first, so that their folder is unlocked even if waiting for FIT_LOCK is interrupted.
         with checkpoints or nullcontext(), FIT_LOCK, forked_torch_rng():
+            # After the checkpoint is opened: a resumed fit cross-fits with its checkpoint's
+            # seed, and the folder is unlocked if the anchor fails.
+            X = self._fit_anchor(X_given, X, y, parallel, checkpoints)
+            names = getattr(self, "feature_names_in_", None)
+            if names is None:
+                names = [f"x{i}" for i in range(self.n_features_in_)]
+            spec = backbone_for(self.model).from_params(params, X, list(map(str, names)), codec)
+            for name, value in spec.fitted_attributes().items():
+                setattr(self, name, value)
+            self.policy_ = FittedPolicy(spec, codec.allowed_mask(), self.device)
             torch.manual_seed(self.seed_)
             policy = self.policy_.build()
             if checkpoints is not None:
@@ -377,6 +397,39 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             parallel.broadcast_parameters(weights)
         self.fit_time_ = time.perf_counter() - start
         logger.info("LLMRegressor fitted on %d rows in %.1f s", len(y), self.fit_time_)
+
+    def _fit_anchor(
+        self,
+        X_given: object,
+        X: np.ndarray,
+        y: np.ndarray,
+        parallel: DataParallel,
+        checkpoints: FitCheckpoints | None,
+    ) -> np.ndarray:
+        """Cross-fit and fit the anchor; return the rows with their estimates (or as they are).
+
+        Every row's estimate, validation rows' included, comes from an anchor fitted on
+        folds without that row, so no estimate has seen its own target: validation scores
+        the model on estimates as good as those of new rows, never on leaked ones.
+        """
+        if self.anchor is None:
+            return X
+        start = time.perf_counter()
+        estimates, self.anchor_ = cross_fit(self.anchor, X_given, y, self.anchor_folds, self.seed_)
+        # Rank 0's estimates in every process: their prompts must agree to the last digit,
+        # whatever float differences the processes' anchor fits have.
+        shared = torch.from_numpy(estimates)
+        parallel.broadcast_parameters([shared])
+        estimates = shared.numpy()
+        if checkpoints is not None:
+            checkpoints.check_anchor(estimates)
+        logger.info(
+            "anchor %s cross-fitted in %d folds and refitted in %.1f s",
+            type(self.anchor_).__name__,
+            min(self.anchor_folds, len(y)),
+            time.perf_counter() - start,
+        )
+        return with_estimates(X, estimates)
 
     def _make_trainer(
         self,
@@ -416,7 +469,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         """Return the training engine of this fitted estimator on ``(X, y)``.
 
         It trains the fitted policy in place, with this estimator's validation split,
-        sampler and ``callbacks``: ``trainer.rl(rl_config(reg.get_params()), reward, rng)``
+        sampler and ``callbacks`` (and with an anchor, the rows' out-of-fold estimates of
+        a cross-fit like :meth:`fit`'s): ``trainer.rl(rl_config(reg.get_params()), reward, rng)``
         continues RL from a fitted SFT-only state (see :mod:`llmregressor.params` and
         :func:`llmregressor.rl.make_reward`). Unlike :meth:`fit`, its phases neither seed
         torch's random generator (dropout draws from the caller's stream) nor take the
@@ -434,13 +488,21 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         trainer : Trainer
         """
         check_is_fitted(self)
+        X_given = X
         X, y = validate_data(
             self, X, y, dtype=None, ensure_all_finite="allow-nan", y_numeric=True, reset=False
         )
         check_finite_features(X)
+        y = np.asarray(y, dtype=np.float64)
+        anchor = getattr(self, "anchor_", None)
+        if anchor is not None:
+            # Training rows get out-of-fold estimates, as in fit (the same ones for fit's
+            # rows and a deterministic anchor); anchor_ itself stays as fitted.
+            estimates, _ = cross_fit(anchor, X_given, y, self.anchor_folds, self.seed_)
+            X = with_estimates(X, estimates)
         device = self.policy_.policy.backbone.device
         parallel = data_parallel(device, self.micro_batch_size)
-        return self._make_trainer(X, np.asarray(y, dtype=np.float64), parallel, caller_depth=2)
+        return self._make_trainer(X, y, parallel, caller_depth=2)
 
     def _sampler(self) -> Sampler:
         """Return a sampler that decodes rows as :meth:`predict` does now."""
@@ -459,8 +521,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         # They may have been set after the fit (set_params), which validated the others.
         validate_predict_params(self.get_params(deep=False))
+        X_given = X
         X = validate_data(self, X, dtype=None, ensure_all_finite="allow-nan", reset=False)
         check_finite_features(X)
+        anchor = getattr(self, "anchor_", None)
+        if anchor is not None:
+            X = with_estimates(X, anchor_estimates(anchor, X_given, len(X)))
         return RowInputs.from_table(X, self.policy_.policy.backbone.encode_rows)
 
     def predict(self, X) -> np.ndarray:
@@ -594,7 +660,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             ``RandomState`` instance): set a named value before saving.
         TypeError
             If the estimator was fitted with ``model="mlp-decoder"``, whose fitted feature
-            preprocessor has no pickle-free format yet: use ``joblib.dump`` for it.
+            preprocessor has no pickle-free format yet, or with an estimator as ``anchor``
+            (only ``anchor="ridge"`` has one): use ``joblib.dump`` for it.
         """
         save_estimator(self, path)
 

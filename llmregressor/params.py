@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import boolean, int_in, one_of, optional, real_in, string
+from .anchor import ANCHORS
 from .backbones import COMPUTE_DTYPES
 from .codecs import CODECS, NumberCodec, make_codec
 from .engine import EXACT, PREDICT_MODES, Callback, check_exact_outcomes
@@ -106,6 +107,20 @@ def _prompt_template(name: str, value: object) -> None:
     if value is not None and not (isinstance(value, str) and value.count("{features}") == 1):
         raise ValueError(
             f"{name} must be None or a string containing '{{features}}' exactly once, got {value!r}"
+        )
+
+
+def _anchor(name: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, str):
+        one_of(ANCHORS)(name, value)
+        return
+    methods = all(callable(getattr(value, method, None)) for method in ("fit", "predict"))
+    if isinstance(value, type) or not methods or not hasattr(value, "get_params"):
+        raise TypeError(
+            f"{name} must be None, {', '.join(map(repr, ANCHORS))} or a scikit-learn regressor "
+            f"instance (with fit, predict and get_params), got {value!r}"
         )
 
 
@@ -233,6 +248,36 @@ PARAMETERS: tuple[Param, ...] = (
         """,
     ),
     Param(
+        "anchor",
+        "Anchor",
+        _choices(ANCHORS) + ", estimator or None",
+        _anchor,
+        """
+        A classic regressor whose estimate of the target each prompt carries, as the last
+        field before the answer prefix (``...,bmi:32.1,estimate:151.2,target:``; with
+        ``"mlp-decoder"``, one more input feature): the model then corrects a first guess.
+        The training rows get *out-of-fold* estimates (each from an anchor fitted on the
+        other ``anchor_folds`` folds), so that the model does not learn to copy estimates
+        that saw the target; new rows get the estimates of the anchor fitted on every
+        training row (``anchor_``). ``"ridge"``: the ``"mlp-decoder"``'s feature
+        preprocessing and ``RidgeCV`` (:class:`~llmregressor.anchor.RidgeAnchor`). An
+        estimator: cloned, fitted and asked to predict with ``X`` as ``fit`` and ``predict``
+        got it (a DataFrame stays one); a model with it saves with pickle or joblib, not
+        :meth:`save`. None: no anchor.
+        """,
+    ),
+    Param(
+        "anchor_folds",
+        "Anchor",
+        "int",
+        int_in(2),
+        """
+        Folds of the anchor's cross-fit (``KFold`` shuffled with the fit's seed), at most
+        one per training row. More folds fit each out-of-fold anchor on more rows, closer
+        to the final one, at one anchor fit per fold.
+        """,
+    ),
+    Param(
         "row_format",
         "Prompt",
         _choices(ROW_FORMATS),
@@ -252,7 +297,8 @@ PARAMETERS: tuple[Param, ...] = (
         """
         Prompt with a ``{features}`` field; the text after it is the answer prefix.
         None takes the row format's own: ``"{features},target:"`` for ``"compact"``,
-        ``"{features}\\nThe target is "`` for ``"sentence"``.
+        ``"{features}\\nThe target is "`` for ``"sentence"``. With an ``anchor``, an
+        ``{estimate}`` field places its estimate (else it is the last of the features).
         """,
     ),
     Param(
@@ -795,6 +841,13 @@ def validate_params(params: Mapping[str, object]) -> None:
         )
     if params["n_samples"] == EXACT:
         check_exact_outcomes(int(np.prod(codec_from_params(params).allowed_mask().sum(axis=1))))
+    estimate_fields = (params["prompt_template"] or "").count("{estimate}")
+    if estimate_fields > (0 if params["anchor"] is None else 1):
+        raise ValueError(
+            "prompt_template may have one '{estimate}' field, which the anchor's estimate "
+            "fills: set anchor (e.g. anchor='ridge') or drop the field, got "
+            f"{params['prompt_template']!r}"
+        )
     if params["resume"] and params["checkpoint_dir"] is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
 

@@ -7,7 +7,12 @@ A model folder holds two files:
     (``model`` source and fingerprint), the estimator's parameters, its fitted attributes
     (``n_features_in_``, ``feature_names_in_``, ``n_samples_fit_``, ``history_``,
     ``fit_time_`` and the fit's seed), the fitted codec (class, parameters, statistics), the
-    row serializer's settings, and the policy's kind and configuration.
+    row serializer's settings, the policy's kind and configuration, and with an anchor,
+    an ``anchor`` section: the fitted :class:`~llmregressor.anchor.RidgeAnchor` of
+    ``anchor="ridge"`` as its linear function's weights (see
+    :meth:`~llmregressor.anchor.RidgeAnchor.to_json`). An estimator of the user's as
+    ``anchor`` has no pickle-free format: such a model is pickled (``joblib.dump``), and
+    :func:`save_estimator` refuses it.
 ``policy.safetensors``
     The policy's trainable weights by name (for the LoRA backbone, the adapters).
 
@@ -19,14 +24,14 @@ the saved fingerprint, a SHA-256 over its configuration and every weight.
 
 The manifest ties itself to the weights: ``checksums`` holds the SHA-256 of
 ``policy.safetensors`` and one over the manifest's fitted sections (``fitted``, ``codec``,
-``serializer``, ``policy`` and the base fingerprint). Loading refuses a mismatch unless
-``verify=False``. Left out are what may be edited by hand: the parameters (``set_params``
-could change them as well; they are validated on load), the versions, and where the base
-model is found and runs (``model``, ``device``: a moved base is still identified by its
-fingerprint). The checksums detect damage and edits, not an adversary, who could
-recompute them. Whatever ``verify`` says, loading refuses invalid parameters, a codec
-that does not match the policy, non-finite codec statistics and weights that lack,
-add or reshape a tensor, each with a message naming the folder and what is wrong.
+``serializer``, ``policy``, the base fingerprint and ``anchor`` when there is one). Loading
+refuses a mismatch unless ``verify=False``. Left out are what may be edited by hand: the
+parameters (``set_params`` could change them as well; they are validated on load), the
+versions, and where the base model is found and runs (``model``, ``device``: a moved base is
+still identified by its fingerprint). The checksums detect damage and edits, not an
+adversary, who could recompute them. Whatever ``verify`` says, loading refuses invalid
+parameters, a codec that does not match the policy, non-finite codec statistics and weights
+that lack, add or reshape a tensor, each with a message naming the folder and what is wrong.
 
 Parameters must be JSON values (None, bool, int, float, str, lists of them). A callable
 ``reward`` is refused rather than saved as null: a loaded model would otherwise report
@@ -36,6 +41,8 @@ parameters it was not fitted with and fail at refit. Name a built-in reward befo
 Versioning: :data:`FORMAT_VERSION` grows when the layout changes so that an older reader
 would misread it. A reader loads every version up to its own and refuses newer ones with
 a message naming both; the package version is recorded for the user's information.
+The ``anchor`` section came without a new version: a reader that predates it refuses such
+a folder anyway, for its parameter ``anchor``, which it does not know.
 Folders of versions 1 and 2 have no checksums: they load without that verification, with
 a warning, and their base fingerprint (configuration and output-embedding sum only) is
 checked as such, with a warning too. Saving them again writes version 3.
@@ -59,6 +66,7 @@ from safetensors import SafetensorError
 from sklearn.utils.validation import check_is_fitted
 
 from ._version import __version__
+from .anchor import ANCHORS, RidgeAnchor
 from .backbone_protocol import BACKBONES, WeightsMismatchError
 from .codecs import CODECS, NumberCodec
 from .fitted_policy import FittedPolicy
@@ -96,7 +104,7 @@ _CODECS: dict[str, type[NumberCodec]] = {c.__name__: c for c in CODECS.values()}
 # Fitted attributes stored as plain JSON values (feature_names_in_ only exists for named
 # columns); codec_, serializer_, policy_ and seed_ have their own entries.
 _FITTED_JSON = ("n_features_in_", "feature_names_in_", "n_samples_fit_", "history_", "fit_time_")
-_KNOWN_STATE = frozenset((*_FITTED_JSON, "codec_", "serializer_", "policy_", "seed_"))
+_KNOWN_STATE = frozenset((*_FITTED_JSON, "codec_", "serializer_", "policy_", "seed_", "anchor_"))
 
 _SCALARS = (str, bool, int, float, type(None))
 
@@ -123,9 +131,11 @@ def save_estimator(estimator: LLMRegressor, path: str | os.PathLike) -> None:
     ValueError
         If a parameter is not a JSON value (a callable ``reward``, a ``RandomState``).
     TypeError
-        If the estimator carries fitted state this format does not know how to store.
+        If the estimator carries fitted state this format does not know how to store
+        (an estimator of the user's as ``anchor``, the ``mlp-decoder``'s preprocessor).
     """
     check_is_fitted(estimator)
+    anchor = _anchor_to_json(estimator)
     # What load would refuse is not written.
     validate_params(estimator.get_params(deep=False))
     fitted_policy = estimator.policy_
@@ -167,6 +177,9 @@ def save_estimator(estimator: LLMRegressor, path: str | os.PathLike) -> None:
         "serializer": dataclasses.asdict(estimator.serializer_),
         "policy": {"kind": fitted_policy.kind, "config": policy_config},
     }
+    # Without an anchor the manifest is the one earlier versions wrote.
+    if anchor is not None:
+        manifest["anchor"] = anchor
     weights = {
         name: np.ascontiguousarray(w) for name, w in fitted_policy.trainable_weights().items()
     }
@@ -214,8 +227,26 @@ def _fitted_checksum(manifest: dict) -> str:
         "policy": {**policy, "config": config},
         "base_fingerprint": manifest["base_model"]["fingerprint"],
     }
+    # Only present with an anchor, so that the checksums of other folders stay as they were.
+    if "anchor" in manifest:
+        sections["anchor"] = manifest["anchor"]
     text = json.dumps(sections, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _anchor_to_json(estimator: LLMRegressor) -> dict | None:
+    """Return the ``anchor`` section of a fitted estimator's manifest (None without one)."""
+    anchor = getattr(estimator, "anchor_", None)
+    if anchor is None:
+        return None
+    if type(anchor) is not RidgeAnchor or not isinstance(estimator.anchor, str | None):
+        raise TypeError(
+            f"Cannot save a model whose anchor is an estimator ({type(anchor).__name__}): a "
+            "model folder stores only anchor='ridge', without pickle. Pickle it instead "
+            "(joblib.dump(reg, 'model.joblib'), read back with joblib.load), or fit with "
+            "anchor='ridge'."
+        )
+    return {"kind": "ridge", "state": anchor.to_json()}
 
 
 def _param_to_json(name: str, value: object) -> object:
@@ -240,6 +271,11 @@ def _param_to_json(name: str, value: object) -> object:
         hint = (
             "Callbacks only observe fit and cannot be stored without pickle: to save this "
             "fitted model, drop them first, e.g. reg.set_params(callbacks=None).save(path)."
+        )
+    elif name == "anchor":
+        hint = (
+            "An estimator as anchor cannot be stored without pickle: pickle the model instead "
+            "(joblib.dump), or fit with anchor='ridge', which a model folder stores."
         )
     elif isinstance(value, np.random.RandomState):
         hint = (
@@ -428,9 +464,17 @@ def load_estimator(
         if verify and checksums is not None and checksums["fitted"] != _fitted_checksum(manifest):
             raise ModelFormatError(
                 f"{folder / MANIFEST_FILE} does not match its checksum: its fitted sections "
-                "(fitted, codec, serializer, policy) were changed after saving. Restore the "
-                "saved file or refit; LLMRegressor.load(path, verify=False) loads it as it is."
+                "(fitted, codec, serializer, policy, anchor) were changed after saving. Restore "
+                "the saved file or refit; LLMRegressor.load(path, verify=False) loads it as it is."
             )
+        has_anchor = "anchor" in manifest
+        if estimator.serializer_.estimate != has_anchor:
+            raise ModelFormatError(
+                f"{folder} holds prompts {'with' if estimator.serializer_.estimate else 'without'}"
+                f" the anchor's estimate, but {'an' if has_anchor else 'no'} anchor"
+            )
+        if has_anchor:
+            estimator.anchor_ = _anchor_from_json(manifest["anchor"], folder)
         data = (folder / WEIGHTS_FILE).read_bytes()
         if verify and checksums is not None and checksums["weights"] != _sha256(data):
             raise ModelFormatError(
@@ -466,6 +510,19 @@ def load_estimator(
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _anchor_from_json(data: dict, folder: Path) -> RidgeAnchor:
+    """Rebuild the fitted anchor of a manifest's ``anchor`` section."""
+    if data["kind"] not in ANCHORS:
+        raise ModelFormatError(
+            f"{folder} holds an anchor of the unknown kind {data['kind']!r}; this llmregressor "
+            f"{__version__} knows {sorted(ANCHORS)}"
+        )
+    try:
+        return ANCHORS[data["kind"]].from_json(data["state"])
+    except ValueError as err:
+        raise ModelFormatError(f"{folder} holds a damaged anchor: {err}") from err
 
 
 def _codec_from_json(data: dict, policy_config: dict, folder: Path) -> NumberCodec:

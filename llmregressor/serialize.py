@@ -15,6 +15,12 @@ Numbers are rounded to a fixed count of significant digits and written positiona
 (``123500``, ``0.0381``), not in the exponent notation the LM rarely saw in tables;
 only magnitudes from 1e15 or under 1e-6 fall back to it (``1.235e+15``).
 Missing values (``None``, ``NaN``, ``pd.NA``, ``NaT``, empty strings) become a word.
+
+With an anchor (``LLMRegressor(anchor=...)``, see :mod:`llmregressor.anchor`) each row
+carries the anchor's estimate of its target as its last value, written as the field
+``estimate``: as the last pair of ``{features}``, just before the answer prefix
+(``age:59,sex:2,bmi:32.1,estimate:151.2,target:``), or where the template's
+``{estimate}`` field stands, if it has one (then only the number is written).
 """
 
 from __future__ import annotations
@@ -26,13 +32,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["PROMPT_TEMPLATES", "ROW_FORMATS", "RowSerializer", "is_missing"]
+__all__ = ["ESTIMATE_FIELD", "PROMPT_TEMPLATES", "ROW_FORMATS", "RowSerializer", "is_missing"]
 
 # Per row format: how one name/value pair is written, and what joins the pairs.
 ROW_FORMATS = {"sentence": ("{name} is {value}", ", "), "compact": ("{name}:{value}", ",")}
 # The prompt template each row format gets when none is given: the answer prefix reads
 # as the next pair of the same format.
 PROMPT_TEMPLATES = {"sentence": "{features}\nThe target is ", "compact": "{features},target:"}
+# The name of the anchor's estimate among a row's fields, and the template field that
+# places it elsewhere.
+ESTIMATE_FIELD = "estimate"
+_ESTIMATE_TAG = "{" + ESTIMATE_FIELD + "}"
 
 
 def is_missing(value: object) -> bool:
@@ -65,6 +75,11 @@ class RowSerializer:
         Word written for a missing value.
     row_format : {"compact", "sentence"}, default="compact"
         How each name/value pair is written and joined (see ``ROW_FORMATS``).
+    estimate : bool, default=False
+        Whether each row ends with an anchor's estimate of its target, one value more than
+        ``feature_names``. It is written at the template's ``{estimate}`` field if there is
+        one, else as the last pair of ``{features}``, named ``"estimate"`` (so no feature
+        may have that name).
     """
 
     feature_names: Sequence[str]
@@ -72,6 +87,7 @@ class RowSerializer:
     significant_digits: int = 4
     missing: str = "unknown"
     row_format: str = "compact"
+    estimate: bool = False
 
     def __post_init__(self) -> None:
         if self.row_format not in ROW_FORMATS:
@@ -85,6 +101,16 @@ class RowSerializer:
             raise ValueError(
                 "prompt_template must contain the field '{features}' exactly once, "
                 f"got {self.template!r}"
+            )
+        if self.template.count(_ESTIMATE_TAG) > int(self.estimate):
+            raise ValueError(
+                f"prompt_template may contain the field '{_ESTIMATE_TAG}' only with an anchor, "
+                f"and then at most once, got {self.template!r}"
+            )
+        if self.estimate and ESTIMATE_FIELD in self.feature_names:
+            raise ValueError(
+                f"A feature column is named {ESTIMATE_FIELD!r}, the prompt field of the "
+                "anchor's estimate: rename the column"
             )
 
     def format_value(self, value: object) -> str:
@@ -124,11 +150,20 @@ class RowSerializer:
     def serialize_row(self, row: Sequence[object]) -> str:
         """Write one row as a prompt."""
         pair, separator = ROW_FORMATS[self.row_format]
+        names, values, template = list(self.feature_names), list(row), self.template
+        if self.estimate:
+            estimate = values.pop()
+            if _ESTIMATE_TAG in template:
+                # Placed before the features: a feature's text may itself read "{estimate}".
+                template = template.replace(_ESTIMATE_TAG, self.format_value(estimate))
+            else:
+                names.append(ESTIMATE_FIELD)
+                values.append(estimate)
         features = separator.join(
             pair.format(name=name, value=self.format_value(value))
-            for name, value in zip(self.feature_names, row, strict=True)
+            for name, value in zip(names, values, strict=True)
         )
-        return self.template.replace("{features}", features)
+        return template.replace("{features}", features)
 
     def __call__(self, X: np.ndarray) -> list[str]:
         """Write every row of ``X`` as a prompt.
@@ -136,7 +171,8 @@ class RowSerializer:
         Parameters
         ----------
         X : ndarray of shape (n_samples, n_features)
-            Rows, columns in the order of ``feature_names``.
+            Rows, columns in the order of ``feature_names`` (and with ``estimate``, the
+            estimate last).
 
         Returns
         -------

@@ -107,6 +107,24 @@ def test_info_describes_the_model(model_dir, tiny_model_dir, capsys):
     assert "  lora_target_modules = ['q_proj', 'v_proj']" in out
 
 
+def test_fit_with_an_anchor_saves_it_and_predict_reads_it(
+    csv_file, tiny_model_dir, tmp_path, capsys
+):
+    model = tmp_path / "model"
+    fit = ["fit", str(csv_file), "--target", "price", "--out", str(model), "--model"]
+    fit += [tiny_model_dir, "--sft_epochs", "1", "--rl_algorithm", "none", "--anchor", "ridge"]
+    assert main(fit) == 0
+    reg = LLMRegressor.load(model)
+    assert reg.get_params()["anchor"] == "ridge" and reg.serializer_.estimate
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(model), str(csv_file), "--out", str(out)]) == 0
+    expected = reg.predict(pd.read_csv(csv_file).drop(columns="price"))
+    np.testing.assert_allclose(pd.read_csv(out)["prediction"], expected, rtol=1e-12)
+    capsys.readouterr()
+    assert main(["info", str(model)]) == 0
+    assert "  anchor = 'ridge'" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -117,6 +135,7 @@ def test_info_describes_the_model(model_dir, tiny_model_dir, capsys):
         (["--target", "price", "--rl_algorithm", "ppo"], "rl_algorithm must be one of"),
         (["--target", "price", "--mlp_hidden", "0,5"], "mlp_hidden must be a tuple of positive"),
         (["--target", "price", "--model", "mlp-decoder"], "cannot be saved to a model folder"),
+        (["--target", "price", "--anchor", "lasso"], "anchor must be one of 'ridge'"),
     ],
 )
 def test_fit_errors(csv_file, tmp_path, capsys, tiny_model_dir, argv, message):
@@ -188,6 +207,8 @@ def test_model_folder_of_another_format_version(model_dir, csv_file, tmp_path, c
         ("prompt_template", "{features} -> 3,4", "{features} -> 3,4"),
         ("mlp_hidden", "512", [512]),  # no str alternative: one item is a list of one
         ("mlp_hidden", "512, 256", [512, 256]),
+        ("anchor", "ridge", "ridge"),
+        ("anchor", "none", None),
     ],
 )
 def test_parameter_values_parse_into_the_estimator_types(name, text, expected):

@@ -58,3 +58,45 @@ def test_template_needs_features_field():
 def test_infinite_values_are_rejected():
     with pytest.raises(ValueError, match="non-finite"):
         RowSerializer(["x"]).format_value(np.inf)
+
+
+@pytest.mark.parametrize(
+    ("params", "prompt"),
+    [
+        ({}, "age:52,sex:male,estimate:151.2,target:"),
+        ({"row_format": "sentence"}, "age is 52, sex is male, estimate is 151.2\nThe target is "),
+        (
+            {"template": "Guess: {estimate}. {features} -> "},
+            "Guess: 151.2. age:52,sex:male -> ",
+        ),
+    ],
+)
+def test_the_anchor_estimate_is_the_last_field_or_where_the_template_puts_it(params, prompt):
+    s = RowSerializer(["age", "sex"], estimate=True, **params)
+    assert s.serialize_row(np.array([52, "male", 151.234], dtype=object)) == prompt
+
+
+def test_the_estimate_is_written_with_the_significant_digits():
+    s = RowSerializer(["x"], significant_digits=2, estimate=True)
+    assert s(np.array([[1.0, 0.012345], [2.0, 12345.6]])) == [
+        "x:1,estimate:0.012,target:",
+        "x:2,estimate:12000,target:",
+    ]
+
+
+def test_a_feature_reading_like_the_estimate_field_is_left_alone():
+    s = RowSerializer(["note"], template="{estimate}|{features}|", estimate=True)
+    assert s.serialize_row(np.array(["{estimate}", 3.5], dtype=object)) == "3.5|note:{estimate}|"
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"template": "{estimate} {features}"}, "only with an anchor"),
+        ({"template": "{estimate} {features} {estimate}", "estimate": True}, "at most once"),
+        ({"feature_names": ["estimate"], "estimate": True}, "named 'estimate'.*rename"),
+    ],
+)
+def test_estimate_field_errors(params, match):
+    with pytest.raises(ValueError, match=match):
+        RowSerializer(**{"feature_names": ["x"], **params})

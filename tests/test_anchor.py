@@ -1,0 +1,379 @@
+"""The anchor: out-of-fold estimates in training prompts, the full fit's at predict time."""
+
+import json
+import pickle
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import interrupt_after
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_predict
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from llmregressor import LLMRegressor
+from llmregressor.anchor import RIDGE_ALPHAS, RidgeAnchor, cross_fit, with_estimates
+from llmregressor.backbones import LanguageModelBackbone
+from llmregressor.features import make_feature_preprocessor
+from llmregressor.mlp_decoder import MLPDecoderBackbone
+from llmregressor.persistence import MANIFEST_FILE, ModelFormatError
+
+
+def small(model_dir, **params):
+    defaults = dict(
+        model=model_dir, sft_epochs=1, rl_algorithm=None, batch_size=16, n_samples=2, random_state=0
+    )
+    return LLMRegressor(**{**defaults, **params})
+
+
+@pytest.fixture(scope="module")
+def numeric():
+    """Continuous features and noisy targets: no two rows share a target or a neighbour's."""
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(rng.normal(size=(30, 2)).round(3), columns=["a", "b"])
+    return X, X.to_numpy() @ np.array([2.0, -1.0]) + rng.normal(size=30)
+
+
+@pytest.fixture(scope="module")
+def fitted(houses, tiny_model_dir):
+    X, y = houses(40)
+    return small(tiny_model_dir, anchor="ridge").fit(X, y)
+
+
+def record_rows(patch, backbone=LanguageModelBackbone):
+    """Collect every table row the backbone turns into model inputs (estimate last)."""
+    rows = []
+    encode_rows = backbone.encode_rows
+
+    def recording(self, X):
+        rows.extend(X.tolist())
+        return encode_rows(self, X)
+
+    patch.setattr(backbone, "encode_rows", recording)
+    return rows
+
+
+def estimates_by_row(rows, X):
+    """Each row of X's estimate, as the recorded model inputs gave it."""
+    found = {tuple(row[:-1]): row[-1] for row in rows}
+    return np.array([found[tuple(row)] for row in X.to_numpy().tolist()])
+
+
+# ---------------------------------------------------------------------------- RidgeAnchor
+@parametrize_with_checks([RidgeAnchor()])
+def test_ridge_anchor_is_a_scikit_learn_regressor(estimator, check):
+    check(estimator)
+
+
+def messy_table(n_rows, seed=0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(
+        {
+            "a": rng.normal(size=n_rows),
+            "b": rng.normal(size=n_rows) * 10,
+            "color": rng.choice(["red", "blue", "green"], n_rows).astype(object),
+            "empty": np.nan,
+        }
+    )
+    X.loc[[1, 5], "a"] = np.nan
+    X.loc[4, "color"] = None
+    y = 2 * X["a"].fillna(0) - X["b"] + (X["color"] == "red") * 3 + rng.normal(size=n_rows)
+    return X, y.to_numpy()
+
+
+def test_ridge_anchor_is_the_package_preprocessing_and_ridge_cv():
+    X, y = messy_table(60)
+    anchor = RidgeAnchor().fit(X, y)
+    rows = X.to_numpy(dtype=object)
+    pipeline = make_pipeline(make_feature_preprocessor(rows), RidgeCV(alphas=RIDGE_ALPHAS))
+    pipeline.fit(rows, y)
+    # New rows: a missing cell where training had none, an unseen category, a value in the
+    # column that was always missing.
+    new = X.copy()
+    new.loc[0, "b"], new.loc[2, "color"], new.loc[3, "empty"] = np.nan, "violet", 4.0
+    expected = pipeline.predict(new.to_numpy(dtype=object))
+    np.testing.assert_allclose(anchor.predict(new), expected, rtol=1e-10, atol=1e-10)
+    assert anchor.alpha_ == pipeline[-1].alpha_
+
+
+def test_ridge_anchor_json_round_trip_predicts_identically():
+    X, y = messy_table(40)
+    anchor = RidgeAnchor().fit(X, y)
+    again = RidgeAnchor.from_json(json.loads(json.dumps(anchor.to_json())))
+    np.testing.assert_array_equal(again.predict(X), anchor.predict(X))
+    assert list(again.feature_names_in_) == list(X.columns)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda s: s.pop("intercept"), "incomplete"),
+        (lambda s: s["numeric_weights"].pop(), "inconsistent"),
+        (lambda s: s["categories"][0].pop(), "inconsistent"),
+        (lambda s: s.update(numeric_columns=[0, 9, 3]), "out of range"),
+        (lambda s: s.update(numeric_columns=[0, 1.5, 3]), "must be ints"),
+        (lambda s: s["missing_values"].__setitem__(0, float("nan")), "finite"),
+    ],
+)
+def test_ridge_anchor_refuses_damaged_states(edit, match):
+    state = RidgeAnchor().fit(*messy_table(20)).to_json()
+    edit(state)
+    with pytest.raises(ValueError, match=match):
+        RidgeAnchor.from_json(state)
+
+
+def test_with_estimates_keeps_each_column_type():
+    rows = with_estimates(np.array([[1, True, "a"]], dtype=object), np.array([2.5]))
+    assert rows.dtype == object and rows.tolist() == [[1, True, "a", 2.5]]
+    widened = with_estimates(np.array([[0.1]], dtype=np.float32), np.array([1 / 3]))
+    assert widened.dtype == np.float64 and widened[0, 1] == 1 / 3
+
+
+# ------------------------------------------------------------------------- cross-fitting
+def test_out_of_fold_estimates_never_saw_their_row(numeric):
+    X, y = numeric
+    # A 1-nearest-neighbour anchor predicts a row it was fitted on exactly.
+    estimates, fitted = cross_fit(KNeighborsRegressor(n_neighbors=1), X, y, 5, seed=7)
+    np.testing.assert_array_equal(fitted.predict(X), y)
+    assert np.all(estimates != y)
+    splits = KFold(5, shuffle=True, random_state=7)
+    np.testing.assert_array_equal(
+        estimates, cross_val_predict(KNeighborsRegressor(n_neighbors=1), X, y, cv=splits)
+    )
+
+
+def test_training_prompts_get_out_of_fold_estimates_and_new_rows_the_full_fit(
+    numeric, tiny_model_dir, monkeypatch
+):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor=KNeighborsRegressor(n_neighbors=1))
+    with monkeypatch.context() as patch:
+        rows = record_rows(patch)
+        reg.fit(X, y)
+    splits = KFold(5, shuffle=True, random_state=reg.seed_)
+    oof = cross_val_predict(KNeighborsRegressor(n_neighbors=1), X, y, cv=splits)
+    np.testing.assert_array_equal(estimates_by_row(rows, X), oof)
+    assert np.all(oof != y)  # in-sample estimates would equal y
+    assert isinstance(reg.anchor_, KNeighborsRegressor) and reg.anchor_ is not reg.anchor
+    with monkeypatch.context() as patch:
+        rows = record_rows(patch)
+        reg.predict(X)
+    np.testing.assert_array_equal(estimates_by_row(rows, X), y)  # the full fit's
+    assert reg.serializer_.serialize_row([*X.iloc[0], 1.5]).endswith(",estimate:1.5,target:")
+
+
+def test_every_predicting_method_reads_the_anchor(fitted, houses, monkeypatch):
+    X, _ = houses(40)
+    expected = fitted.anchor_.predict(X[:5])
+    for method in (
+        lambda: fitted.predict(X[:5]),
+        lambda: fitted.sample(X[:5], 2),
+        lambda: fitted.predict_quantiles(X[:5], (0.5,)),
+        lambda: fitted.predict_interval(X[:5]),
+    ):
+        with monkeypatch.context() as patch:
+            rows = record_rows(patch)
+            method()
+        np.testing.assert_array_equal([row[-1] for row in rows], expected)
+
+
+def test_an_anchored_fit_is_deterministic(numeric, tiny_model_dir, monkeypatch):
+    X, y = numeric
+    recorded = []
+    for seed in (0, 0, 1):
+        with monkeypatch.context() as patch:
+            rows = record_rows(patch)
+            reg = small(tiny_model_dir, anchor="ridge", random_state=seed).fit(X, y)
+        recorded.append((estimates_by_row(rows, X), reg.predict(X)))
+    np.testing.assert_array_equal(recorded[0][0], recorded[1][0])
+    np.testing.assert_array_equal(recorded[0][1], recorded[1][1])
+    # Another seed shuffles other folds.
+    assert not np.array_equal(recorded[0][0], recorded[2][0])
+
+
+def test_anchor_folds_cap_at_one_per_row(tiny_model_dir):
+    X, y = np.array([[0.0], [1.0], [3.0]]), np.array([0.0, 1.0, 2.0])
+    reg = small(tiny_model_dir, anchor=KNeighborsRegressor(n_neighbors=1), anchor_folds=10)
+    assert reg.fit(X, y).predict(X).shape == (3,)
+
+
+def test_the_prompt_template_may_place_the_estimate(numeric, tiny_model_dir):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor="ridge", prompt_template="About {estimate}. {features}=")
+    reg.fit(X, y)
+    assert reg.serializer_.serialize_row([1, 2, 3.25]) == "About 3.25. a:1,b:2="
+
+
+def test_the_mlp_decoder_reads_the_estimate_as_one_more_feature(numeric, monkeypatch):
+    X, y = numeric
+    reg = LLMRegressor(
+        model="mlp-decoder",
+        mlp_hidden=(16,),
+        d_model=8,
+        decoder_layers=1,
+        decoder_heads=2,
+        decoder_ff=16,
+        sft_epochs=1,
+        rl_algorithm=None,
+        n_samples=2,
+        anchor="ridge",
+        random_state=0,
+    ).fit(X, y)
+    assert reg.preprocessor_.n_features_in_ == 3
+    with monkeypatch.context() as patch:
+        rows = record_rows(patch, MLPDecoderBackbone)
+        assert np.isfinite(reg.predict(X)).all()
+    np.testing.assert_array_equal([row[-1] for row in rows], reg.anchor_.predict(X))
+
+
+def test_trainer_uses_out_of_fold_estimates(numeric, tiny_model_dir, monkeypatch):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor=KNeighborsRegressor(n_neighbors=1)).fit(X, y)
+    with monkeypatch.context() as patch:
+        rows = record_rows(patch)
+        reg.trainer(X, y).train_inputs.encode()
+    splits = KFold(5, shuffle=True, random_state=reg.seed_)
+    oof = cross_val_predict(KNeighborsRegressor(n_neighbors=1), X, y, cv=splits)
+    np.testing.assert_array_equal(estimates_by_row(rows, X), oof)
+
+
+# --------------------------------------------------------------------- scikit-learn API
+def test_clone_and_grid_search_reach_into_an_estimator_anchor(numeric, tiny_model_dir):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor=Ridge(alpha=3.0))
+    copy = clone(reg)
+    assert copy.anchor is not reg.anchor and copy.get_params()["anchor__alpha"] == 3.0
+    search = GridSearchCV(reg, {"anchor__alpha": [0.1, 10.0]}, cv=2).fit(X, y)
+    assert search.best_estimator_.anchor_.alpha == search.best_params_["anchor__alpha"]
+
+
+# ------------------------------------------------------------------------------ errors
+class NoPredict(BaseEstimator):
+    def fit(self, X, y):
+        return self
+
+
+class NaNAnchor(RegressorMixin, BaseEstimator):
+    def fit(self, X, y):
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), np.nan)
+
+
+@pytest.mark.parametrize(
+    ("anchor", "params", "error", "match"),
+    [
+        ("lasso", {}, ValueError, "anchor must be one of 'ridge'"),
+        (NoPredict(), {}, TypeError, "fit, predict and get_params"),
+        (Ridge, {}, TypeError, "regressor instance"),
+        (None, {"prompt_template": "{estimate}{features}"}, ValueError, "set anchor"),
+        ("ridge", {"anchor_folds": 1}, ValueError, "anchor_folds must be an int >= 2"),
+        (NaNAnchor(), {}, ValueError, "NaNAnchor predicted 30 non-finite values"),
+    ],
+)
+def test_bad_anchors(numeric, tiny_model_dir, anchor, params, error, match):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor=anchor, **params)
+    with pytest.raises(error, match=match):
+        reg.fit(X, y)
+    assert not hasattr(reg, "anchor_")
+
+
+def test_a_feature_named_like_the_estimate_field(numeric, tiny_model_dir):
+    X, y = numeric
+    with pytest.raises(ValueError, match="rename the column"):
+        small(tiny_model_dir, anchor="ridge").fit(X.rename(columns={"a": "estimate"}), y)
+
+
+# --------------------------------------------------------------------------- persistence
+def test_save_and_load_keep_the_ridge_anchor(fitted, houses, tmp_path):
+    X, _ = houses(40)
+    fitted.save(tmp_path)
+    manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    assert manifest["anchor"]["kind"] == "ridge"
+    loaded = LLMRegressor.load(tmp_path)
+    assert isinstance(loaded.anchor_, RidgeAnchor) and loaded.serializer_.estimate
+    np.testing.assert_array_equal(loaded.anchor_.predict(X), fitted.anchor_.predict(X))
+    np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
+
+
+@pytest.mark.parametrize(
+    ("edit", "verify", "match"),
+    [
+        (lambda m: m["anchor"]["state"].update(intercept=1.0), True, "checksum"),
+        (lambda m: m["anchor"]["state"].pop("intercept"), False, "damaged anchor"),
+        (lambda m: m["anchor"].update(kind="lasso"), False, "unknown kind 'lasso'"),
+        (lambda m: m.pop("anchor"), False, "prompts with the anchor's estimate, but no"),
+    ],
+)
+def test_load_refuses_a_changed_anchor(fitted, tmp_path, edit, verify, match):
+    fitted.save(tmp_path)
+    manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    edit(manifest)
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match=match):
+        LLMRegressor.load(tmp_path, verify=verify)
+
+
+def test_an_estimator_anchor_pickles_but_does_not_save(numeric, tiny_model_dir, tmp_path):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor=Ridge(alpha=2.0)).fit(X, y)
+    with pytest.raises(TypeError, match="joblib.dump"):
+        reg.save(tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+    joblib.dump(reg, tmp_path / "model.joblib")
+    again = joblib.load(tmp_path / "model.joblib")
+    np.testing.assert_array_equal(again.predict(X), reg.predict(X))
+
+
+def test_the_ridge_anchor_pickles(fitted, houses):
+    X, _ = houses(40)
+    again = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(again.predict(X), fitted.predict(X))
+
+
+# --------------------------------------------------------------------------- checkpoints
+def checkpointed(model_dir, folder, anchor="ridge", **params):
+    return small(
+        model_dir, sft_epochs=2, batch_size=8, checkpoint_dir=folder, anchor=anchor, **params
+    )
+
+
+def test_a_resumed_anchored_fit_gets_the_same_result(
+    numeric, tiny_model_dir, tmp_path, monkeypatch
+):
+    X, y = numeric
+    uninterrupted = checkpointed(tiny_model_dir, tmp_path / "full").fit(X, y)
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            checkpointed(tiny_model_dir, tmp_path / "cut").fit(X, y)
+    resumed = checkpointed(tiny_model_dir, tmp_path / "cut", resume=True).fit(X, y)
+    np.testing.assert_array_equal(resumed.predict(X), uninterrupted.predict(X))
+
+
+class NoisyAnchor(RegressorMixin, BaseEstimator):
+    """An anchor whose fit draws from an unseeded generator."""
+
+    def fit(self, X, y):
+        self.mean_ = np.mean(y) + np.random.default_rng().normal()
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.mean_)
+
+
+def test_resume_refuses_other_anchor_estimates(numeric, tiny_model_dir, tmp_path, monkeypatch):
+    X, y = numeric
+    noisy = dict(anchor=NoisyAnchor())
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            checkpointed(tiny_model_dir, tmp_path, **noisy).fit(X, y)
+    with pytest.raises(ValueError, match="other anchor estimates.*random_state"):
+        checkpointed(tiny_model_dir, tmp_path, resume=True, **noisy).fit(X, y)
