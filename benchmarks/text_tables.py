@@ -1,0 +1,143 @@
+"""Tables with free text: the LLM against TF-IDF + Ridge and gradient boosting.
+
+    python benchmarks/text_tables.py [--datasets fastfood tate_year] [--seeds 0 1 2]
+                                     [--configs after anchor='"ridge"'] [--report]
+
+For each dataset and seed (256 training rows, up to 1000 test rows, ``train_test_split``):
+
+- ``HGB (non-text columns)``: HistGradientBoostingRegressor on the columns that are not free
+  text, as native categoricals;
+- ``TF-IDF + Ridge``: word 1-2-gram TF-IDF of each free-text column plus one-hot of the other
+  columns, into RidgeCV;
+- one LLM fit per configuration (``after``: today's defaults, or ``name=value`` overrides as
+  in fit_speed.py), predicting the mean of 16 draws.
+
+Records append to ``benchmarks/results/text_tables.jsonl``; the table is built from all of
+them (the newest per dataset, seed and model).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.compose import make_column_transformer
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import r2_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+import public_datasets
+from _report import markdown_table, write_section
+from fit_speed import parse_config
+from llmregressor import LLMRegressor
+
+RESULTS = Path(__file__).resolve().parent / "results" / "text_tables.jsonl"
+BASELINES = ("HGB (non-text columns)", "TF-IDF + Ridge")
+
+
+def baselines(name: str, X) -> dict:
+    """The two classic models of a text table."""
+    text = public_datasets.TEXT_COLUMNS[name]
+    other = [c for c in X.columns if c not in text]
+    hgb = make_pipeline(
+        make_column_transformer(
+            (OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), other)
+        ),
+        HistGradientBoostingRegressor(categorical_features=list(range(len(other)))),
+    )
+    tfidf = make_pipeline(
+        make_column_transformer(
+            *[(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), column) for column in text],
+            (OneHotEncoder(handle_unknown="ignore"), other),
+        ),
+        RidgeCV(alphas=np.logspace(-3, 3, 13)),
+    )
+    return dict(zip(BASELINES, (hgb, tfidf), strict=True))
+
+
+def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
+    """Fit the baselines and every LLM configuration on one (dataset, seed) split."""
+    X, y = public_datasets.load(name)
+    X_tr, X_te, y_tr, y_te = public_datasets.split(X, y, seed, 256, 1000, "train_test_split")
+    models = {**baselines(name, X), **{f"LLM {label}": label for label in labels}}
+    records = []
+    for label, model in models.items():
+        if isinstance(model, str):
+            model = LLMRegressor(random_state=seed, **parse_config(model))
+        start = time.perf_counter()
+        model.fit(X_tr, y_tr)
+        fit_s = time.perf_counter() - start
+        pred = model.predict(X_te)
+        records.append(
+            {
+                "model": label,
+                "r2": r2_score(y_te, pred),
+                "rmse": float(np.sqrt(np.mean((pred - y_te) ** 2))),
+                "fit_s": fit_s,
+                "dataset": name,
+                "seed": seed,
+                "train_rows": len(X_tr),
+                "test_rows": len(X_te),
+            }
+        )
+        print(json.dumps(records[-1]), flush=True)
+    return records
+
+
+def load_records() -> list[dict]:
+    """Newest record per (dataset, seed, model)."""
+    newest = {}
+    if RESULTS.exists():
+        for line in RESULTS.read_text().splitlines():
+            record = json.loads(line)
+            newest[(record["dataset"], record["seed"], record["model"])] = record
+    return list(newest.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(public_datasets.TEXT_NAMES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--configs", nargs="+", default=["after"])
+    parser.add_argument("--report", action="store_true", help="rebuild the table only")
+    args = parser.parse_args()
+    if not args.report:
+        RESULTS.parent.mkdir(exist_ok=True)
+        for name in args.datasets:
+            for seed in args.seeds:
+                records = run_one(name, seed, args.configs)
+                with RESULTS.open("a") as out:
+                    out.writelines(json.dumps(r) + "\n" for r in records)
+    records = [r for r in load_records() if r["seed"] in args.seeds]
+    rows = []
+    for name in args.datasets:
+        for model in (*BASELINES, *(f"LLM {label}" for label in args.configs)):
+            mine = sorted(
+                (r for r in records if r["dataset"] == name and r["model"] == model),
+                key=lambda r: r["seed"],
+            )
+            if mine:
+                rows.append(
+                    [
+                        name,
+                        model,
+                        len(mine),
+                        float(np.mean([r["r2"] for r in mine])),
+                        " ".join(f"{r['r2']:.3f}" for r in mine),
+                        float(np.mean([r["rmse"] for r in mine])),
+                        round(float(np.mean([r["fit_s"] for r in mine])), 1),
+                    ]
+                )
+    header = ["dataset", "model", "seeds", "R^2 (mean)", "R^2 per seed", "RMSE", "fit s"]
+    body = markdown_table(header, rows)
+    print(body)
+    write_section("Text-rich tables", "python " + " ".join(sys.argv), body)
+
+
+if __name__ == "__main__":
+    main()
