@@ -433,11 +433,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             warnings.warn(
                 f"interval_calibration={self.interval_calibration!r} needs at least "
                 f"{CALIBRATION_MIN_ROWS} held-out rows, but this fit holds out {held} of "
-                f"{n_rows} (validation_fraction={self.validation_fraction}): it trains on "
-                "every row and does not calibrate, so predict_interval will return the raw "
-                "quantiles of the predictive distribution, which tend to under-cover. Raise "
-                "validation_fraction to calibrate, or set interval_calibration=None to train "
-                "on every row without this warning.",
+                f"{n_rows} (validation_fraction={self.validation_fraction}): it holds none "
+                "out for calibration and does not calibrate, so predict_interval will return "
+                "the raw quantiles of the predictive distribution, which tend to under-cover. "
+                "Raise validation_fraction to calibrate, or set interval_calibration=None to "
+                "ask for raw intervals without this warning.",
                 UserWarning,
                 stacklevel=caller_depth + 1,
             )

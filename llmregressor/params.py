@@ -642,8 +642,8 @@ PARAMETERS: tuple[Param, ...] = (
         like the training rows they cover at least the requested share. Those rows are
         the validation rows when early stopping holds some out, otherwise
         ``validation_fraction`` of the rows (25 of 256 by default), which the fit then
-        does not train on. Under 20 such rows the fit trains on every row and does not
-        calibrate, with a warning. ``None`` trains on every row, as fits did before
+        does not train on. Under 20 such rows it holds none out for calibration and does
+        not calibrate, with a warning. ``None`` trains on every row, as fits did before
         calibration existed, and intervals stay raw.
         """,
     ),
