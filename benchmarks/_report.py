@@ -26,6 +26,7 @@ HEADLINE_SECTIONS = frozenset(
         "RL rollout and step speed (GPU)",
         "Compute precision on CPU",
         "Cost vs rows",
+        "Calibrated intervals",
     }
 )
 

@@ -3,7 +3,7 @@
 ::
 
     llmregressor fit data.csv --target price --out model_dir [--sft_epochs 3 ...]
-    llmregressor predict model_dir data.csv --out predictions.csv [--interval 0.9]
+    llmregressor predict model_dir data.csv --out predictions.csv [--interval 0.9 [--raw-interval]]
     llmregressor info model_dir
 
 Every :class:`~llmregressor.LLMRegressor` parameter is an option of ``fit`` (a backbone that
@@ -149,7 +149,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "--interval",
         type=_coverage,
         metavar="COVERAGE",
-        help="also write 'lower' and 'upper' columns of a central predictive interval",
+        help="also write 'lower' and 'upper' columns of a central predictive interval, "
+        "calibrated to hold that share of targets (LLMRegressor.predict_interval)",
+    )
+    predict.add_argument(
+        "--raw-interval",
+        action="store_true",
+        help="with --interval, write the raw quantiles of the predictive distribution "
+        "instead (calibrated=False)",
     )
     predict.set_defaults(run=_predict)
 
@@ -334,6 +341,8 @@ def _fit(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    if args.raw_interval and args.interval is None:
+        raise CLIError("--raw-interval needs --interval COVERAGE")
     if args.out is not None:
         _check_output_file(args.out, "--out", args.data)
     _progress(f"loading the model in {args.model_dir} ...")
@@ -351,7 +360,9 @@ def _predict(args: argparse.Namespace) -> None:
     _progress(f"predicting {len(X)} rows ...")
     out = pd.DataFrame({"prediction": regressor.predict(X)})
     if args.interval is not None:
-        out[["lower", "upper"]] = regressor.predict_interval(X, coverage=args.interval)
+        out[["lower", "upper"]] = regressor.predict_interval(
+            X, coverage=args.interval, calibrated=not args.raw_interval
+        )
     if args.out is None:
         out.to_csv(sys.stdout, index=False)
     else:
@@ -386,6 +397,7 @@ def _describe(manifest: dict, model_dir: Path) -> str:
         f"reads up to {FORMAT_VERSION})",
         f"base model:      {base['model']} (fingerprint {base['fingerprint']})",
         f"training rows:   {fitted.get('n_samples_fit_', 'unknown')}",
+        f"calibration:     {_describe_calibration(fitted)}",
         f"features:        {fitted['n_features_in_']}"
         + (f" ({', '.join(names)})" if names else ""),
         f"fit time:        {fitted['fit_time_']:.1f} s "
@@ -394,3 +406,12 @@ def _describe(manifest: dict, model_dir: Path) -> str:
         *(f"  {name} = {value!r}" for name, value in saved_params(manifest).items()),
     ]
     return "\n".join(lines)
+
+
+def _describe_calibration(fitted: dict) -> str:
+    if "calibration_" not in fitted:
+        return "none (saved before calibrated intervals)"
+    calibration = fitted["calibration_"]
+    if calibration is None:
+        return "none (raw intervals)"
+    return f"{len(calibration['targets'])} held-out rows, n_samples={calibration['n_samples']!r}"

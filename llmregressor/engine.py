@@ -8,7 +8,8 @@ fitted SFT state, compare sampling schemes) use the same objects:
   row) and :func:`aggregate` / :func:`sample_quantiles` reduce the draws;
 - :class:`Trainer` runs a fit's phases on a policy: the validation split, SFT, RL, with
   :class:`Callback` hooks after every epoch;
-- :func:`validation_rows` is the fit's validation split.
+- :func:`validation_rows` is the fit's validation split, :func:`calibration_rows` the rows
+  whose draws calibrate its intervals (:mod:`llmregressor.conformal`).
 
 A fitted estimator hands out its engine through
 :meth:`~llmregressor.LLMRegressor.trainer`, so nothing needs to reach into private
@@ -36,7 +37,9 @@ from .rl import RewardFn, RLConfig, RLPhase
 from .sft import SFTConfig, SFTPhase
 
 __all__ = [
+    "CALIBRATION_MIN_ROWS",
     "EARLY_STOPPING_MIN_ROWS",
+    "EXACT_CALIBRATION_POINTS",
     "PREDICT_MODES",
     "EXACT",
     "MAX_EXACT_OUTCOMES",
@@ -45,6 +48,7 @@ __all__ = [
     "Trainer",
     "TrainingDivergedError",
     "aggregate",
+    "calibration_rows",
     "check_exact_outcomes",
     "distribution_mean",
     "distribution_quantiles",
@@ -60,6 +64,10 @@ EXACT = "exact"
 MAX_EXACT_OUTCOMES = 4096
 # Cumulative probability below which the tails of an exact distribution count as empty.
 _CDF_TOLERANCE = 1e-9
+# Points an exact distribution is reduced to for calibrated intervals: its quantiles at the
+# midpoints of this many equal strata, as a perfectly stratified sample of that size would
+# fall. Enough for the tails of a 99% interval, small enough to keep a model folder light.
+EXACT_CALIBRATION_POINTS = 200
 
 
 def _reduce_finite(reduce: Callable[[np.ndarray], np.ndarray], draws: np.ndarray) -> np.ndarray:
@@ -446,6 +454,36 @@ class Sampler:
             return self._reduce_exact(policy, inputs, levels)
         return sample_quantiles(self.draw(policy, inputs, greedy=False), levels)
 
+    def calibration_draws(
+        self, policy: NumberPolicy, inputs: RowInputs, progress: bool = True
+    ) -> np.ndarray:
+        """Return the draws whose quantiles calibrated intervals are made of.
+
+        Calibration rows and new rows go through this same method, so that their raw
+        bounds, and so their conformity scores, are computed alike
+        (:mod:`llmregressor.conformal`).
+
+        Parameters
+        ----------
+        policy : NumberPolicy
+            The policy to decode with.
+        inputs : RowInputs
+            The rows.
+        progress : bool, default=True
+            Allow the progress bar (shown when :attr:`verbose` > 0).
+
+        Returns
+        -------
+        draws : ndarray of shape (n_rows, n_draws)
+            :attr:`n_samples` stratified samples per row; with ``n_samples="exact"`` the
+            exact distribution's quantiles at the midpoints of
+            :data:`EXACT_CALIBRATION_POINTS` equal strata (``(j + 0.5) / 200``).
+        """
+        if self.n_samples == EXACT:
+            levels = (np.arange(EXACT_CALIBRATION_POINTS) + 0.5) / EXACT_CALIBRATION_POINTS
+            return self._reduce_exact(policy, inputs, levels, progress)
+        return self.draw(policy, inputs, greedy=False, progress=progress)
+
 
 # From this many rows early_stopping="auto" holds out a validation split: on fewer, a split
 # of a few dozen rows is too noisy to pick epochs and the rows are worth more as training.
@@ -486,7 +524,6 @@ def validation_rows(
     explicit = not isinstance(early_stopping, str)  # True/False, numpy bools too
     enabled = bool(early_stopping) if explicit else n_rows >= EARLY_STOPPING_MIN_ROWS
     n_val = int(fraction * n_rows) if enabled else 0
-    is_val = np.zeros(n_rows, dtype=bool)
     if enabled and n_val < 2 and explicit:
         warnings.warn(
             f"early_stopping=True needs at least 2 validation rows, but "
@@ -495,10 +532,53 @@ def validation_rows(
             UserWarning,
             stacklevel=stacklevel,
         )
-    if n_val >= 2:
+    return _held_out(n_rows, n_val if n_val >= 2 else 0, seed)
+
+
+def _held_out(n_rows: int, n_held: int, seed: int) -> np.ndarray:
+    """Mask of ``n_held`` rows drawn from the split's own stream of the fit's seed."""
+    is_held = np.zeros(n_rows, dtype=bool)
+    if n_held > 0:
         split_rng = np.random.default_rng([seed, 1])
-        is_val[split_rng.permutation(n_rows)[:n_val]] = True
-    return is_val
+        is_held[split_rng.permutation(n_rows)[:n_held]] = True
+    return is_held
+
+
+# Fewest calibration rows a fit calibrates intervals with. With n rows, coverages above
+# n / (n + 1) get infinite intervals (95% needs 19 rows), and the coverage reached given
+# one calibration set spreads by about sqrt(c (1 - c) / n) around c (0.067 for a 90% interval
+# on 20 rows): fewer rows calibrate too loosely to be worth their training.
+CALIBRATION_MIN_ROWS = 20
+
+
+def calibration_rows(is_val: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the rows whose draws calibrate a fit's intervals.
+
+    The validation rows when the fit holds some out (early stopping): they are not trained
+    on either. Otherwise ``fraction`` of the rows, drawn as :func:`validation_rows` would
+    draw them with early stopping on; the fit then trains without them.
+
+    Parameters
+    ----------
+    is_val : ndarray of bool, shape (n_rows,)
+        The fit's validation rows (:func:`validation_rows`).
+    fraction : float
+        Share of rows to hold out when there are no validation rows
+        (``validation_fraction``).
+    seed : int
+        The fit's seed.
+
+    Returns
+    -------
+    is_cal : ndarray of bool, shape (n_rows,)
+        No row at all when there would be fewer than :data:`CALIBRATION_MIN_ROWS`: the fit
+        then trains on them and does not calibrate.
+    """
+    n_rows = len(is_val)
+    is_cal = is_val.copy() if is_val.any() else _held_out(n_rows, int(fraction * n_rows), seed)
+    if is_cal.sum() < CALIBRATION_MIN_ROWS:
+        return np.zeros(n_rows, dtype=bool)
+    return is_cal
 
 
 class Callback:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import numbers
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -24,7 +26,24 @@ from ._distributed import DataParallel, data_parallel
 from ._locks import FIT_LOCK
 from .anchor import anchor_estimates, cross_fit, with_estimates
 from .backbone_protocol import RowInputs, backbone_for
-from .engine import EXACT, Callback, Sampler, Trainer, sample_quantiles, validation_rows
+from .conformal import (
+    Calibration,
+    central_levels,
+    conformal_margin,
+    conformalize,
+    conformity_scores,
+)
+from .engine import (
+    CALIBRATION_MIN_ROWS,
+    EXACT,
+    EXACT_CALIBRATION_POINTS,
+    Callback,
+    Sampler,
+    Trainer,
+    calibration_rows,
+    sample_quantiles,
+    validation_rows,
+)
 from .fitted_policy import FittedPolicy, forked_torch_rng, resolve_device
 from .params import (
     RESUMABLE,
@@ -73,7 +92,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     Beyond the point prediction of :meth:`predict`, the fitted policy is a predictive
     distribution: :meth:`sample` draws from it, :meth:`predict_quantiles` returns its
     empirical (or, with ``n_samples="exact"``, exact) quantiles and
-    :meth:`predict_interval` a central interval of given coverage.
+    :meth:`predict_interval` a central interval of given coverage, calibrated by default:
+    the fit keeps a few rows out of training (``interval_calibration``) and the raw
+    quantiles are widened or narrowed by split-conformal CQR so that the intervals cover
+    what they claim (:mod:`llmregressor.conformal`).
     :meth:`save` writes a fitted estimator to a folder (JSON and safetensors, no pickle)
     that :meth:`load` reads back.
 
@@ -105,7 +127,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     feature_names_in_ : ndarray of str
         Column names seen in :meth:`fit` (only when X had string column names).
     n_samples_fit_ : int
-        Number of rows seen in :meth:`fit`, validation rows included.
+        Number of rows seen in :meth:`fit`, validation and calibration rows included.
     codec_ : NumberCodec
         The fitted number codec (target scaling and grammar).
     policy_ : FittedPolicy
@@ -134,6 +156,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         RL epoch (``val_rmse``, ``lr``, ``time_s``; epoch -1, with ``note="SFT state"``, scores the
         SFT state), and a final ``note`` when no RL epoch beat the SFT state on validation
         and that state was kept.
+    calibration_ : Calibration or None
+        The calibration rows' predictive draws (made with the fit's ``n_samples``, after
+        the whole fit, RL included) and targets, from which :meth:`predict_interval`
+        calibrates intervals of any coverage; None when ``interval_calibration=None`` or
+        when the fit had too few rows to hold some out.
     fit_time_ : float
         Seconds spent in :meth:`fit`.
 
@@ -159,6 +186,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     policy_: FittedPolicy
     seed_: int
     history_: list[dict]
+    calibration_: Calibration | None
     fit_time_: float
 
     def __init__(
@@ -210,6 +238,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         scale_rewards: str = "group",
         predict_mode: str = "mean",
         n_samples: int | str = 16,
+        interval_calibration: str | None = "conformal",
         device: str = "auto",
         dtype: str = "auto",
         micro_batch_size: int | None = None,
@@ -266,6 +295,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.scale_rewards = scale_rewards
         self.predict_mode = predict_mode
         self.n_samples = n_samples
+        self.interval_calibration = interval_calibration
         self.device = device
         self.dtype = dtype
         self.micro_batch_size = micro_batch_size
@@ -386,15 +416,18 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             parallel.broadcast_parameters(weights)
             parallel.seed_process(self.seed_)
             self.history_ = []
+            is_val, is_cal = self._held_out_rows(len(y), caller_depth=3)
             if codec.constant_:
                 logger.info("y is constant: every prediction is %g, the model is not trained", y[0])
             else:
-                trainer = self._make_trainer(X, y, parallel, checkpoints)
+                trainer = self._make_trainer(X, y, is_val, is_cal, parallel, checkpoints)
                 rng = np.random.default_rng(self.seed_)
                 reward = make_reward(self.reward, codec)
                 configs = sft_config(params, codec), rl_config(params)
                 self.history_ = trainer.fit(*configs, reward, rng)
             parallel.broadcast_parameters(weights)
+            # After the whole fit (a resumed one too), so the draws describe the final model.
+            self.calibration_ = self._calibrate(X[is_cal], y[is_cal], parallel)
         self.fit_time_ = time.perf_counter() - start
         logger.info("LLMRegressor fitted on %d rows in %.1f s", len(y), self.fit_time_)
 
@@ -431,34 +464,63 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         )
         return with_estimates(X, estimates)
 
-    def _make_trainer(
-        self,
-        X: np.ndarray,
-        y: np.ndarray,
-        parallel: DataParallel,
-        checkpoints: FitCheckpoints | None = None,
-        caller_depth: int = 3,
-    ) -> Trainer:
-        """Build the engine of a fit on validated rows, with this estimator's split.
+    def _held_out_rows(
+        self, n_rows: int, caller_depth: int, warn: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of the fit's validation rows and calibration rows.
 
         ``caller_depth`` counts the frames from here to the user's call (through ``_fit``
-        and ``fit`` by default), where the split's warning points.
+        and ``fit`` from there), where the warnings point; ``warn=False`` leaves out the
+        one about calibration, which a fit has already given.
         """
-        policy = self.policy_.policy
         is_val = validation_rows(
-            len(y),
+            n_rows,
             self.early_stopping,
             self.validation_fraction,
             self.seed_,
             stacklevel=caller_depth + 2,
         )
+        if self.interval_calibration is None:
+            return is_val, np.zeros(n_rows, dtype=bool)
+        is_cal = calibration_rows(is_val, self.validation_fraction, self.seed_)
+        if warn and not is_cal.any():
+            held = is_val.sum() or int(self.validation_fraction * n_rows)
+            warnings.warn(
+                f"interval_calibration={self.interval_calibration!r} needs at least "
+                f"{CALIBRATION_MIN_ROWS} held-out rows, but this fit holds out {held} of "
+                f"{n_rows} (validation_fraction={self.validation_fraction}): it holds none "
+                "out for calibration and does not calibrate, so predict_interval will return "
+                "the raw quantiles of the predictive distribution, which tend to under-cover. "
+                "Raise validation_fraction to calibrate, or set interval_calibration=None to "
+                "ask for raw intervals without this warning.",
+                UserWarning,
+                stacklevel=caller_depth + 1,
+            )
+        return is_val, is_cal
+
+    def _make_trainer(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        is_val: np.ndarray,
+        is_cal: np.ndarray,
+        parallel: DataParallel,
+        checkpoints: FitCheckpoints | None = None,
+    ) -> Trainer:
+        """Build the engine of a fit on validated rows, with this estimator's split.
+
+        Rows held out only for calibration do not reach the engine at all; validation rows
+        (which may calibrate as well) reach it as its validation split.
+        """
+        policy = self.policy_.policy
+        keep = ~is_cal | is_val
         return Trainer(
             policy,
             self.codec_,
-            RowInputs.from_table(X, policy.backbone.encode_rows),
-            y,
+            RowInputs.from_table(X[keep], policy.backbone.encode_rows),
+            y[keep],
             self._sampler(),
-            is_val=is_val,
+            is_val=is_val[keep],
             parallel=parallel,
             verbose=self.verbose,
             callbacks=self.callbacks or (),
@@ -474,7 +536,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         continues RL from a fitted SFT-only state (see :mod:`llmregressor.params` and
         :func:`llmregressor.rl.make_reward`). Unlike :meth:`fit`, its phases neither seed
         torch's random generator (dropout draws from the caller's stream) nor take the
-        process-wide fit lock, nor add to ``history_``: the caller owns those.
+        process-wide fit lock, nor add to ``history_``: the caller owns those. Rows the
+        fit held out for calibration are left out of its training rows too. Taking the
+        engine drops ``calibration_`` (sets it to None), whose draws would no longer
+        describe a model trained further: :meth:`predict_interval` then warns and returns
+        raw quantiles until :meth:`fit` runs again.
 
         Parameters
         ----------
@@ -502,7 +568,29 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             X = with_estimates(X, estimates)
         device = self.policy_.policy.backbone.device
         parallel = data_parallel(device, self.micro_batch_size)
-        return self._make_trainer(X, y, parallel, caller_depth=2)
+        is_val, is_cal = self._held_out_rows(len(y), caller_depth=2, warn=False)
+        self.calibration_ = None
+        return self._make_trainer(X, y, is_val, is_cal, parallel)
+
+    def _calibrate(
+        self, X: np.ndarray, y: np.ndarray, parallel: DataParallel
+    ) -> Calibration | None:
+        """Draw the calibration rows from the policy as it is now; None without rows.
+
+        Each process draws its share of the rows and all get every row's draws, as the
+        validation RMSE is computed.
+        """
+        if len(y) == 0:
+            return None
+        sampler = self._sampler()
+        policy = self.policy_.policy
+        width = EXACT_CALIBRATION_POINTS if self.n_samples == EXACT else self.n_samples
+        draws = np.zeros((len(y), width))
+        own = parallel.shard(len(y))
+        if len(own):
+            inputs = RowInputs.from_table(X[own], policy.backbone.encode_rows)
+            draws[own] = sampler.calibration_draws(policy, inputs, progress=False)
+        return Calibration(parallel.all_sum(draws), y, self.n_samples)
 
     def _sampler(self) -> Sampler:
         """Return a sampler that decodes rows as :meth:`predict` does now."""
@@ -575,11 +663,14 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     def predict_quantiles(
         self, X, quantiles: Sequence[float] = (0.1, 0.5, 0.9), n_samples: int | str | None = None
     ) -> np.ndarray:
-        """Quantiles of the predictive distribution.
+        """Raw quantiles of the predictive distribution.
 
         Empirical quantiles of ``n_samples`` draws, or with ``n_samples="exact"`` the exact
         quantiles of the enumerated distribution (the smallest value whose cumulative
-        probability reaches each level).
+        probability reaches each level). They are the model's own, not calibrated: a
+        fine-tuned model's distribution tends to be too narrow, so a share ``q`` of
+        targets is seldom below its ``q`` quantile. :meth:`predict_interval` calibrates
+        central intervals.
 
         Parameters
         ----------
@@ -606,29 +697,58 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         return sample_quantiles(self.sample(X, n_samples), levels)
 
     def predict_interval(
-        self, X, coverage: float = 0.9, n_samples: int | str | None = None
+        self,
+        X,
+        coverage: float = 0.9,
+        n_samples: int | str | None = None,
+        calibrated: bool = True,
     ) -> np.ndarray:
-        """Central interval of the predictive distribution.
+        """Central predictive intervals, calibrated to cover a share ``coverage`` of targets.
 
-        The bounds are its ``(1 - coverage) / 2`` and ``(1 + coverage) / 2`` quantiles,
-        empirical or exact (see :meth:`predict_quantiles`). Whether a share
-        ``coverage`` of true targets falls inside depends on calibration; measure it with
-        :func:`llmregressor.metrics.interval_coverage`.
+        The raw interval of a row is its predictive distribution's ``(1 - coverage) / 2``
+        and ``(1 + coverage) / 2`` quantiles. Calibrated (the default), both bounds move
+        out by one margin ``Q`` (in by ``-Q`` where the raw intervals are too wide), the
+        split-conformal CQR margin that the rows the fit held out give for this coverage
+        (:mod:`llmregressor.conformal`, ``interval_calibration``): on rows drawn as the
+        training rows were, a share of at least ``coverage`` of the targets falls inside,
+        on average over fits, and less than ``coverage + 1 / (n + 1)`` for ``n``
+        calibration rows (the held-out validation rows serve when early stopping is on;
+        choosing the epoch on them makes them slightly easier than new rows). The raw
+        bounds of new rows are then computed exactly as those of the calibration rows: from
+        the fit's ``n_samples`` draws, or with ``n_samples="exact"`` from the exact
+        distribution's quantiles at the midpoints of 200 equal strata.
 
         Parameters
         ----------
         X : DataFrame or array-like of shape (n_samples, n_features)
             Rows to predict, with the columns seen in :meth:`fit`.
         coverage : float, default=0.9
-            Probability mass inside the interval, in (0, 1]; 1 spans all samples.
+            Share of targets the intervals should hold, in (0, 1]. Calibrated intervals
+            are infinite for coverages above ``n / (n + 1)`` (with a warning).
         n_samples : int or "exact", optional
-            Draws per row, or ``"exact"``; defaults to the ``n_samples`` parameter. The
-            tails of a few draws are coarse: use more for high coverage.
+            Draws per row, or ``"exact"``; defaults to the ``n_samples`` parameter, or
+            for calibrated intervals to the fit's. Calibrated intervals need the fit's
+            value (the scores of calibration and new rows must be computed alike): another
+            one raises a ValueError. The tails of a few draws are coarse: use more for
+            high raw coverage.
+        calibrated : bool, default=True
+            False returns the raw quantiles (:meth:`predict_quantiles` at the two
+            levels). A model without calibration (fitted with
+            ``interval_calibration=None`` or on too few rows, trained further through
+            :meth:`trainer`, or fitted by an llmregressor without calibrated intervals)
+            returns them too, with a warning.
 
         Returns
         -------
         intervals : ndarray of shape (n_rows, 2)
-            Lower and upper bounds.
+            Lower and upper bounds; ``-inf`` and ``inf`` when ``coverage`` is too high for
+            the calibration rows.
+
+        Raises
+        ------
+        ValueError
+            If ``coverage`` is not in (0, 1], or calibrated intervals are asked for with
+            another ``n_samples`` than the fit's.
         """
         if (
             isinstance(coverage, bool)
@@ -636,8 +756,47 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             or not 0 < coverage <= 1
         ):
             raise ValueError(f"coverage must be a number in (0, 1], got {coverage!r}")
-        tail = (1 - float(coverage)) / 2
-        return self.predict_quantiles(X, (tail, 1 - tail), n_samples)
+        levels = central_levels(coverage)
+        calibration = getattr(self, "calibration_", None) if calibrated else None
+        if calibrated and calibration is None:
+            check_is_fitted(self)  # an unfitted model raises, rather than warns
+            why = (
+                "was fitted by an llmregressor without calibrated intervals"
+                if not hasattr(self, "calibration_")
+                else "holds no calibration (it was fitted with interval_calibration=None or "
+                "on too few rows to hold some out, or trained further through trainer())"
+            )
+            warnings.warn(
+                f"This model {why}: predict_interval returns the raw quantiles of the "
+                "predictive distribution, which tend to under-cover. Refit it to calibrate, "
+                "or pass calibrated=False to ask for raw quantiles.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if calibration is None:
+            return self.predict_quantiles(X, levels, n_samples)
+        if n_samples is not None and n_samples != calibration.n_samples:
+            raise ValueError(
+                f"calibrated intervals need the draws the calibration rows got, "
+                f"n_samples={calibration.n_samples!r}; got n_samples={n_samples!r}. Leave "
+                "n_samples unset, or pass calibrated=False for raw quantiles of other draws."
+            )
+        inputs = self._row_inputs(X)
+        sampler = replace(self._sampler(), n_samples=calibration.n_samples)
+        bounds = sample_quantiles(sampler.calibration_draws(self.policy_.policy, inputs), levels)
+        scores = conformity_scores(sample_quantiles(calibration.draws, levels), calibration.targets)
+        margin = conformal_margin(scores, coverage)
+        if math.isinf(margin):
+            n = calibration.n_rows
+            warnings.warn(
+                f"coverage={coverage} needs more than the {n} calibration rows: with n rows, "
+                f"split-conformal intervals are finite up to coverage n / (n + 1) = "
+                f"{n / (n + 1):.4f}. Returning infinite intervals; a larger "
+                "validation_fraction calibrates on more rows.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return conformalize(bounds, margin)
 
     # ---------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> None:

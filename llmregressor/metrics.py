@@ -11,7 +11,9 @@ def interval_coverage(y, intervals) -> float:
     """Share of targets inside their prediction interval (bounds included).
 
     For intervals from :meth:`~llmregressor.LLMRegressor.predict_interval` with
-    ``coverage=c``, a calibrated model scores close to ``c`` on held-out rows.
+    ``coverage=c``, a calibrated model scores close to ``c`` on held-out rows. Infinite
+    bounds (calibrated intervals of a coverage too high for the calibration rows) hold
+    every target.
 
     Parameters
     ----------
@@ -28,8 +30,8 @@ def interval_coverage(y, intervals) -> float:
     Raises
     ------
     ValueError
-        If the shapes do not match, a value is not finite or a lower bound exceeds its
-        upper bound.
+        If the shapes do not match, a target is not finite, a bound is NaN or a lower
+        bound exceeds its upper bound.
 
     Examples
     --------
@@ -43,8 +45,8 @@ def interval_coverage(y, intervals) -> float:
             "y must have shape (n,) with n >= 1 and intervals shape (n, 2); got "
             f"{y.shape} and {intervals.shape}"
         )
-    if not (np.isfinite(y).all() and np.isfinite(intervals).all()):
-        raise ValueError("y and intervals must be finite")
+    if not np.isfinite(y).all() or np.isnan(intervals).any():
+        raise ValueError("y must be finite and intervals free of NaN")
     lower, upper = intervals[:, 0], intervals[:, 1]
     if (lower > upper).any():
         raise ValueError("every interval's lower bound must be <= its upper bound")

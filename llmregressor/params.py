@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 REWARD_ON = ("auto", "sample", "mean")
+INTERVAL_CALIBRATIONS = ("conformal",)
 SCALE_REWARDS = ("group", "none")
 DTYPES = ("auto", *COMPUTE_DTYPES)
 
@@ -502,6 +503,7 @@ PARAMETERS: tuple[Param, ...] = (
         """
         Share of training rows held out when early stopping is on. Under 2 rows nothing
         is held out and early stopping is off (with a warning if ``early_stopping=True``).
+        With early stopping off, ``interval_calibration`` holds out this share instead.
         """,
     ),
     Param(
@@ -684,6 +686,24 @@ PARAMETERS: tuple[Param, ...] = (
         with one exponent digit and up to two mantissa digits qualifies); :meth:`sample`
         then needs an explicit count. ``micro_batch_size`` does not bound its memory below
         one row, whose every prefix of the last position holds a copy of the row's encoding.
+        """,
+    ),
+    Param(
+        "interval_calibration",
+        "Predict",
+        _choices(INTERVAL_CALIBRATIONS) + " or None",
+        optional(one_of(INTERVAL_CALIBRATIONS)),
+        """
+        How :meth:`predict_interval` calibrates its intervals. ``"conformal"``: the fit
+        keeps rows it does not train on, and after training stores their predictive draws
+        and targets; intervals are then the raw central quantiles widened (or narrowed)
+        by split-conformal CQR (:mod:`llmregressor.conformal`), so that on rows drawn
+        like the training rows they cover at least the requested share. Those rows are
+        the validation rows when early stopping holds some out, otherwise
+        ``validation_fraction`` of the rows (25 of 256 by default), which the fit then
+        does not train on. Under 20 such rows it holds none out for calibration and does
+        not calibrate, with a warning. ``None`` trains on every row, as fits did before
+        calibration existed, and intervals stay raw.
         """,
     ),
     Param(

@@ -6,8 +6,9 @@ A model folder holds two files:
     The manifest: format name and version, package version, the base model's identity
     (``model`` source and fingerprint), the estimator's parameters, its fitted attributes
     (``n_features_in_``, ``feature_names_in_``, ``n_samples_fit_``, ``history_``,
-    ``fit_time_`` and the fit's seed), the fitted codec (class, parameters, statistics), the
-    row serializer's settings, the policy's kind and configuration, and with an anchor,
+    ``fit_time_``, the fit's seed and ``calibration_``: the calibration rows' draws and
+    targets, or null), the fitted codec (class, parameters, statistics), the row
+    serializer's settings, the policy's kind and configuration, and with an anchor,
     an ``anchor`` section: the fitted :class:`~llmregressor.anchor.RidgeAnchor` of
     ``anchor="ridge"`` as its linear function's weights (see
     :meth:`~llmregressor.anchor.RidgeAnchor.to_json`). An estimator of the user's as
@@ -46,6 +47,9 @@ a folder anyway, for its parameter ``anchor``, which it does not know.
 Folders of versions 1 and 2 have no checksums: they load without that verification, with
 a warning, and their base fingerprint (configuration and output-embedding sum only) is
 checked as such, with a warning too. Saving them again writes version 3.
+``fitted.calibration_`` came within version 3: a folder without it loads without
+calibration (its ``predict_interval`` warns and returns raw quantiles), and a reader
+from before it ignores it, as it did not calibrate intervals anyway.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ from ._version import __version__
 from .anchor import ANCHORS, RidgeAnchor
 from .backbone_protocol import BACKBONES, WeightsMismatchError
 from .codecs import CODECS, NumberCodec
+from .conformal import Calibration
+from .engine import EXACT
 from .fitted_policy import FittedPolicy
 from .params import validate_codec_params, validate_params
 from .serialize import RowSerializer
@@ -104,7 +110,9 @@ _CODECS: dict[str, type[NumberCodec]] = {c.__name__: c for c in CODECS.values()}
 # Fitted attributes stored as plain JSON values (feature_names_in_ only exists for named
 # columns); codec_, serializer_, policy_ and seed_ have their own entries.
 _FITTED_JSON = ("n_features_in_", "feature_names_in_", "n_samples_fit_", "history_", "fit_time_")
-_KNOWN_STATE = frozenset((*_FITTED_JSON, "codec_", "serializer_", "policy_", "seed_", "anchor_"))
+_KNOWN_STATE = frozenset(
+    (*_FITTED_JSON, "codec_", "serializer_", "policy_", "seed_", "anchor_", "calibration_")
+)
 
 _SCALARS = (str, bool, int, float, type(None))
 
@@ -172,6 +180,11 @@ def save_estimator(estimator: LLMRegressor, path: str | os.PathLike) -> None:
                 if hasattr(estimator, name)
             },
             "seed": estimator.seed_,
+            **(
+                {"calibration_": _calibration_to_json(estimator.calibration_)}
+                if hasattr(estimator, "calibration_")
+                else {}
+            ),
         },
         "codec": _codec_to_json(estimator.codec_),
         "serializer": dataclasses.asdict(estimator.serializer_),
@@ -307,6 +320,35 @@ def _json_default(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} values cannot be saved as JSON: {value!r}")
+
+
+def _calibration_to_json(calibration: Calibration | None) -> dict | None:
+    # JSON writes floats by repr, which reads back to the same float: intervals computed
+    # from a loaded calibration equal the saved model's exactly.
+    if calibration is None:
+        return None
+    return {
+        "n_samples": calibration.n_samples,
+        "draws": calibration.draws.tolist(),
+        "targets": calibration.targets.tolist(),
+    }
+
+
+def _calibration_from_json(data: dict | None, folder: Path) -> Calibration | None:
+    if data is None:
+        return None
+    n_samples = data["n_samples"]
+    if n_samples != EXACT and (
+        isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1
+    ):
+        raise ModelFormatError(
+            f"{folder} holds a calibration made with n_samples={n_samples!r}, neither a "
+            f"positive int nor {EXACT!r}"
+        )
+    try:
+        return Calibration(np.array(data["draws"]), np.array(data["targets"]), n_samples)
+    except (TypeError, ValueError) as err:
+        raise ModelFormatError(f"{folder} holds a damaged calibration: {err}") from err
 
 
 def _codec_to_json(codec: NumberCodec) -> dict:
@@ -453,6 +495,8 @@ def load_estimator(
             # scikit-learn keeps feature names as an object array.
             estimator.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
         estimator.seed_ = int(fitted["seed"])
+        if "calibration_" in fitted:
+            estimator.calibration_ = _calibration_from_json(fitted["calibration_"], folder)
         policy = manifest["policy"]
         if policy["kind"] not in BACKBONES:
             raise ModelFormatError(

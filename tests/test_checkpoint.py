@@ -176,3 +176,25 @@ def test_identity_compares_numpy_scalars_by_value():
         lora_r=4, sft_lr=0.5, early_stopping=True
     )
     assert params(lora_r=np.int64(4)) != params(lora_r=np.int64(8))
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_a_resumed_fit_calibrates_as_the_uninterrupted_one(
+    tiny_model_dir, tmp_path, monkeypatch, early_stopping
+):
+    # 40% of 50 rows calibrate: early stopping's validation rows, or rows held out for it.
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(50, 2)).round(2)
+    y = X @ np.array([2.0, -1.0]) + rng.normal(size=50) * 0.1
+    params = dict(sft_epochs=2, rl_epochs=1, early_stopping=early_stopping, validation_fraction=0.4)
+    full = make(tiny_model_dir, tmp_path / "full", **params).fit(X, y)
+    reg = make(tiny_model_dir, tmp_path / "cut", **params)
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)  # after SFT, before RL
+        with pytest.raises(KeyboardInterrupt):
+            reg.fit(X, y)
+    resumed = make(tiny_model_dir, tmp_path / "cut", resume=True, **params).fit(X, y)
+    assert full.calibration_.n_rows == 20
+    np.testing.assert_array_equal(resumed.calibration_.draws, full.calibration_.draws)
+    np.testing.assert_array_equal(resumed.calibration_.targets, full.calibration_.targets)
+    np.testing.assert_array_equal(resumed.predict_interval(X), full.predict_interval(X))

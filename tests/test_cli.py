@@ -96,12 +96,47 @@ def test_predict_writes_predictions_and_intervals(model_dir, csv_file, tmp_path,
     assert (to_stdout["lower"] <= to_stdout["upper"]).all()
 
 
+@pytest.fixture(scope="module")
+def calibrated(houses, tiny_model_dir, tmp_path_factory):
+    """A model folder fitted with calibration (24 of 60 rows), and its data as CSV."""
+    frame, y = houses(60, missing=False)
+    reg = LLMRegressor(
+        model=tiny_model_dir, sft_epochs=1, n_samples=2, validation_fraction=0.4, random_state=0
+    ).fit(frame, y)
+    folder = tmp_path_factory.mktemp("calibrated")
+    reg.save(folder / "model")
+    frame["price"] = y
+    frame.to_csv(folder / "houses.csv", index=False)
+    return reg, folder / "model", folder / "houses.csv"
+
+
+def test_intervals_are_calibrated_unless_raw_ones_are_asked_for(calibrated, tmp_path, capsys):
+    reg, model, data = calibrated
+    X = pd.read_csv(data).drop(columns="price")
+    for flags, expected in (
+        ([], reg.predict_interval(X, 0.8)),
+        (["--raw-interval"], reg.predict_interval(X, 0.8, calibrated=False)),
+    ):
+        out = tmp_path / "preds.csv"
+        assert (
+            main(["predict", str(model), str(data), "--out", str(out), "--interval", "0.8", *flags])
+            == 0
+        )
+        np.testing.assert_allclose(pd.read_csv(out)[["lower", "upper"]], expected, rtol=1e-12)
+    assert "needs --interval" in run_error(
+        ["predict", str(model), str(data), "--raw-interval"], capsys
+    )
+    assert main(["info", str(model)]) == 0
+    assert "calibration:     24 held-out rows, n_samples=2" in capsys.readouterr().out
+
+
 def test_info_describes_the_model(model_dir, tiny_model_dir, capsys):
     assert main(["info", str(model_dir)]) == 0
     out = capsys.readouterr().out
     assert f"format version {FORMAT_VERSION}" in out
     assert f"base model:      {tiny_model_dir} (fingerprint " in out
     assert "training rows:   20" in out
+    assert "calibration:     none (raw intervals)" in out  # 10% of 20 rows are too few
     assert "features:        3 (size, color, note)" in out
     assert "fit time:" in out and "1 SFT epochs, 2 RL epochs" in out
     assert "  lora_target_modules = ['q_proj', 'v_proj']" in out

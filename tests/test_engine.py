@@ -16,13 +16,16 @@ from llmregressor.backbones import LanguageModelSpec
 from llmregressor.cli import main
 from llmregressor.decoding import NumberPolicy
 from llmregressor.engine import (
+    CALIBRATION_MIN_ROWS,
     Callback,
     Sampler,
     TrainingDivergedError,
     aggregate,
+    calibration_rows,
     distribution_mean,
     distribution_quantiles,
     sample_quantiles,
+    validation_rows,
 )
 from llmregressor.mlp_decoder import MLPDecoderSpec
 from llmregressor.params import PARAMETERS, RESUMABLE, rl_config
@@ -208,7 +211,7 @@ def test_exact_predictions_are_the_limit_of_many_samples(houses, tiny_model_dir,
     many = reg.sample(X, 4000)
     spread = many.std(axis=1) / np.sqrt(4000)
     assert np.all(np.abs(exact - many.mean(axis=1)) < 5 * spread + 1e-9)
-    bounds = reg.predict_interval(X, 0.8)
+    bounds = reg.predict_interval(X, 0.8, calibrated=False)
     empirical = sample_quantiles(many, [0.1, 0.9])
     step = (y.max() - y.min()) / 100  # one codec step: quantiles of draws land within it
     assert np.abs(bounds - empirical).max() <= 2 * step
@@ -222,3 +225,28 @@ def test_exact_needs_a_small_codec(houses, tiny_model_dir):
     X, y = houses(10)
     with pytest.raises(ValueError, match="writes 40000"):
         small(tiny_model_dir, number_format="scientific", n_samples="exact").fit(X, y)
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "early_stopping", "fraction", "n_cal", "are_val"),
+    [
+        (256, "auto", 0.1, 25, False),  # no validation rows: a share of its own
+        (200, "auto", 0.1, 20, False),
+        (199, "auto", 0.1, 0, False),  # 19 rows are too few: no calibration
+        (100, "auto", 0.2, 20, False),
+        (1000, "auto", 0.1, 100, True),  # early stopping's validation rows calibrate
+        (150, True, 0.2, 30, True),
+        (150, True, 0.1, 0, True),  # 15 validation rows are too few, and no more are taken
+    ],
+)
+def test_calibration_rows(n_rows, early_stopping, fraction, n_cal, are_val):
+    assert CALIBRATION_MIN_ROWS == 20
+    is_val = validation_rows(n_rows, early_stopping, fraction, seed=3)
+    is_cal = calibration_rows(is_val, fraction, seed=3)
+    assert is_cal.dtype == bool and is_cal.shape == (n_rows,) and is_cal.sum() == n_cal
+    if n_cal and are_val:
+        np.testing.assert_array_equal(is_cal, is_val)
+    elif n_cal:
+        # The rows early stopping would have held out, drawn from the same stream.
+        np.testing.assert_array_equal(is_cal, validation_rows(n_rows, True, fraction, seed=3))
+        assert not np.array_equal(is_cal, calibration_rows(is_val, fraction, seed=4))

@@ -1,5 +1,6 @@
 import copy
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -14,7 +15,14 @@ from sklearn.preprocessing import FunctionTransformer
 
 from llmregressor import LLMRegressor
 from llmregressor.backbone_protocol import RowInputs
-from llmregressor.engine import Sampler, validation_rows
+from llmregressor.conformal import (
+    Calibration,
+    central_levels,
+    conformal_margin,
+    conformalize,
+    conformity_scores,
+)
+from llmregressor.engine import Sampler, calibration_rows, sample_quantiles, validation_rows
 
 
 def small(model_dir, **params):
@@ -180,15 +188,15 @@ def test_draws_split_the_leading_symbol_in_its_proportions(fitted, data):
     )
 
 
-def test_predict_interval_is_the_central_quantile_pair(fitted, data):
+def test_raw_predict_interval_is_the_central_quantile_pair(fitted, data):
     X, y = data
-    intervals = fitted.predict_interval(X[:6], coverage=0.8, n_samples=16)
+    intervals = fitted.predict_interval(X[:6], coverage=0.8, n_samples=16, calibrated=False)
     assert intervals.shape == (6, 2)
     # Equal up to rounding: the interval's levels are computed, (1 - 0.8) / 2 != 0.1 exactly.
     np.testing.assert_allclose(
         intervals, fitted.predict_quantiles(X[:6], [0.1, 0.9], n_samples=16), rtol=1e-12
     )
-    full = fitted.predict_interval(X[:6], coverage=1, n_samples=16)
+    full = fitted.predict_interval(X[:6], coverage=1, n_samples=16, calibrated=False)
     draws = fitted.sample(X[:6], n_samples=16)
     np.testing.assert_array_equal(full, np.column_stack([draws.min(1), draws.max(1)]))
     assert (full[:, 0] <= intervals[:, 0]).all() and (intervals[:, 1] <= full[:, 1]).all()
@@ -196,7 +204,166 @@ def test_predict_interval_is_the_central_quantile_pair(fitted, data):
         with pytest.raises(ValueError, match="coverage"):
             fitted.predict_interval(X[:2], coverage=coverage)
     with pytest.raises(ValueError, match="n_samples"):
-        fitted.predict_interval(X[:2], n_samples=0)
+        fitted.predict_interval(X[:2], n_samples=0, calibrated=False)
+
+
+# ------------------------------------------------------------- calibrated intervals
+# 40% of 60 rows: 24 calibration rows, enough to calibrate (20 at least), 36 to train on.
+CALIBRATED = dict(validation_fraction=0.4)
+
+
+@pytest.fixture(scope="module")
+def calibrated(data, tiny_model_dir):
+    X, y = data
+    return small(tiny_model_dir, **CALIBRATED).fit(X, y)
+
+
+def held_out(reg, n_rows):
+    is_val = validation_rows(n_rows, reg.early_stopping, reg.validation_fraction, reg.seed_)
+    return is_val, calibration_rows(is_val, reg.validation_fraction, reg.seed_)
+
+
+def test_fit_holds_out_rows_and_calibrates_the_final_model(calibrated, data):
+    X, y = data
+    is_val, is_cal = held_out(calibrated, len(y))
+    assert not is_val.any() and is_cal.sum() == 24
+    calibration = calibrated.calibration_
+    assert calibration.n_samples == 4 and calibration.draws.shape == (24, 4)
+    np.testing.assert_array_equal(calibration.targets, y[is_cal])
+    # The draws of the fitted model, after RL: what sample() draws for those rows now.
+    np.testing.assert_array_equal(calibration.draws, calibrated.sample(X[is_cal]))
+    assert calibrated.history_[-1]["phase"] == "rl"
+    # The calibration rows are not trained on; taking the engine drops the calibration,
+    # which would not describe a model trained further.
+    reg = copy.deepcopy(calibrated)
+    np.testing.assert_array_equal(reg.trainer(X, y).y_train, y[~is_cal])
+    assert reg.calibration_ is None and calibrated.calibration_ is calibration
+
+
+def test_calibrated_intervals_are_the_raw_ones_moved_by_the_conformal_margin(calibrated, data):
+    X, _ = data
+    calibration = calibrated.calibration_
+    for coverage in (0.5, 0.8, 0.9):
+        levels = central_levels(coverage)
+        raw = calibrated.predict_interval(X, coverage, calibrated=False)
+        np.testing.assert_array_equal(raw, calibrated.predict_quantiles(X, levels))
+        scores = conformity_scores(sample_quantiles(calibration.draws, levels), calibration.targets)
+        margin = conformal_margin(scores, coverage)
+        intervals = calibrated.predict_interval(X, coverage)
+        np.testing.assert_array_equal(intervals, conformalize(raw, margin))
+        assert margin != 0.0  # the tiny model's raw intervals are not calibrated
+
+
+def test_calibrated_intervals_widen_an_overconfident_model(calibrated, data):
+    # The same model, told by its calibration rows that its targets lie far from its draws:
+    # every interval contains the raw one and widens it by the same margin.
+    X, _ = data
+    reg = copy.deepcopy(calibrated)
+    shift = np.where(np.arange(24) % 2, 50.0, -50.0)
+    reg.calibration_ = Calibration(
+        reg.calibration_.draws, reg.calibration_.targets + shift, reg.calibration_.n_samples
+    )
+    raw = reg.predict_interval(X, 0.8, calibrated=False)
+    intervals = reg.predict_interval(X, 0.8)
+    assert (intervals[:, 0] < raw[:, 0]).all() and (intervals[:, 1] > raw[:, 1]).all()
+    widening = np.diff(intervals, axis=1)[:, 0] - np.diff(raw, axis=1)[:, 0]
+    np.testing.assert_allclose(widening, widening[0], rtol=1e-9)
+
+
+def test_calibrated_intervals_need_the_fits_draws_and_enough_rows(calibrated, data):
+    X, _ = data
+    np.testing.assert_array_equal(
+        calibrated.predict_interval(X[:3], n_samples=4), calibrated.predict_interval(X[:3])
+    )
+    with pytest.raises(ValueError, match="n_samples=4; got n_samples=16"):
+        calibrated.predict_interval(X[:3], n_samples=16)
+    # The fit's draws even after n_samples changes: the calibration rows got those.
+    reg = copy.deepcopy(calibrated).set_params(n_samples=8)
+    np.testing.assert_array_equal(reg.predict_interval(X[:3]), calibrated.predict_interval(X[:3]))
+    # 24 rows give finite intervals up to coverage 24 / 25 = 0.96.
+    assert np.isfinite(calibrated.predict_interval(X[:3], 0.96)).all()
+    with pytest.warns(UserWarning, match="needs more than the 24 calibration rows"):
+        intervals = calibrated.predict_interval(X[:3], 0.97)
+    np.testing.assert_array_equal(intervals, [[-np.inf, np.inf]] * 3)
+
+
+def test_early_stopping_validation_rows_calibrate(data, tiny_model_dir):
+    X, y = data
+    reg = small(tiny_model_dir, early_stopping=True, sft_epochs=1, **CALIBRATED).fit(X, y)
+    is_val, is_cal = held_out(reg, len(y))
+    assert is_val.sum() == 24
+    np.testing.assert_array_equal(is_cal, is_val)
+    np.testing.assert_array_equal(reg.calibration_.targets, y[is_val])
+    # No more rows are held out than early stopping holds out.
+    trainer = copy.deepcopy(reg).trainer(X, y)
+    np.testing.assert_array_equal(trainer.y_train, y[~is_val])
+
+
+def test_interval_calibration_none_trains_on_every_row(data, tiny_model_dir):
+    X, y = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reg = small(tiny_model_dir, interval_calibration=None, sft_epochs=1, **CALIBRATED)
+        reg.fit(X, y)
+    assert reg.calibration_ is None
+    np.testing.assert_array_equal(copy.deepcopy(reg).trainer(X, y).y_train, y)
+    with pytest.warns(UserWarning, match="holds no calibration"):
+        intervals = reg.predict_interval(X[:4])
+    np.testing.assert_array_equal(intervals, reg.predict_interval(X[:4], calibrated=False))
+
+
+def test_too_few_rows_to_calibrate_warn_at_fit_and_predict(data, tiny_model_dir):
+    X, y = data
+    reg = small(tiny_model_dir, sft_epochs=1)
+    with pytest.warns(
+        UserWarning, match="needs at least 20 held-out rows.* holds out 6 of 60"
+    ) as w:
+        reg.fit(X, y)
+    assert w[0].filename == __file__  # points at the caller of fit
+    assert reg.calibration_ is None
+    np.testing.assert_array_equal(reg.trainer(X, y).y_train, y)  # trained on every row
+    with pytest.warns(UserWarning, match="raw quantiles"):
+        intervals = reg.predict_interval(X[:4], 0.8)
+    np.testing.assert_array_equal(intervals, reg.predict_interval(X[:4], 0.8, calibrated=False))
+
+
+def test_a_model_from_before_calibration_warns_and_returns_raw_intervals(calibrated, data):
+    X, _ = data
+    state = calibrated.__getstate__()
+    del state["calibration_"]  # a pickle written before calibrated intervals
+    old = pickle.loads(pickle.dumps(calibrated))
+    old.__setstate__(state)
+    with pytest.warns(UserWarning, match="fitted by an llmregressor without calibrated"):
+        intervals = old.predict_interval(X[:4])
+    np.testing.assert_array_equal(intervals, calibrated.predict_interval(X[:4], calibrated=False))
+
+
+def test_pickle_keeps_calibrated_intervals(calibrated, data):
+    X, _ = data
+    restored = pickle.loads(pickle.dumps(calibrated))
+    np.testing.assert_array_equal(restored.predict_interval(X), calibrated.predict_interval(X))
+
+
+@pytest.mark.parametrize("backbone", ["lm", "mlp-decoder"])
+def test_exact_distribution_calibrates_on_its_quantile_points(data, tiny_model_dir, backbone):
+    X, y = data
+    mlp = dict(model="mlp-decoder", mlp_hidden=(16,), d_model=16, decoder_ff=32)
+    params = dict(n_samples="exact", digits=2, sft_epochs=1, rl_algorithm=None, **CALIBRATED)
+    reg = small(tiny_model_dir, **params, **(mlp if backbone == "mlp-decoder" else {}))
+    reg.fit(X, y)
+    _, is_cal = held_out(reg, len(y))
+    calibration = reg.calibration_
+    assert calibration.n_samples == "exact" and calibration.draws.shape == (24, 200)
+    # The exact distribution's quantiles at the midpoints of 200 equal strata.
+    points = (np.arange(200) + 0.5) / 200
+    np.testing.assert_array_equal(calibration.draws, reg.predict_quantiles(X[is_cal], points))
+    levels = central_levels(0.8)
+    scores = conformity_scores(sample_quantiles(calibration.draws, levels), calibration.targets)
+    bounds = sample_quantiles(reg.predict_quantiles(X, points), levels)
+    expected = conformalize(bounds, conformal_margin(scores, 0.8))
+    np.testing.assert_array_equal(reg.predict_interval(X, 0.8), expected)
+    with pytest.raises(ValueError, match="n_samples='exact'; got n_samples=4"):
+        reg.predict_interval(X, 0.8, n_samples=4)
 
 
 def test_scientific_codec_fit(data, tiny_model_dir):

@@ -18,6 +18,12 @@ def test_interval_coverage_of_gaussian_quantiles_is_nominal():
     )
 
 
+def test_infinite_bounds_hold_every_target():
+    # Calibrated intervals of a coverage too high for their calibration rows are infinite.
+    intervals = [[-np.inf, np.inf], [-np.inf, 0.0], [2.0, np.inf]]
+    assert interval_coverage([5.0, 1.0, 1.0], intervals) == pytest.approx(1 / 3)
+
+
 @pytest.mark.parametrize(
     ("y", "intervals", "match"),
     [
@@ -26,7 +32,7 @@ def test_interval_coverage_of_gaussian_quantiles_is_nominal():
         ([], np.zeros((0, 2)), "shape"),
         ([1.0], [[0.0, 1.0, 2.0]], "shape"),
         ([np.nan], [[0.0, 1.0]], "finite"),
-        ([1.0], [[0.0, np.inf]], "finite"),
+        ([1.0], [[0.0, np.nan]], "NaN"),
         ([1.0], [[2.0, 0.0]], "lower bound"),
     ],
 )

@@ -291,3 +291,87 @@ def test_a_format_2_folder_loads_unverified_and_saves_as_format_3(
     edit_manifest(folder, lambda m: to_version_2(m, "0" * 16))
     with pytest.raises(ValueError, match="differs from the one this estimator was fitted on"):
         LLMRegressor.load(folder)
+
+
+# ------------------------------------------------------------- calibrated intervals
+@pytest.fixture(scope="module")
+def calibrated(houses, tiny_model_dir, tmp_path_factory):
+    X, y = houses(50, missing=False, notes=False)
+    # 40% of 50 rows: 20 calibration rows, the fewest that calibrate.
+    reg = LLMRegressor(
+        model=tiny_model_dir, sft_epochs=1, n_samples=4, validation_fraction=0.4, random_state=0
+    ).fit(X, y)
+    folder = tmp_path_factory.mktemp("calibrated") / "model"
+    reg.save(folder)
+    return reg, folder, X
+
+
+def resign(manifest):
+    """Rewrite the fitted checksum after an edit, as an llmregressor writing that would."""
+    from llmregressor.persistence import _fitted_checksum
+
+    manifest["checksums"]["fitted"] = _fitted_checksum(manifest)
+
+
+def test_round_trip_keeps_calibrated_intervals_exactly(calibrated):
+    reg, folder, X = calibrated
+    assert reg.calibration_.n_rows == 20
+    loaded = LLMRegressor.load(folder)
+    np.testing.assert_array_equal(loaded.calibration_.draws, reg.calibration_.draws)
+    np.testing.assert_array_equal(loaded.calibration_.targets, reg.calibration_.targets)
+    assert loaded.calibration_.n_samples == 4
+    for coverage in (0.5, 0.9):
+        np.testing.assert_array_equal(
+            loaded.predict_interval(X, coverage), reg.predict_interval(X, coverage)
+        )
+    manifest = read_manifest(folder)
+    assert manifest["format_version"] == FORMAT_VERSION == 3
+    # A model without calibration saves null, and loads back without it, quietly.
+    reg = copy.copy(reg)
+    reg.calibration_ = None
+    reg.save(folder.parent / "none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert LLMRegressor.load(folder.parent / "none").calibration_ is None
+
+
+def test_a_folder_from_before_calibration_loads_with_raw_intervals(calibrated, tmp_path):
+    reg, folder, X = calibrated
+    old = copy_folder(folder, tmp_path / "m")
+
+    def drop_calibration(manifest):
+        del manifest["fitted"]["calibration_"]
+        resign(manifest)
+
+    edit_manifest(old, drop_calibration)
+    loaded = LLMRegressor.load(old)
+    assert not hasattr(loaded, "calibration_")
+    with pytest.warns(UserWarning, match="fitted by an llmregressor without calibrated"):
+        intervals = loaded.predict_interval(X[:5])
+    np.testing.assert_array_equal(intervals, reg.predict_interval(X[:5], calibrated=False))
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (_set("fitted", "calibration_", "n_samples", value=0), "n_samples=0"),
+        (_set("fitted", "calibration_", "n_samples", value=5), "damaged calibration"),
+        (_set("fitted", "calibration_", "targets", value=[1.0]), "damaged calibration"),
+        (_set("fitted", "calibration_", "draws", value=[["x"] * 4] * 20), "damaged calibration"),
+        (lambda m: m["fitted"]["calibration_"].pop("draws"), "incomplete or damaged"),
+    ],
+)
+def test_refuses_a_damaged_calibration(calibrated, tmp_path, edit, match):
+    _, folder, _ = calibrated
+    damaged = copy_folder(folder, tmp_path / "m")
+    edit_manifest(damaged, lambda m: (edit(m), resign(m)))
+    with pytest.raises(ModelFormatError, match=match):
+        LLMRegressor.load(damaged)
+
+
+def test_the_calibration_is_checksummed(calibrated, tmp_path):
+    _, folder, _ = calibrated
+    edited = copy_folder(folder, tmp_path / "m")
+    edit_manifest(edited, lambda m: m["fitted"]["calibration_"]["targets"].reverse())
+    with pytest.raises(ModelFormatError, match="does not match its checksum"):
+        LLMRegressor.load(edited)

@@ -1,0 +1,274 @@
+"""Coverage of calibrated and raw predictive intervals, next to conformalized classic models.
+
+    python benchmarks/intervals.py [--datasets diabetes abalone] [--seeds 0 1 2]
+                                   [--rows 256 1000] [--test-rows 1000] [--min-test-rows 100]
+                                   [--model PATH] [--results FILE] [--report] [--fresh]
+                                   [--print-only]
+
+For each dataset, seed and training size (a size runs where the dataset keeps at least
+``--min-test-rows`` rows to test on: 1000 training rows only on abalone), fits the
+default ``LLMRegressor(random_state=seed)`` and scores its 90% and 80% intervals on the
+test rows: the calibrated ones (``predict_interval``, split-conformal CQR on the rows the
+fit held out) and the raw ones (``calibrated=False``): coverage (share of targets inside),
+mean width, and mean pinball loss of the two bounds at their levels ((1 - c) / 2 and
+(1 + c) / 2). Beside it, on the same split, trained on the same rows and calibrated on the
+same held-out rows (``llmregressor.engine.calibration_rows`` with the fit's seed):
+
+- Ridge with split-conformal intervals (absolute residuals; its "raw" interval is the point);
+- quantile HistGradientBoosting: one model per bound (``loss="quantile"``) and CQR, raw
+  being its uncalibrated quantile pair.
+
+The LM's test rows are sampled once (``sample``, the draws ``predict_interval`` takes);
+both interval kinds are computed from those draws and the fitted ``calibration_`` with
+:mod:`llmregressor.conformal`, and checked against ``predict_interval`` on a few rows.
+
+A default fit takes minutes on a 2-core CPU, so every finished (dataset, seed, rows)
+appends its records to ``benchmarks/results/intervals.jsonl`` (``--results`` elsewhere),
+and the table is built from the newest record per (dataset, seed, rows, model) of the
+same base model: runs split across sessions add up. ``--fresh`` starts the file anew,
+``--report`` fits nothing and rebuilds the table, ``--print-only`` prints the table
+instead of writing the docs section. ``--model`` fits another base model (a folder),
+for instance a tiny one to try the script.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.compose import make_column_transformer
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import r2_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+import public_datasets
+from _report import markdown_table, write_section
+from llmregressor import LLMRegressor
+from llmregressor.conformal import (
+    central_levels,
+    conformal_margin,
+    conformalize,
+    conformity_scores,
+)
+from llmregressor.engine import calibration_rows, sample_quantiles, validation_rows
+from llmregressor.metrics import interval_coverage
+
+RESULTS = Path(__file__).resolve().parent / "results" / "intervals.jsonl"
+COVERAGES = (0.9, 0.8)
+DEFAULT_MODEL = "smollm2-135m"
+LLM, RIDGE, HGB = "LLMRegressor", "Ridge, split conformal", "quantile HGB, CQR"
+
+
+def classic(model, X):
+    numeric = X.select_dtypes("number").columns
+    other = X.columns.difference(numeric)
+    prep = make_column_transformer(
+        (make_pipeline(SimpleImputer(), StandardScaler()), numeric),
+        (OneHotEncoder(handle_unknown="ignore"), other),
+    )
+    return make_pipeline(prep, model)
+
+
+def pinball(y: np.ndarray, bounds: np.ndarray, coverage: float) -> float:
+    """Mean pinball loss of the lower and upper bound at their quantile levels."""
+    losses = []
+    for column, level in enumerate(central_levels(coverage)):
+        error = y - bounds[:, column]
+        with np.errstate(invalid="ignore"):  # an infinite bound costs inf
+            losses.append(np.mean(np.maximum(level * error, (level - 1) * error)))
+    return float(np.mean(losses))
+
+
+def interval_scores(y: np.ndarray, bounds: np.ndarray, coverage: float, prefix: str) -> dict:
+    key = f"{coverage:g}"
+    return {
+        f"{prefix}coverage_{key}": interval_coverage(y, bounds),
+        f"{prefix}width_{key}": float(np.mean(bounds[:, 1] - bounds[:, 0])),
+        f"{prefix}pinball_{key}": pinball(y, bounds, coverage),
+    }
+
+
+def cqr(cal_bounds, y_cal, bounds, coverage) -> np.ndarray:
+    margin = conformal_margin(conformity_scores(cal_bounds, y_cal), coverage)
+    return conformalize(bounds, margin)
+
+
+def llm_record(reg: LLMRegressor, X_te, y_te: np.ndarray) -> dict:
+    draws = reg.sample(X_te)  # the draws predict_interval takes: the fit's n_samples
+    record = {"r2": r2_score(y_te, draws.mean(axis=1)), "n_cal": reg.calibration_.n_rows}
+    for coverage in COVERAGES:
+        levels = central_levels(coverage)
+        raw = sample_quantiles(draws, levels)
+        cal_raw = sample_quantiles(reg.calibration_.draws, levels)
+        calibrated = cqr(cal_raw, reg.calibration_.targets, raw, coverage)
+        # What predict_interval returns, checked on a few rows rather than sampled again.
+        np.testing.assert_array_equal(reg.predict_interval(X_te[:5], coverage), calibrated[:5])
+        record.update(interval_scores(y_te, calibrated, coverage, ""))
+        record.update(interval_scores(y_te, raw, coverage, "raw_"))
+    return record
+
+
+def ridge_record(X_fit, y_fit, X_cal, y_cal, X_te, y_te: np.ndarray) -> dict:
+    model = classic(RidgeCV(), X_fit).fit(X_fit, y_fit)
+    point, point_cal = model.predict(X_te), model.predict(X_cal)
+    record = {"r2": r2_score(y_te, point), "n_cal": len(y_cal)}
+    # CQR on a zero-width interval is split conformal with absolute residuals.
+    raw, raw_cal = np.column_stack([point, point]), np.column_stack([point_cal, point_cal])
+    for coverage in COVERAGES:
+        bounds = cqr(raw_cal, y_cal, raw, coverage)
+        record.update(interval_scores(y_te, bounds, coverage, ""))
+    return record
+
+
+def hgb_record(X_fit, y_fit, X_cal, y_cal, X_te, y_te: np.ndarray, seed: int) -> dict:
+    record = {"n_cal": len(y_cal)}
+    for coverage in COVERAGES:
+        raw, raw_cal = [], []
+        for level in central_levels(coverage):
+            hgb = HistGradientBoostingRegressor(loss="quantile", quantile=level, random_state=seed)
+            model = classic(hgb, X_fit).fit(X_fit, y_fit)
+            raw.append(model.predict(X_te))
+            raw_cal.append(model.predict(X_cal))
+        # Two separate fits may cross; sorting keeps each row's pair an interval.
+        raw, raw_cal = np.sort(np.column_stack(raw), 1), np.sort(np.column_stack(raw_cal), 1)
+        record.update(interval_scores(y_te, cqr(raw_cal, y_cal, raw, coverage), coverage, ""))
+        record.update(interval_scores(y_te, raw, coverage, "raw_"))
+    return record
+
+
+def run_one(name: str, seed: int, rows: int, args: argparse.Namespace) -> list[dict]:
+    """Fit and score the LM and the baselines on one (dataset, seed, rows) split."""
+    X, y = public_datasets.load(name)
+    X_tr, X_te, y_tr, y_te = public_datasets.split(
+        X, y, seed, rows, args.test_rows, "train_test_split"
+    )
+    y_tr = np.asarray(y_tr, dtype=float)
+    reg = LLMRegressor(random_state=seed, model=args.model).fit(X_tr, y_tr)
+    if reg.calibration_ is None:
+        raise RuntimeError(f"the fit on {rows} rows held out too few rows to calibrate")
+    records = [{"model": LLM, **llm_record(reg, X_te, y_te), "fit_s": reg.fit_time_}]
+    # The rows the LM's fit held out calibrate the baselines too; they train on the rest.
+    is_val = validation_rows(rows, reg.early_stopping, reg.validation_fraction, reg.seed_)
+    is_cal = calibration_rows(is_val, reg.validation_fraction, reg.seed_)
+    split = X_tr[~is_cal], y_tr[~is_cal], X_tr[is_cal], y_tr[is_cal], X_te, y_te
+    np.testing.assert_array_equal(split[3], reg.calibration_.targets)
+    for label, score in ((RIDGE, ridge_record), (HGB, hgb_record)):
+        start = time.perf_counter()
+        extra = (seed,) if score is hgb_record else ()
+        record = score(*split, *extra)
+        records.append({"model": label, **record, "fit_s": time.perf_counter() - start})
+    for record in records:
+        record.update(
+            dataset=name, seed=seed, train_rows=rows, test_rows=len(y_te), base_model=args.model
+        )
+        print(json.dumps(record), flush=True)
+    return records
+
+
+def load_records(path: Path, base_model: str) -> list[dict]:
+    """Newest record per (dataset, seed, rows, model) fitted on ``base_model``."""
+    newest = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        record = json.loads(line)
+        if record["base_model"] == base_model:
+            key = record["dataset"], record["seed"], record["train_rows"], record["model"]
+            newest[key] = record
+    return list(newest.values())
+
+
+def summary_rows(records: list[dict]) -> list[list]:
+    """One row per (dataset, rows, model): means over seeds (coverage also ± std)."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault((record["dataset"], record["train_rows"], record["model"]), []).append(
+            record
+        )
+
+    def mean(values: list[dict], key: str, spread: bool = False) -> str:
+        if key not in values[0]:
+            return "-"
+        v = np.array([r[key] for r in values], dtype=float)
+        return f"{v.mean():.3f} ± {v.std():.3f}" if spread else f"{v.mean():.3g}"
+
+    rows = []
+    for (name, train_rows, model), values in groups.items():
+        row = [name, train_rows, model, len(values), values[0]["n_cal"]]
+        for coverage in COVERAGES:
+            key = f"{coverage:g}"
+            row += [
+                mean(values, f"coverage_{key}", spread=True),
+                mean(values, f"raw_coverage_{key}", spread=True),
+                mean(values, f"width_{key}"),
+                mean(values, f"pinball_{key}"),
+            ]
+        rows.append([*row, mean(values, "r2")])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--datasets", nargs="+", default=list(public_datasets.NAMES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--rows", nargs="+", type=int, default=[256, 1000])
+    parser.add_argument("--test-rows", type=int, default=1000)
+    parser.add_argument(
+        "--min-test-rows",
+        type=int,
+        default=100,
+        help="skip a training size that leaves fewer test rows than this",
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="LLMRegressor's base model")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSONL of the records")
+    parser.add_argument("--fresh", action="store_true", help="discard earlier records")
+    parser.add_argument(
+        "--report", action="store_true", help="fit nothing: rebuild the table from the records"
+    )
+    parser.add_argument(
+        "--print-only", action="store_true", help="print the table, write no docs section"
+    )
+    args = parser.parse_args()
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    if args.fresh:
+        args.results.unlink(missing_ok=True)
+    for name in [] if args.report else args.datasets:
+        n_rows = len(public_datasets.load(name)[1])
+        for rows in args.rows:
+            if n_rows - rows < args.min_test_rows:
+                print(f"{name}: {n_rows} rows, too few for {rows} training rows", flush=True)
+                continue
+            for seed in args.seeds:
+                records = run_one(name, seed, rows, args)
+                with args.results.open("a") as out:
+                    out.writelines(json.dumps(r) + "\n" for r in records)
+    header = ["dataset", "rows", "model", "n", "cal rows"]
+    for coverage in COVERAGES:
+        pct = f"{coverage:.0%}"
+        header += [f"cov {pct}", f"raw cov {pct}", f"width {pct}", f"pinball {pct}"]
+    table = markdown_table([*header, "R^2"], summary_rows(load_records(args.results, args.model)))
+    if args.print_only:
+        print(table)
+        return
+    body = (
+        "Test rows up to 1000 (`train_test_split`, seeds as n says), the default "
+        "`LLMRegressor(random_state=seed)`; means over seeds (coverage ± std). 'cov': share "
+        "of test targets inside the calibrated interval (split-conformal CQR on the 'cal "
+        "rows' the fit held out: 10% of the rows below 1000, early stopping's validation "
+        "rows from 1000); 'raw cov': inside the raw central interval of the 16 draws "
+        "(`calibrated=False`). 'width': mean interval width and 'pinball': mean pinball loss "
+        "of the two bounds at their levels, both of the calibrated interval, in target units. "
+        "The baselines train on the same rows and calibrate on the same held-out rows: "
+        "Ridge with split conformal on absolute residuals, and two quantile "
+        "HistGradientBoosting models per coverage with CQR ('raw cov': their quantile pair "
+        "alone). R^2: of the point prediction (the LM's mean of 16 draws). Raw records: "
+        "benchmarks/results/intervals.jsonl.\n\n" + table
+    )
+    write_section("Calibrated intervals", "python " + " ".join(sys.argv), body)
+
+
+if __name__ == "__main__":
+    main()
