@@ -8,8 +8,9 @@
 For each dataset and seed (256 training rows, up to 1000 test rows; diabetes has 186), every
 configuration is fitted in this process on the same split and predicts the test rows:
 fit seconds, predict seconds, R^2 of the default prediction (mean of 16 draws). A
-configuration is ``before`` (the default before the frozen-prefix lever, kept reachable by
-parameters: adapters on every layer), ``after`` (today's defaults), or ``name=value``
+configuration is ``before`` (the default before 2026-12-02, kept reachable by parameters:
+adapters on every layer, ``attn_implementation="sdpa"``, every row trained on),
+``after`` (today's defaults), or ``name=value``
 overrides of the defaults (``lora_layers=8``; several joined by ``,``).
 
 Beside the seconds, a machine-independent figure measured in the same run: each fit's time
@@ -39,8 +40,12 @@ from llmregressor import LLMRegressor
 from llmregressor.backbones import compute_autocast, load_pretrained, resolve_compute_dtype
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fit_speed.jsonl"
-# The default before the frozen-prefix lever, as parameters of today's estimator.
-NAMED = {"before": {"lora_layers": None}, "after": {}}
+# The default before this change, as parameters of today's estimator: adapters on every
+# layer, the fused attention kernel, every row trained on (none held out to calibrate).
+NAMED = {
+    "before": {"lora_layers": None, "attn_implementation": "sdpa", "interval_calibration": None},
+    "after": {},
+}
 BATCH = 16
 
 

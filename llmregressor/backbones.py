@@ -51,6 +51,7 @@ __all__ = [
     "COMPUTE_DTYPES",
     "EMBEDDED_MODELS",
     "compute_autocast",
+    "resolve_attn_implementation",
     "resolve_compute_dtype",
     "DecodeState",
     "EmbeddedModel",
@@ -415,6 +416,29 @@ def compute_autocast(device: torch.device, compute_dtype: torch.dtype) -> Abstra
 
 # The ``dtype`` values besides "auto": the one list that validation and the CLI read.
 COMPUTE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_attn_implementation(attn_implementation: str, device: torch.device) -> str:
+    """Turn the estimator's ``attn_implementation`` into transformers' name.
+
+    ``"auto"`` is ``"eager"`` on CPUs: there transformers' fused ``"sdpa"`` kernel took
+    about a third of an SFT step's time in its backward pass, on attention of tens of
+    tokens whose matmuls are cheap (see docs/benchmarks.md). Elsewhere ``"sdpa"``.
+
+    Parameters
+    ----------
+    attn_implementation : {"auto", "eager", "sdpa"}
+        The estimator's parameter.
+    device : torch.device
+        Where the model computes.
+
+    Returns
+    -------
+    name : {"eager", "sdpa"}
+    """
+    if attn_implementation != "auto":
+        return attn_implementation
+    return "eager" if device.type == "cpu" else "sdpa"
 
 
 def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -804,6 +828,9 @@ class LanguageModelSpec:
     lora_layers : int, optional
         Adapt only the top ``lora_layers`` decoder layers (all when None); the frozen
         layers below are computed once per prompt during a fit.
+    attn_implementation : {"auto", "eager", "sdpa"}, default="sdpa"
+        The attention kernel (:func:`resolve_attn_implementation`); folders saved before
+        the choice existed computed with ``"sdpa"`` and keep it.
     """
 
     model: str
@@ -813,6 +840,7 @@ class LanguageModelSpec:
     serializer: RowSerializer
     base_fingerprint: str | None = None
     lora_layers: int | None = None
+    attn_implementation: str = "sdpa"
     savable: ClassVar[bool] = True
 
     @classmethod
@@ -852,6 +880,7 @@ class LanguageModelSpec:
             params["dtype"],
             serializer,
             lora_layers=params["lora_layers"],
+            attn_implementation=params["attn_implementation"],
         )
 
     def fitted_attributes(self) -> dict[str, object]:
@@ -867,6 +896,7 @@ class LanguageModelSpec:
             "dtype": self.dtype,
             "base_fingerprint": self.base_fingerprint,
             "lora_layers": self.lora_layers,
+            "attn_implementation": self.attn_implementation,
         }
 
     @classmethod
@@ -881,6 +911,7 @@ class LanguageModelSpec:
             config["base_fingerprint"],
             # Folders written before lora_layers existed adapted every layer.
             config.get("lora_layers"),
+            config.get("attn_implementation", "sdpa"),
         )
 
     def build(self, device: torch.device) -> LanguageModelBackbone:
@@ -892,6 +923,9 @@ class LanguageModelSpec:
             If the base model found now differs from the one first built on.
         """
         causal_lm, tokenizer = load_pretrained(self.model)
+        causal_lm.set_attn_implementation(
+            resolve_attn_implementation(self.attn_implementation, device)
+        )
         found = full = base_fingerprint(self.model)
         saved = self.base_fingerprint
         if saved is not None and is_legacy_fingerprint(saved):

@@ -241,6 +241,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         interval_calibration: str | None = "conformal",
         device: str = "auto",
         dtype: str = "auto",
+        attn_implementation: str = "auto",
         micro_batch_size: int | None = None,
         gradient_checkpointing: bool = False,
         checkpoint_dir: str | os.PathLike | None = None,
@@ -298,6 +299,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.interval_calibration = interval_calibration
         self.device = device
         self.dtype = dtype
+        self.attn_implementation = attn_implementation
         self.micro_batch_size = micro_batch_size
         self.gradient_checkpointing = gradient_checkpointing
         self.checkpoint_dir = checkpoint_dir

@@ -55,6 +55,7 @@ REWARD_ON = ("auto", "sample", "mean")
 INTERVAL_CALIBRATIONS = ("conformal",)
 SCALE_REWARDS = ("group", "none")
 DTYPES = ("auto", *COMPUTE_DTYPES)
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa")
 
 
 @dataclass(frozen=True)
@@ -726,6 +727,19 @@ PARAMETERS: tuple[Param, ...] = (
         fp32). ``"auto"`` uses bfloat16 on GPUs and CPUs that compute it natively, float32
         elsewhere.
         """,
+    ),
+    Param(
+        "attn_implementation",
+        "Runtime",
+        _choices(ATTN_IMPLEMENTATIONS),
+        one_of(ATTN_IMPLEMENTATIONS),
+        """
+        The LM's attention kernel (transformers' ``attn_implementation``). ``"auto"`` takes
+        ``"eager"`` (matmul and softmax) on CPUs, where its backward pass is faster than
+        the fused kernel's on prompts of tens of tokens, and ``"sdpa"`` elsewhere. Both
+        compute the same attention up to float rounding. The MLP decoder ignores it.
+        """,
+        resumable=True,
     ),
     Param(
         "micro_batch_size",

@@ -147,3 +147,58 @@ def test_an_embedded_models_weights_hash_is_kept_next_to_it(tiny_model_dir, tmp_
     tensors[name] = tensors[name] + 1
     safetensors.torch.save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
     assert fingerprint_now() != first
+
+
+def test_auto_attention_is_eager_on_cpu_and_sdpa_elsewhere():
+    from llmregressor.backbones import resolve_attn_implementation
+
+    assert resolve_attn_implementation("auto", torch.device("cpu")) == "eager"
+    assert resolve_attn_implementation("auto", torch.device("cuda")) == "sdpa"
+    assert resolve_attn_implementation("sdpa", torch.device("cpu")) == "sdpa"
+
+
+def test_eager_and_sdpa_attention_predict_alike(tiny_model_dir, houses):
+    from llmregressor import LLMRegressor
+
+    X, y = houses(30)
+    fits = {
+        kind: LLMRegressor(
+            model=tiny_model_dir,
+            attn_implementation=kind,
+            # In float32 the kernels agree to rounding; bfloat16 rounds them apart.
+            dtype="float32",
+            sft_epochs=1,
+            rl_algorithm=None,
+            interval_calibration=None,
+            n_samples=4,
+            random_state=0,
+        ).fit(X, y)
+        for kind in ("eager", "sdpa")
+    }
+    backbones = {kind: reg.policy_.policy.backbone for kind, reg in fits.items()}
+    assert backbones["eager"].model.config._attn_implementation == "eager"
+    assert backbones["sdpa"].model.config._attn_implementation == "sdpa"
+    # The same adapters in both (each fit trained its own).
+    backbones["eager"].load_adapter_state(backbones["sdpa"].adapter_state())
+    batch = backbones["eager"].collate(
+        backbones["eager"].encode_rows(X.to_numpy(dtype=object)).items
+    )
+    hidden = {kind: backbone.encode(batch)[1] for kind, backbone in backbones.items()}
+    torch.testing.assert_close(hidden["eager"], hidden["sdpa"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_folder_from_before_the_attention_choice_keeps_sdpa(tiny_model_dir):
+    from llmregressor.backbones import LanguageModelSpec
+    from llmregressor.serialize import RowSerializer
+
+    config = {
+        "model": tiny_model_dir,
+        "lora": {"r": 2},
+        "symbols": list("0123456789"),
+        "dtype": "float32",
+        "base_fingerprint": None,
+    }
+    spec = LanguageModelSpec.from_config(
+        config, RowSerializer(["a"], None, 4, "unknown", "compact")
+    )
+    assert spec.attn_implementation == "sdpa" and spec.lora_layers is None
