@@ -26,6 +26,8 @@ HEADLINE_SECTIONS = frozenset(
         "RL rollout and step speed (GPU)",
         "Compute precision on CPU",
         "Cost vs rows",
+        "Fit speed: before and after",
+        "SFT and RL step profile",
         "Calibrated intervals",
     }
 )

@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["diabetes"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--configs", nargs="+", default=["before", "after"])
-    parser.add_argument("--section", default="Fit speed: before and after the frozen prefix")
+    parser.add_argument("--section", default="Fit speed: before and after")
     parser.add_argument("--report", action="store_true", help="rebuild the table only")
     args = parser.parse_args()
     if not args.report:
