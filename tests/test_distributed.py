@@ -59,6 +59,10 @@ def params(model_dir, **overrides):
         early_stopping=True,
         validation_fraction=0.2,
         dtype="float32",
+        # Micro-batches pad to other widths than the whole batch; eager attention then
+        # rounds differently enough that 3 epochs at lr 1e-2 move one weight by 3e-4, past
+        # WEIGHT_ATOL; the fused kernel keeps every weight within it.
+        attn_implementation="sdpa",
         random_state=0,
     )
     return {**base, **overrides}

@@ -160,6 +160,7 @@ def test_the_parameter_table_matches_the_signature():
         "device",
         "micro_batch_size",
         "gradient_checkpointing",
+        "attn_implementation",
         "callbacks",
     }
     # The class docstring's Parameters section is rendered from the table.
