@@ -33,14 +33,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.compose import make_column_transformer
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.neighbors import KNeighborsRegressor
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import public_datasets
 from _report import markdown_table, write_section
@@ -55,17 +51,6 @@ ANCHORED = "LLM + ridge anchor"
 # The screen's own axes, which --set may not move.
 FIXED = ("anchor", "random_state")
 _WORDS = {"none": None, "true": True, "false": False}
-
-
-def classic(model, X):
-    """The baselines' preprocessing, as in rl_accuracy.py."""
-    numeric = X.select_dtypes("number").columns
-    other = X.columns.difference(numeric)
-    prep = make_column_transformer(
-        (make_pipeline(SimpleImputer(), StandardScaler()), numeric),
-        (OneHotEncoder(handle_unknown="ignore"), other),
-    )
-    return make_pipeline(prep, model)
 
 
 def parse_setting(text: str) -> tuple[str, object]:
@@ -103,10 +88,10 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> list[dict]:
     )
     y_tr = np.asarray(y_tr, dtype=np.float64)
     models = {
-        "Ridge": classic(RidgeCV(), X),
-        "KNN": classic(KNeighborsRegressor(), X),
-        "RandomForest": classic(RandomForestRegressor(random_state=seed), X),
-        "HistGradientBoosting": classic(HistGradientBoostingRegressor(), X),
+        "Ridge": public_datasets.classic(RidgeCV(), X),
+        "KNN": public_datasets.classic(KNeighborsRegressor(), X),
+        "RandomForest": public_datasets.classic(RandomForestRegressor(random_state=seed), X),
+        "HistGradientBoosting": public_datasets.classic(HistGradientBoostingRegressor(), X),
         ANCHOR_ALONE: RidgeAnchor(),
         PLAIN: LLMRegressor(random_state=seed, **settings(args)),
         ANCHORED: LLMRegressor(random_state=seed, anchor="ridge", **settings(args)),

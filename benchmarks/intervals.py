@@ -38,13 +38,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.compose import make_column_transformer
 from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import public_datasets
 from _report import markdown_table, write_section
@@ -62,16 +58,6 @@ RESULTS = Path(__file__).resolve().parent / "results" / "intervals.jsonl"
 COVERAGES = (0.9, 0.8)
 DEFAULT_MODEL = "smollm2-135m"
 LLM, RIDGE, HGB = "LLMRegressor", "Ridge, split conformal", "quantile HGB, CQR"
-
-
-def classic(model, X):
-    numeric = X.select_dtypes("number").columns
-    other = X.columns.difference(numeric)
-    prep = make_column_transformer(
-        (make_pipeline(SimpleImputer(), StandardScaler()), numeric),
-        (OneHotEncoder(handle_unknown="ignore"), other),
-    )
-    return make_pipeline(prep, model)
 
 
 def pinball(y: np.ndarray, bounds: np.ndarray, coverage: float) -> float:
@@ -114,7 +100,7 @@ def llm_record(reg: LLMRegressor, X_te, y_te: np.ndarray) -> dict:
 
 
 def ridge_record(X_fit, y_fit, X_cal, y_cal, X_te, y_te: np.ndarray) -> dict:
-    model = classic(RidgeCV(), X_fit).fit(X_fit, y_fit)
+    model = public_datasets.classic(RidgeCV(), X_fit).fit(X_fit, y_fit)
     point, point_cal = model.predict(X_te), model.predict(X_cal)
     record = {"r2": r2_score(y_te, point), "n_cal": len(y_cal)}
     # CQR on a zero-width interval is split conformal with absolute residuals.
@@ -131,7 +117,7 @@ def hgb_record(X_fit, y_fit, X_cal, y_cal, X_te, y_te: np.ndarray, seed: int) ->
         raw, raw_cal = [], []
         for level in central_levels(coverage):
             hgb = HistGradientBoostingRegressor(loss="quantile", quantile=level, random_state=seed)
-            model = classic(hgb, X_fit).fit(X_fit, y_fit)
+            model = public_datasets.classic(hgb, X_fit).fit(X_fit, y_fit)
             raw.append(model.predict(X_te))
             raw_cal.append(model.predict(X_cal))
         # Two separate fits may cross; sorting keeps each row's pair an interval.

@@ -10,8 +10,12 @@
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import make_column_transformer
 from sklearn.datasets import load_diabetes
+from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 
 def load(name: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -78,3 +82,14 @@ def split(
     else:
         raise ValueError(f"unknown split {how!r}; expected one of {SPLITS}")
     return X_tr, X_te[:test_rows], y_tr, np.asarray(y_te[:test_rows], dtype=float)
+
+
+def classic(model, X: pd.DataFrame):
+    """A classic baseline's pipeline: imputed, standardized numbers and one-hot categories."""
+    numeric = X.select_dtypes("number").columns
+    other = X.columns.difference(numeric)
+    prep = make_column_transformer(
+        (make_pipeline(SimpleImputer(), StandardScaler()), numeric),
+        (OneHotEncoder(handle_unknown="ignore"), other),
+    )
+    return make_pipeline(prep, model)

@@ -40,14 +40,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.compose import make_column_transformer
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.neighbors import KNeighborsRegressor
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import public_datasets
 from _report import markdown_table, write_section
@@ -55,16 +51,6 @@ from llmregressor import LLMRegressor
 from llmregressor.metrics import interval_coverage
 from llmregressor.params import resolved_reward_on, rl_config
 from llmregressor.rl import make_reward
-
-
-def classic(model, X):
-    numeric = X.select_dtypes("number").columns
-    other = X.columns.difference(numeric)
-    prep = make_column_transformer(
-        (make_pipeline(SimpleImputer(), StandardScaler()), numeric),
-        (OneHotEncoder(handle_unknown="ignore"), other),
-    )
-    return make_pipeline(prep, model)
 
 
 def continue_with_rl(
@@ -126,10 +112,10 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> list[dict]:
         X, y, seed, args.train_rows, args.test_rows, args.split
     )
     models = {
-        "Ridge": classic(RidgeCV(), X),
-        "KNN": classic(KNeighborsRegressor(), X),
-        "RandomForest": classic(RandomForestRegressor(random_state=seed), X),
-        "HistGradientBoosting": classic(HistGradientBoostingRegressor(), X),
+        "Ridge": public_datasets.classic(RidgeCV(), X),
+        "KNN": public_datasets.classic(KNeighborsRegressor(), X),
+        "RandomForest": public_datasets.classic(RandomForestRegressor(random_state=seed), X),
+        "HistGradientBoosting": public_datasets.classic(HistGradientBoostingRegressor(), X),
     }
     records = []
     for label, model in models.items():
