@@ -4,8 +4,10 @@ Headline sections (``HEADLINE_SECTIONS``) go to docs/benchmarks.md, the page use
 every other section goes to docs/experiment_log.md, the screening history.
 """
 
+import json
 import platform
 import re
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -60,6 +62,22 @@ def write_section(name: str, command: str, body: str) -> None:
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
     report.parent.mkdir(exist_ok=True)
     report.write_text(text)
+
+
+def newest_records(
+    path: Path, key: tuple[str, ...], where: Callable[[dict], bool] | None = None
+) -> list[dict]:
+    """The newest record per ``key`` of a results JSONL file (later lines win).
+
+    Scripts append a record per finished fit, so runs split across sessions add up;
+    ``where`` keeps only the records of this run's settings. A missing file has none.
+    """
+    newest = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        record = json.loads(line)
+        if where is None or where(record):
+            newest[tuple(record[field] for field in key)] = record
+    return list(newest.values())
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -39,7 +39,7 @@ from sklearn.metrics import r2_score
 from sklearn.neighbors import KNeighborsRegressor
 
 import public_datasets
-from _report import markdown_table, write_section
+from _report import markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.anchor import RidgeAnchor
 
@@ -121,12 +121,11 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> list[dict]:
 
 def load_records(args: argparse.Namespace) -> list[dict]:
     """Newest record per (dataset, seed, model) with this run's rows and settings."""
-    newest = {}
-    for line in RESULTS.read_text().splitlines() if RESULTS.exists() else []:
-        record = json.loads(line)
-        if record["train_rows"] == args.rows and record["settings"] == settings(args):
-            newest[record["dataset"], record["seed"], record["model"]] = record
-    return list(newest.values())
+    return newest_records(
+        RESULTS,
+        ("dataset", "seed", "model"),
+        lambda r: r["train_rows"] == args.rows and r["settings"] == settings(args),
+    )
 
 
 def by_split(records: list[dict]) -> dict[tuple[str, int], dict[str, dict]]:

@@ -35,7 +35,7 @@ import torch
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import markdown_table, write_section
+from _report import markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.backbones import compute_autocast, load_pretrained, resolve_compute_dtype
 
@@ -128,16 +128,6 @@ def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
     return records
 
 
-def load_records() -> list[dict]:
-    """Newest record per (dataset, seed, configuration)."""
-    newest = {}
-    if RESULTS.exists():
-        for line in RESULTS.read_text().splitlines():
-            record = json.loads(line)
-            newest[(record["dataset"], record["seed"], record["config"])] = record
-    return list(newest.values())
-
-
 def table(records: list[dict], datasets: list[str], labels: list[str]) -> str:
     """Mean over seeds per dataset and configuration; speed-ups against the first label."""
     rows = []
@@ -192,7 +182,9 @@ def main() -> None:
                 with RESULTS.open("a") as out:
                     for record in run_one(name, seed, args.configs):
                         out.write(json.dumps(record) + "\n")
-    records = [r for r in load_records() if r["seed"] in args.seeds]
+    records = newest_records(
+        RESULTS, ("dataset", "seed", "config"), lambda r: r["seed"] in args.seeds
+    )
     body = table(records, args.datasets, args.configs)
     print(body)
     write_section(args.section, "python " + " ".join(sys.argv), body)

@@ -43,7 +43,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import markdown_table, write_section
+from _report import markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.conformal import (
     central_levels,
@@ -158,13 +158,11 @@ def run_one(name: str, seed: int, rows: int, args: argparse.Namespace) -> list[d
 
 def load_records(path: Path, base_model: str) -> list[dict]:
     """Newest record per (dataset, seed, rows, model) fitted on ``base_model``."""
-    newest = {}
-    for line in path.read_text().splitlines() if path.exists() else []:
-        record = json.loads(line)
-        if record["base_model"] == base_model:
-            key = record["dataset"], record["seed"], record["train_rows"], record["model"]
-            newest[key] = record
-    return list(newest.values())
+    return newest_records(
+        path,
+        ("dataset", "seed", "train_rows", "model"),
+        lambda r: r["base_model"] == base_model,
+    )
 
 
 def summary_rows(records: list[dict]) -> list[list]:

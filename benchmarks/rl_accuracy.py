@@ -46,7 +46,7 @@ from sklearn.metrics import r2_score
 from sklearn.neighbors import KNeighborsRegressor
 
 import public_datasets
-from _report import markdown_table, write_section
+from _report import markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.metrics import interval_coverage
 from llmregressor.params import resolved_reward_on, rl_config
@@ -151,18 +151,15 @@ def load_records(args: argparse.Namespace, row_format: str | None = None) -> lis
     Of this run's ``row_format``, or of ``row_format`` when one is given.
     """
     row_format = row_format or args.row_format
-    newest = {}
-    for line in RESULTS.read_text().splitlines() if RESULTS.exists() else []:
-        record = json.loads(line)
-        split_of_record = record.get("split", "train_test_split")
-        format_of_record = record.get("row_format", "sentence")
-        if (
-            record["train_rows"] == args.train_rows
-            and split_of_record == args.split
-            and format_of_record == row_format
-        ):
-            newest[record["dataset"], record["seed"], record["model"]] = record
-    return list(newest.values())
+    return newest_records(
+        RESULTS,
+        ("dataset", "seed", "model"),
+        lambda r: (
+            r["train_rows"] == args.train_rows
+            and r.get("split", "train_test_split") == args.split
+            and r.get("row_format", "sentence") == row_format
+        ),
+    )
 
 
 def format_pairs(records: list[dict], sentence: list[dict]) -> tuple[list[list], list[list]]:

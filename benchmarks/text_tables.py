@@ -32,7 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
 import public_datasets
-from _report import markdown_table, write_section
+from _report import markdown_table, newest_records, write_section
 from fit_speed import parse_config
 from llmregressor import LLMRegressor
 
@@ -89,16 +89,6 @@ def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
     return records
 
 
-def load_records() -> list[dict]:
-    """Newest record per (dataset, seed, model)."""
-    newest = {}
-    if RESULTS.exists():
-        for line in RESULTS.read_text().splitlines():
-            record = json.loads(line)
-            newest[(record["dataset"], record["seed"], record["model"])] = record
-    return list(newest.values())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(public_datasets.TEXT_NAMES))
@@ -113,7 +103,9 @@ def main() -> None:
                 records = run_one(name, seed, args.configs)
                 with RESULTS.open("a") as out:
                     out.writelines(json.dumps(r) + "\n" for r in records)
-    records = [r for r in load_records() if r["seed"] in args.seeds]
+    records = newest_records(
+        RESULTS, ("dataset", "seed", "model"), lambda r: r["seed"] in args.seeds
+    )
     rows = []
     for name in args.datasets:
         for model in (*BASELINES, *(f"LLM {label}" for label in args.configs)):
