@@ -62,23 +62,19 @@ def parse_config(label: str) -> dict:
 
 def reference_epoch_s(reg: LLMRegressor, X_tr) -> float:
     """Seconds of one epoch of plain forward + backward of the frozen base over X_tr's prompts."""
-    causal_lm, tokenizer = load_pretrained(reg.model)
-    prompts = reg.serializer_(X_tr.to_numpy(dtype=object))
-    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    causal_lm, _ = load_pretrained(reg.model)
+    # The fitted backbone writes, tokenizes and left-pads the prompts as the fit did.
+    backbone = reg.policy_.policy.backbone
+    encoded = backbone.encode_rows(X_tr.to_numpy(dtype=object))
     embed = causal_lm.get_input_embeddings()
     decoder = causal_lm.get_submodule(causal_lm.base_model_prefix)
     device = torch.device("cpu")
     autocast = compute_autocast(device, resolve_compute_dtype(reg.dtype, device))
     start = time.perf_counter()
-    for first in range(0, len(ids), BATCH):
-        rows = ids[first : first + BATCH]
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id or 0)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, width - len(r) :] = torch.tensor(r)
-            mask[i, width - len(r) :] = 1
-        embeddings = embed(input_ids).detach().requires_grad_(True)
+    for first in range(0, len(encoded), BATCH):
+        batch = backbone.collate(encoded.items[first : first + BATCH])
+        mask = batch["attention_mask"]
+        embeddings = embed(batch["input_ids"]).detach().requires_grad_(True)
         with autocast:
             hidden = decoder(
                 inputs_embeds=embeddings,
