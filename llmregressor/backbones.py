@@ -48,6 +48,7 @@ from .serialize import RowSerializer
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ATTN_IMPLEMENTATIONS",
     "COMPUTE_DTYPES",
     "EMBEDDED_MODELS",
     "compute_autocast",
@@ -416,6 +417,10 @@ def compute_autocast(device: torch.device, compute_dtype: torch.dtype) -> Abstra
 
 # The ``dtype`` values besides "auto": the one list that validation and the CLI read.
 COMPUTE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+# The ``attn_implementation`` values: the one list that validation and the CLI read.
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa")
 
 
 def resolve_attn_implementation(attn_implementation: str, device: torch.device) -> str:

@@ -139,9 +139,8 @@ class FrozenPrefix:
         results = self._results(rows, input_ids, mask, position_ids, autocast)
         batch, width = input_ids.shape
         first = results[0]
-        keys = first.keys.new_zeros(
-            (self.n_frozen, batch, *first.keys.shape[1:2], width, first.keys.shape[-1])
-        )
+        _, kv_heads, _, head_dim = first.keys.shape
+        keys = first.keys.new_zeros((self.n_frozen, batch, kv_heads, width, head_dim))
         values = torch.zeros_like(keys)
         hidden = first.hidden.new_zeros((batch, width, first.hidden.shape[-1]))
         for row, result in enumerate(results):

@@ -27,7 +27,7 @@ import numpy as np
 
 from ._checks import boolean, int_in, one_of, optional, real_in, string
 from .anchor import ANCHORS
-from .backbones import COMPUTE_DTYPES
+from .backbones import ATTN_IMPLEMENTATIONS, COMPUTE_DTYPES
 from .codecs import CODECS, NumberCodec, make_codec
 from .engine import EXACT, PREDICT_MODES, Callback, check_exact_outcomes
 from .rl import REWARDS, RL_ALGORITHMS, RLConfig
@@ -55,7 +55,6 @@ REWARD_ON = ("auto", "sample", "mean")
 INTERVAL_CALIBRATIONS = ("conformal",)
 SCALE_REWARDS = ("group", "none")
 DTYPES = ("auto", *COMPUTE_DTYPES)
-ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa")
 
 
 @dataclass(frozen=True)
