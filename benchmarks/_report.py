@@ -26,6 +26,7 @@ HEADLINE_SECTIONS = frozenset(
         "RL vs SFT accuracy (compact rows)",
         "RL rollout and step speed",
         "RL rollout and step speed (GPU)",
+        "RL step against TRL GRPOTrainer",
         "Compute precision on CPU",
         "Cost vs rows",
         "Fit speed: before and after",

@@ -1,0 +1,198 @@
+"""One RL step of this engine against TRL's ``GRPOTrainer``, at equal work, in one process.
+
+    python benchmarks/trl_speed.py [--prompts 16] [--generations 4] [--steps 3] [--model NAME]
+
+Both sides train LoRA adapters (r=8, alpha 16, every linear layer) on the same base model
+(the estimator's default unless ``--model`` names another) with the same diabetes prompts
+(``RowSerializer`` rows), each step sampling ``--generations`` completions for each of
+``--prompts`` prompts, scoring them against the row's target and taking one optimizer step
+on a group-relative policy gradient:
+
+- *TRL GRPOTrainer*: ``GRPOConfig(num_generations=G, per_device_train_batch_size=P * G,
+  steps_per_generation=1, max_completion_length=8, beta=0, gradient_checkpointing=False,
+  bf16=True, use_cpu=True)`` on the CPU; the model writes free text and a reward function
+  parses the first number in it (text without a number gets the worst reward of its group).
+  Its step time is measured by a ``TrainerCallback`` from ``on_step_begin`` to
+  ``on_step_end``: generation, reward, loss, backward and optimizer step.
+- *this engine*: ``NumberPolicy.decode`` draws the G numbers of each prompt from the codec's
+  grammar (3-digit normalized, the estimator's default) sharing each prompt's KV cache,
+  ``NumberPolicy.score`` takes their log-probs with gradients, and one AdamW step follows,
+  under the same compute precision (bfloat16 autocast on CPU).
+
+The first step of each side is a warm-up; the table gives the mean of the others: seconds a
+step, completions a second, and for TRL the share of completions that held a number.
+"""
+
+import argparse
+import re
+import sys
+import time
+
+import numpy as np
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from sklearn.datasets import load_diabetes
+from transformers import TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from _report import markdown_table, write_section
+from llmregressor.backbones import LanguageModelBackbone, load_pretrained, resolve_compute_dtype
+from llmregressor.codecs import NormalizedCodec
+from llmregressor.decoding import NumberPolicy
+from llmregressor.serialize import RowSerializer
+
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def lora() -> LoraConfig:
+    return LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+class StepTimer(TrainerCallback):
+    """Seconds of each optimizer step of a Trainer, generation included."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class NumberReward:
+    """Negative squared error of the first number in each completion, counting the misses."""
+
+    __name__ = "negative_squared_error"
+
+    def __init__(self) -> None:
+        self.completions = 0
+        self.numbers = 0
+
+    def __call__(self, prompts, completions, target, **kwargs) -> list[float]:
+        values = []
+        for text in completions:
+            found = NUMBER.search(text)
+            values.append(float(found.group()) if found else None)
+        self.completions += len(values)
+        self.numbers += sum(v is not None for v in values)
+        errors = [
+            None if v is None else -((v - t) ** 2) for v, t in zip(values, target, strict=True)
+        ]
+        worst = min([e for e in errors if e is not None], default=0.0)
+        return [worst if e is None else e for e in errors]
+
+
+def trl_steps(model_name: str, prompts: list[str], y: np.ndarray, args) -> tuple[list, float]:
+    """Seconds of each TRL GRPO step and the share of completions holding a number."""
+    model, tokenizer = load_pretrained(model_name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    data = Dataset.from_dict({"prompt": prompts, "target": [float(v) for v in y]})
+    config = GRPOConfig(
+        output_dir=args.output_dir,
+        num_generations=args.generations,
+        per_device_train_batch_size=args.prompts * args.generations,
+        steps_per_generation=1,
+        max_completion_length=8,
+        beta=0.0,
+        learning_rate=1e-4,
+        gradient_checkpointing=False,
+        bf16=True,
+        use_cpu=True,
+        max_steps=args.steps,
+        logging_steps=args.steps,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        shuffle_dataset=False,
+    )
+    timer, reward = StepTimer(), NumberReward()
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=config,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=lora(),
+        callbacks=[timer],
+    )
+    trainer.train()
+    return timer.seconds, reward.numbers / max(reward.completions, 1)
+
+
+def engine_steps(model_name: str, prompts: list[str], y: np.ndarray, args) -> list[float]:
+    """Seconds of each GRPO step of this engine on the same prompts and work."""
+    codec = NormalizedCodec(10, 3).fit(y)
+    device = torch.device("cpu")
+    model, tokenizer = load_pretrained(model_name)
+    backbone = LanguageModelBackbone(
+        model, tokenizer, codec.symbols, lora(), device, resolve_compute_dtype("auto", device)
+    )
+    policy = NumberPolicy(backbone, codec.allowed_mask())
+    optimizer = torch.optim.AdamW(backbone.trainable_parameters(), lr=1e-4)
+    batch = backbone.collate(backbone.tokenize(prompts))
+    targets = torch.as_tensor(y, dtype=torch.float64)[:, None]
+    seconds = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        uniforms = torch.rand(len(prompts), args.generations, codec.length, dtype=torch.float64)
+        with torch.no_grad():
+            rollout = policy.decode(batch, uniforms)
+        values = torch.as_tensor(codec.decode(rollout.tokens.reshape(-1, codec.length).numpy()))
+        rewards = -((values.reshape(len(prompts), -1) - targets) ** 2)
+        advantages = (rewards - rewards.mean(1, keepdim=True)) / (
+            rewards.std(1, keepdim=True) + 1e-4
+        )
+        scores = policy.score(batch, rollout.tokens)
+        loss = -(advantages.float() * scores.log_probs.sum(-1)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="steps per side, the first a warm-up")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--output-dir", default="/tmp/trl_speed")
+    args = parser.parse_args()
+    X, y = load_diabetes(return_X_y=True, as_frame=True, scaled=False)
+    prompts = RowSerializer(list(X.columns))(X.to_numpy()[: args.prompts])
+    y = y.to_numpy()[: args.prompts].astype(np.float64)
+    torch.manual_seed(0)
+    ours = engine_steps(args.model, prompts, y, args)
+    print("this engine", ours, flush=True)
+    theirs, numeric_share = trl_steps(args.model, prompts, y, args)
+    print("TRL", theirs, numeric_share, flush=True)
+    completions = args.prompts * args.generations
+    ours_s, theirs_s = float(np.mean(ours[1:])), float(np.mean(theirs[1:]))
+    rows = [
+        [
+            "TRL GRPOTrainer",
+            round(theirs_s, 2),
+            round(completions / theirs_s, 2),
+            f"{numeric_share:.0%}",
+        ],
+        ["this engine (GRPO step)", round(ours_s, 2), round(completions / ours_s, 2), "100%"],
+    ]
+    body = (
+        f"{args.prompts} diabetes prompts x {args.generations} completions a step, model "
+        f"{args.model}, LoRA r=8 on every linear layer, bfloat16 autocast on the CPU, mean of "
+        f"{args.steps - 1} steps after a warm-up, both in this process.\n\n"
+        + markdown_table(["implementation", "s / step", "completions / s", "numbers"], rows)
+        + f"\n\nThroughput: this engine {theirs_s / ours_s:.1f}x TRL's."
+    )
+    print(body)
+    write_section("RL step against TRL GRPOTrainer", "python " + " ".join(sys.argv), body)
+
+
+if __name__ == "__main__":
+    main()
