@@ -15,9 +15,10 @@ overrides of the defaults (``lora_layers=8``; several joined by ``,``).
 
 Beside the seconds, a machine-independent figure measured in the same run: each fit's time
 divided by the time of one epoch of plain forward + backward (to the input embeddings) of
-the frozen base model over the same 256 prompts in batches of 16, at the estimator's compute
-precision. Machines of the same kind differ by 1.5x and more in seconds; this ratio moves
-much less.
+the frozen base model over the same 256 rows in batches of 16, written as prompts the
+way the fit wrote them but without an anchor's estimate (one workload for every
+configuration), at the estimator's compute precision. Machines of the same kind differ by
+1.5x and more in seconds; this ratio moves much less.
 
 Every finished (dataset, seed, configuration) appends a record to
 ``benchmarks/results/fit_speed.jsonl``; tables are built from all the records there (the
@@ -25,6 +26,7 @@ newest per dataset, seed and configuration), so runs split across sessions add u
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -63,16 +65,19 @@ def parse_config(label: str) -> dict:
 def reference_epoch_s(reg: LLMRegressor, X_tr) -> float:
     """Seconds of one epoch of plain forward + backward of the frozen base over X_tr's prompts."""
     causal_lm, _ = load_pretrained(reg.model)
-    # The fitted backbone writes, tokenizes and left-pads the prompts as the fit did.
+    # The fitted backbone writes, tokenizes and left-pads the rows as the fit did, without an
+    # anchor's estimate: the same workload whatever the configuration, a constant of the
+    # machine and the split.
     backbone = reg.policy_.policy.backbone
-    encoded = backbone.encode_rows(X_tr.to_numpy(dtype=object))
+    plain = dataclasses.replace(backbone.serializer, estimate=False)
+    token_ids = backbone.tokenize(plain(X_tr.to_numpy(dtype=object)))
     embed = causal_lm.get_input_embeddings()
     decoder = causal_lm.get_submodule(causal_lm.base_model_prefix)
     device = torch.device("cpu")
     autocast = compute_autocast(device, resolve_compute_dtype(reg.dtype, device))
     start = time.perf_counter()
-    for first in range(0, len(encoded), BATCH):
-        batch = backbone.collate(encoded.items[first : first + BATCH])
+    for first in range(0, len(token_ids), BATCH):
+        batch = backbone.collate(token_ids[first : first + BATCH])
         mask = batch["attention_mask"]
         embeddings = embed(batch["input_ids"]).detach().requires_grad_(True)
         with autocast:
