@@ -423,12 +423,14 @@ COMPUTE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": 
 ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa")
 
 
-def resolve_attn_implementation(attn_implementation: str, device: torch.device) -> str:
-    """Turn the estimator's ``attn_implementation`` into transformers' name.
+def resolve_attn_implementation(attn_implementation: str, device: torch.device) -> tuple[str, str]:
+    """Turn the estimator's ``attn_implementation`` into transformers' kernel names.
 
-    ``"auto"`` is ``"eager"`` on CPUs: there transformers' fused ``"sdpa"`` kernel took
-    about a third of an SFT step's time in its backward pass, on attention of tens of
-    tokens whose matmuls are cheap (see docs/benchmarks.md). Elsewhere ``"sdpa"``.
+    ``"auto"`` on CPUs computes passes with gradients with ``"eager"``: there transformers'
+    fused ``"sdpa"`` kernel took about a third of an SFT step's time in its backward pass,
+    on attention of tens of tokens whose matmuls are cheap (see docs/benchmarks.md); passes
+    without gradients (sampling, prediction) keep ``"sdpa"``, whose forward pass over a KV
+    cache is the faster one there. Elsewhere ``"auto"`` is ``"sdpa"`` throughout.
 
     Parameters
     ----------
@@ -439,11 +441,12 @@ def resolve_attn_implementation(attn_implementation: str, device: torch.device) 
 
     Returns
     -------
-    name : {"eager", "sdpa"}
+    with_grad, without_grad : {"eager", "sdpa"}
+        The kernel of passes that record gradients, and of those that do not.
     """
     if attn_implementation != "auto":
-        return attn_implementation
-    return "eager" if device.type == "cpu" else "sdpa"
+        return attn_implementation, attn_implementation
+    return ("eager" if device.type == "cpu" else "sdpa"), "sdpa"
 
 
 def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -509,6 +512,10 @@ class LanguageModelBackbone:
         out). When the model supports it (:func:`~llmregressor.frozen_prefix.supports_split`),
         their results for each prompt are computed once inside :meth:`caching_prompts`
         and reused (:class:`~llmregressor.frozen_prefix.FrozenPrefix`).
+    attention : tuple of (str, str), optional
+        transformers' attention kernels for passes with and without gradients
+        (:func:`resolve_attn_implementation`), switched at each pass; None computes every
+        pass with the kernel ``causal_lm`` was loaded with.
     """
 
     def __init__(
@@ -521,8 +528,10 @@ class LanguageModelBackbone:
         compute_dtype: torch.dtype = torch.float32,
         serializer: RowSerializer | None = None,
         frozen_layers: int = 0,
+        attention: tuple[str, str] | None = None,
     ) -> None:
         self.serializer = serializer
+        self.attention = attention
         self.tokenizer = tokenizer
         self.compute_dtype = compute_dtype
         self.symbol_ids = torch.tensor(symbol_token_ids(tokenizer, symbols), device=device)
@@ -644,8 +653,20 @@ class LanguageModelBackbone:
             getattr(inner, f"{kind}_checkpointing_disable")()
             self.checkpointing = False
 
-    def _autocast(self) -> AbstractContextManager:
-        return compute_autocast(self.device, self.compute_dtype)
+    @contextmanager
+    def _computing(self) -> Iterator[None]:
+        """Enter the context of every pass: its attention kernel, then its compute precision.
+
+        The kernel is chosen here, at the start of a pass, because transformers builds the
+        attention mask for the configured kernel and each layer reads the same setting: both
+        must agree within a pass.
+        """
+        if self.attention is not None:
+            with_grad, without_grad = self.attention
+            kernel = with_grad if torch.is_grad_enabled() else without_grad
+            self._decoder.config._attn_implementation = kernel
+        with compute_autocast(self.device, self.compute_dtype):
+            yield
 
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[DecodeState, torch.Tensor]:
         """Encode left-padded prompts.
@@ -660,10 +681,10 @@ class LanguageModelBackbone:
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         if self.frozen_prefix is not None:
             cache, last_hidden_state = self.frozen_prefix.encode(
-                batch["input_ids"], mask, position_ids, self._autocast
+                batch["input_ids"], mask, position_ids, self._computing
             )
         else:
-            with self._autocast():
+            with self._computing():
                 out = self._decoder(
                     input_ids=batch["input_ids"],
                     attention_mask=mask,
@@ -700,7 +721,7 @@ class LanguageModelBackbone:
         mask = batch["attention_mask"].repeat_interleave(repeats, dim=0)
         mask = torch.cat([mask, mask.new_ones(token_ids.shape)], dim=1)
         input_ids = batch["input_ids"].repeat_interleave(repeats, dim=0)
-        with self._autocast():
+        with self._computing():
             out = self._decoder(
                 input_ids=torch.cat([input_ids, token_ids], dim=1),
                 attention_mask=mask,
@@ -738,7 +759,7 @@ class LanguageModelBackbone:
             [state.attention_mask, state.attention_mask.new_ones((token_ids.shape[0], steps))],
             dim=1,
         )
-        with self._autocast():
+        with self._computing():
             out = self._decoder(
                 input_ids=token_ids,
                 attention_mask=state.attention_mask,
@@ -928,9 +949,10 @@ class LanguageModelSpec:
             If the base model found now differs from the one first built on.
         """
         causal_lm, tokenizer = load_pretrained(self.model)
-        causal_lm.set_attn_implementation(
-            resolve_attn_implementation(self.attn_implementation, device)
-        )
+        attention = resolve_attn_implementation(self.attn_implementation, device)
+        # Set each kernel once through transformers, which checks the model supports it.
+        for kernel in dict.fromkeys(reversed(attention)):
+            causal_lm.set_attn_implementation(kernel)
         found = full = base_fingerprint(self.model)
         saved = self.base_fingerprint
         if saved is not None and is_legacy_fingerprint(saved):
@@ -971,4 +993,5 @@ class LanguageModelSpec:
             resolve_compute_dtype(self.dtype, device),
             self.serializer,
             frozen_layers=n_layers - adapted,
+            attention=attention if attention[0] != attention[1] else None,
         )

@@ -125,7 +125,8 @@ class FrozenPrefix:
         input_ids, mask, position_ids : Tensor of shape (batch, width)
             Left-padded prompts, their attention mask and position ids.
         autocast : callable
-            Returns a context manager of the compute precision (one per layer run).
+            Returns the context of a pass (its compute precision, and the attention kernel
+            for the grad mode it is entered in), entered around each run of layers.
 
         Returns
         -------

@@ -734,9 +734,11 @@ PARAMETERS: tuple[Param, ...] = (
         one_of(ATTN_IMPLEMENTATIONS),
         """
         The LM's attention kernel (transformers' ``attn_implementation``). ``"auto"`` takes
-        ``"eager"`` (matmul and softmax) on CPUs, where its backward pass is faster than
-        the fused kernel's on prompts of tens of tokens, and ``"sdpa"`` elsewhere. Both
-        compute the same attention up to float rounding. The MLP decoder ignores it.
+        ``"eager"`` (matmul and softmax) on CPUs for the passes that record gradients,
+        where its backward pass is faster than the fused kernel's on prompts of tens of
+        tokens, and ``"sdpa"`` for the passes without (sampling, prediction), whose forward
+        pass is the faster one; elsewhere ``"sdpa"`` throughout. Both compute the same
+        attention up to float rounding. The MLP decoder ignores it.
         """,
         resumable=True,
     ),

@@ -149,12 +149,13 @@ def test_an_embedded_models_weights_hash_is_kept_next_to_it(tiny_model_dir, tmp_
     assert fingerprint_now() != first
 
 
-def test_auto_attention_is_eager_on_cpu_and_sdpa_elsewhere():
+def test_auto_attention_is_eager_for_gradients_on_cpu_and_sdpa_elsewhere():
     from llmregressor.backbones import resolve_attn_implementation
 
-    assert resolve_attn_implementation("auto", torch.device("cpu")) == "eager"
-    assert resolve_attn_implementation("auto", torch.device("cuda")) == "sdpa"
-    assert resolve_attn_implementation("sdpa", torch.device("cpu")) == "sdpa"
+    assert resolve_attn_implementation("auto", torch.device("cpu")) == ("eager", "sdpa")
+    assert resolve_attn_implementation("auto", torch.device("cuda")) == ("sdpa", "sdpa")
+    assert resolve_attn_implementation("sdpa", torch.device("cpu")) == ("sdpa", "sdpa")
+    assert resolve_attn_implementation("eager", torch.device("cpu")) == ("eager", "eager")
 
 
 def test_eager_and_sdpa_attention_predict_alike(tiny_model_dir, houses):
@@ -185,6 +186,43 @@ def test_eager_and_sdpa_attention_predict_alike(tiny_model_dir, houses):
     )
     hidden = {kind: backbone.encode(batch)[1] for kind, backbone in backbones.items()}
     torch.testing.assert_close(hidden["eager"], hidden["sdpa"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("lora_layers", [None, 1])
+def test_auto_attention_switches_kernel_with_the_grad_mode_on_cpu(
+    tiny_model_dir, houses, lora_layers
+):
+    from llmregressor import LLMRegressor
+
+    X, y = houses(30)
+    reg = LLMRegressor(
+        model=tiny_model_dir,
+        lora_layers=lora_layers,
+        sft_epochs=1,
+        rl_algorithm=None,
+        interval_calibration=None,
+        n_samples=2,
+        random_state=0,
+    ).fit(X, y)
+    backbone = reg.policy_.policy.backbone
+    attention = backbone.model.get_base_model().model.layers[-1].self_attn
+    seen = []
+    attention.register_forward_pre_hook(
+        lambda module, args: seen.append(
+            (torch.is_grad_enabled(), module.config._attn_implementation)
+        )
+    )
+    batch = backbone.collate(backbone.encode_rows(X.to_numpy(dtype=object)).items[:4])
+    with torch.no_grad():
+        backbone.encode(batch)
+    backbone.encode(batch)
+    with torch.no_grad():
+        backbone.encode(batch)
+    assert seen == [(False, "sdpa"), (True, "eager"), (False, "sdpa")]
+    # and predict runs (without gradients) on the fast inference kernel
+    seen.clear()
+    reg.predict(X[:3])
+    assert seen and set(seen) == {(False, "sdpa")}
 
 
 def test_a_folder_from_before_the_attention_choice_keeps_sdpa(tiny_model_dir):
