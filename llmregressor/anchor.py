@@ -36,6 +36,7 @@ from .features import _as_float, _as_text, make_feature_preprocessor
 
 __all__ = [
     "ANCHORS",
+    "ANCHOR_MODES",
     "RIDGE_ALPHAS",
     "RidgeAnchor",
     "anchor_estimates",
@@ -296,6 +297,10 @@ def _weights(values: object) -> np.ndarray:
 
 # The anchors ``anchor`` may name; any other value is an estimator of the user's.
 ANCHORS: dict[str, type[RidgeAnchor]] = {"ridge": RidgeAnchor}
+
+# What the model decodes with an anchor (``anchor_mode``): the target, with the estimate as a
+# prompt field; or the target minus the estimate, which predictions add back.
+ANCHOR_MODES = ("field", "residual")
 
 
 def make_anchor(anchor: str | BaseEstimator) -> BaseEstimator:

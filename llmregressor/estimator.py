@@ -102,7 +102,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     With an ``anchor``, a classic regressor's estimate of the target is one more field of
     every prompt (one more input feature of the ``"mlp-decoder"``): out-of-fold estimates
     for the training rows, the fully fitted anchor's for new rows (see
-    :mod:`llmregressor.anchor`).
+    :mod:`llmregressor.anchor`). With ``anchor_mode="residual"`` the model decodes the
+    target minus that estimate, and every prediction adds the estimate back.
 
     Launched with ``torchrun`` or ``accelerate launch``, :meth:`fit` trains data-parallel
     across the processes and returns the same estimator in each; only rank 0 writes
@@ -129,7 +130,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     n_samples_fit_ : int
         Number of rows seen in :meth:`fit`, validation and calibration rows included.
     codec_ : NumberCodec
-        The fitted number codec (target scaling and grammar).
+        The fitted number codec (target scaling and grammar), fitted on what the model
+        decodes: the targets, or with a residual anchor the targets minus the estimates.
     policy_ : FittedPolicy
         The trained weights and the recipe that rebuilds the policy (the base model is
         reloaded from its source, not stored); ``policy_.policy`` is the live
@@ -145,6 +147,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         The anchor fitted on every training row, whose predictions are the estimates of
         the rows given to :meth:`predict` and the other predicting methods (only with an
         ``anchor``; a :class:`~llmregressor.anchor.RidgeAnchor` for ``"ridge"``).
+    residual_anchor_ : bool
+        Whether the model decodes the target minus the anchor's estimate, which every
+        prediction adds back (``anchor_mode="residual"`` at fit time; only with an
+        ``anchor``). Predictions read this, not the parameter, which may change after a fit.
     history_ : list of dict
         Training log, ``pandas.DataFrame(history_)`` tabulates it. ``phase="sft"``: one
         record per SFT epoch (``train_loss``, ``val_rmse``, ``lr``, ``time_s``, and with a
@@ -160,7 +166,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         The calibration rows' predictive draws (made with the fit's ``n_samples``, after
         the whole fit, RL included) and targets, from which :meth:`predict_interval`
         calibrates intervals of any coverage; None when ``interval_calibration=None`` or
-        when the fit had too few rows to hold some out.
+        when the fit had too few rows to hold some out. With a residual anchor both are
+        measured from the rows' estimates.
     fit_time_ : float
         Seconds spent in :meth:`fit`.
 
@@ -183,6 +190,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     serializer_: RowSerializer
     preprocessor_: ColumnTransformer
     anchor_: BaseEstimator
+    residual_anchor_: bool
     policy_: FittedPolicy
     seed_: int
     history_: list[dict]
@@ -200,6 +208,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         mantissa_digits: int = 3,
         anchor: str | BaseEstimator | None = None,
         anchor_folds: int = 5,
+        anchor_mode: str = "field",
         row_format: str = "compact",
         prompt_template: str | None = None,
         significant_digits: int = 4,
@@ -258,6 +267,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.mantissa_digits = mantissa_digits
         self.anchor = anchor
         self.anchor_folds = anchor_folds
+        self.anchor_mode = anchor_mode
         self.row_format = row_format
         self.prompt_template = prompt_template
         self.significant_digits = significant_digits
@@ -386,8 +396,6 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         # One seed for all processes: batch order, splits and samples must agree.
         self.seed_ = parallel.broadcast_seed(seed)
-        codec = codec_from_params(params).fit(y)
-        self.codec_ = codec
         checkpoints = None
         if self.checkpoint_dir is not None:
             shaping = {k: v for k, v in params.items() if k not in RESUMABLE}
@@ -402,7 +410,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         with checkpoints or nullcontext(), FIT_LOCK, forked_torch_rng():
             # After the checkpoint is opened: a resumed fit cross-fits with its checkpoint's
             # seed, and the folder is unlocked if the anchor fails.
-            X = self._fit_anchor(X_given, X, y, parallel, checkpoints)
+            X, offsets = self._fit_anchor(X_given, X, y, parallel, checkpoints)
+            # What the model decodes: the target, or with a residual anchor what is left of it.
+            targets = y - offsets
+            codec = codec_from_params(params).fit(targets)
+            self.codec_ = codec
             names = getattr(self, "feature_names_in_", None)
             if names is None:
                 names = [f"x{i}" for i in range(self.n_features_in_)]
@@ -420,16 +432,18 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             self.history_ = []
             is_val, is_cal = self._held_out_rows(len(y), caller_depth=3)
             if codec.constant_:
-                logger.info("y is constant: every prediction is %g, the model is not trained", y[0])
+                logger.info(
+                    "the decoded target is constant (%g): the model is not trained", targets[0]
+                )
             else:
-                trainer = self._make_trainer(X, y, is_val, is_cal, parallel, checkpoints)
+                trainer = self._make_trainer(X, targets, is_val, is_cal, parallel, checkpoints)
                 rng = np.random.default_rng(self.seed_)
                 reward = make_reward(self.reward, codec)
                 configs = sft_config(params, codec), rl_config(params)
                 self.history_ = trainer.fit(*configs, reward, rng)
             parallel.broadcast_parameters(weights)
             # After the whole fit (a resumed one too), so the draws describe the final model.
-            self.calibration_ = self._calibrate(X[is_cal], y[is_cal], parallel)
+            self.calibration_ = self._calibrate(X[is_cal], targets[is_cal], parallel)
         self.fit_time_ = time.perf_counter() - start
         logger.info("LLMRegressor fitted on %d rows in %.1f s", len(y), self.fit_time_)
 
@@ -440,17 +454,19 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         y: np.ndarray,
         parallel: DataParallel,
         checkpoints: FitCheckpoints | None,
-    ) -> np.ndarray:
-        """Cross-fit and fit the anchor; return the rows with their estimates (or as they are).
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Cross-fit and fit the anchor; return the rows with their estimates, and the offsets.
 
         Every row's estimate, validation rows' included, comes from an anchor fitted on
         folds without that row, so no estimate has seen its own target: validation scores
-        the model on estimates as good as those of new rows, never on leaked ones.
+        the model on estimates as good as those of new rows, never on leaked ones. The
+        offsets are what the model's targets are measured from (:meth:`_offsets`).
         """
         if self.anchor is None:
-            return X
+            return X, self._offsets(None, len(y))
         start = time.perf_counter()
         estimates, self.anchor_ = cross_fit(self.anchor, X_given, y, self.anchor_folds, self.seed_)
+        self.residual_anchor_ = self.anchor_mode == "residual"
         # Rank 0's estimates in every process: their prompts must agree to the last digit,
         # whatever float differences the processes' anchor fits have.
         shared = torch.from_numpy(estimates)
@@ -464,7 +480,17 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             min(self.anchor_folds, len(y)),
             time.perf_counter() - start,
         )
-        return with_estimates(X, estimates)
+        return with_estimates(X, estimates), self._offsets(estimates, len(y))
+
+    def _offsets(self, estimates: np.ndarray | None, n_rows: int) -> np.ndarray:
+        """Return what each row's decoded number is added to: its estimate if residual.
+
+        Zeros without an anchor or with ``anchor_mode="field"`` (as fitted), where the
+        model decodes the target itself.
+        """
+        if estimates is None or not getattr(self, "residual_anchor_", False):
+            return np.zeros(n_rows)
+        return estimates
 
     def _held_out_rows(
         self, n_rows: int, caller_depth: int, warn: bool = True
@@ -563,11 +589,13 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         check_finite_features(X)
         y = np.asarray(y, dtype=np.float64)
         anchor = getattr(self, "anchor_", None)
+        estimates = None
         if anchor is not None:
             # Training rows get out-of-fold estimates, as in fit (the same ones for fit's
             # rows and a deterministic anchor); anchor_ itself stays as fitted.
             estimates, _ = cross_fit(anchor, X_given, y, self.anchor_folds, self.seed_)
             X = with_estimates(X, estimates)
+        y = y - self._offsets(estimates, len(y))
         device = self.policy_.policy.backbone.device
         parallel = data_parallel(device, self.micro_batch_size)
         is_val, is_cal = self._held_out_rows(len(y), caller_depth=2, warn=False)
@@ -606,8 +634,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------------------- predict
-    def _row_inputs(self, X) -> RowInputs:
-        """Validate rows seen at predict time; their model inputs are made batch by batch."""
+    def _row_inputs(self, X) -> tuple[RowInputs, np.ndarray]:
+        """Validate rows seen at predict time; return their model inputs and offsets.
+
+        The inputs are made batch by batch; the offsets (:meth:`_offsets`) are added to
+        every number decoded for the row.
+        """
         check_is_fitted(self)
         # They may have been set after the fit (set_params), which validated the others.
         validate_predict_params(self.get_params(deep=False))
@@ -615,9 +647,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         X = validate_data(self, X, dtype=None, ensure_all_finite="allow-nan", reset=False)
         check_finite_features(X)
         anchor = getattr(self, "anchor_", None)
+        estimates = None
         if anchor is not None:
-            X = with_estimates(X, anchor_estimates(anchor, X_given, len(X)))
-        return RowInputs.from_table(X, self.policy_.policy.backbone.encode_rows)
+            estimates = anchor_estimates(anchor, X_given, len(X))
+            X = with_estimates(X, estimates)
+        inputs = RowInputs.from_table(X, self.policy_.policy.backbone.encode_rows)
+        return inputs, self._offsets(estimates, len(X))
 
     def predict(self, X) -> np.ndarray:
         """Predict targets.
@@ -633,8 +668,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             Greedy decode, or mean/median of ``n_samples`` samples, or of the exact
             distribution with ``n_samples="exact"`` (``predict_mode``).
         """
-        inputs = self._row_inputs(X)
-        return self._sampler().predict(self.policy_.policy, inputs)
+        inputs, offsets = self._row_inputs(X)
+        return self._sampler().predict(self.policy_.policy, inputs) + offsets
 
     def sample(self, X, n_samples: int | None = None) -> np.ndarray:
         """Draw samples from the predictive distribution (temperature 1).
@@ -659,8 +694,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         ):
             hint = " (sample() draws; pass an int n_samples)" if n_samples == EXACT else ""
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}{hint}")
-        inputs = self._row_inputs(X)
-        return self._sampler().draw(self.policy_.policy, inputs, n_samples=n_samples, greedy=False)
+        inputs, offsets = self._row_inputs(X)
+        draws = self._sampler().draw(self.policy_.policy, inputs, n_samples=n_samples, greedy=False)
+        return draws + offsets[:, None]
 
     def predict_quantiles(
         self, X, quantiles: Sequence[float] = (0.1, 0.5, 0.9), n_samples: int | str | None = None
@@ -693,9 +729,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"quantiles must be a non-empty sequence in [0, 1], got {quantiles!r}")
         n_samples = self.n_samples if n_samples is None else n_samples
         if n_samples == EXACT:
-            inputs = self._row_inputs(X)  # checks the fit first
+            inputs, offsets = self._row_inputs(X)  # checks the fit first
             sampler = replace(self._sampler(), n_samples=EXACT)
-            return sampler.quantiles(self.policy_.policy, inputs, levels)
+            return sampler.quantiles(self.policy_.policy, inputs, levels) + offsets[:, None]
         return sample_quantiles(self.sample(X, n_samples), levels)
 
     def predict_interval(
@@ -783,9 +819,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
                 f"n_samples={calibration.n_samples!r}; got n_samples={n_samples!r}. Leave "
                 "n_samples unset, or pass calibrated=False for raw quantiles of other draws."
             )
-        inputs = self._row_inputs(X)
+        inputs, offsets = self._row_inputs(X)
         sampler = replace(self._sampler(), n_samples=calibration.n_samples)
-        bounds = sample_quantiles(sampler.calibration_draws(self.policy_.policy, inputs), levels)
+        draws = sampler.calibration_draws(self.policy_.policy, inputs) + offsets[:, None]
+        bounds = sample_quantiles(draws, levels)
         scores = conformity_scores(sample_quantiles(calibration.draws, levels), calibration.targets)
         margin = conformal_margin(scores, coverage)
         if math.isinf(margin):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import boolean, int_in, one_of, optional, real_in, string
-from .anchor import ANCHORS
+from .anchor import ANCHOR_MODES, ANCHORS
 from .backbones import ATTN_IMPLEMENTATIONS, COMPUTE_DTYPES
 from .codecs import CODECS, NumberCodec, make_codec
 from .engine import EXACT, PREDICT_MODES, Callback, check_exact_outcomes
@@ -276,6 +276,23 @@ PARAMETERS: tuple[Param, ...] = (
         Folds of the anchor's cross-fit (``KFold`` shuffled with the fit's seed), at most
         one per training row. More folds fit each out-of-fold anchor on more rows, closer
         to the final one, at one anchor fit per fold.
+        """,
+    ),
+    Param(
+        "anchor_mode",
+        "Anchor",
+        _choices(ANCHOR_MODES),
+        one_of(ANCHOR_MODES),
+        """
+        What the model decodes when there is an ``anchor``. ``"field"``: the target, the
+        estimate being one more prompt field. ``"residual"``: the target minus the row's
+        estimate (the estimate is still a prompt field), and predictions, draws,
+        quantiles and intervals add the estimate back: the anchor is the base that the
+        decoded number corrects, as ``init`` in scikit-learn's gradient boosting, so a model
+        that has learnt little stays near the anchor instead of near the mean. The codec is
+        fitted on the residuals, the RL reward scores the same error in either mode, and the
+        intervals are calibrated on the residuals (the conformal scores do not change when a
+        row's draws and target move by the same estimate). Ignored without an anchor.
         """,
     ),
     Param(

@@ -109,7 +109,15 @@ _CODECS: dict[str, type[NumberCodec]] = {c.__name__: c for c in CODECS.values()}
 
 # Fitted attributes stored as plain JSON values (feature_names_in_ only exists for named
 # columns); codec_, serializer_, policy_ and seed_ have their own entries.
-_FITTED_JSON = ("n_features_in_", "feature_names_in_", "n_samples_fit_", "history_", "fit_time_")
+# Each saved when the model has it (residual_anchor_ only with an anchor).
+_FITTED_JSON = (
+    "n_features_in_",
+    "feature_names_in_",
+    "n_samples_fit_",
+    "history_",
+    "fit_time_",
+    "residual_anchor_",
+)
 _KNOWN_STATE = frozenset(
     (*_FITTED_JSON, "codec_", "serializer_", "policy_", "seed_", "anchor_", "calibration_")
 )

@@ -377,3 +377,89 @@ def test_resume_refuses_other_anchor_estimates(numeric, tiny_model_dir, tmp_path
             checkpointed(tiny_model_dir, tmp_path, **noisy).fit(X, y)
     with pytest.raises(ValueError, match="other anchor estimates.*random_state"):
         checkpointed(tiny_model_dir, tmp_path, resume=True, **noisy).fit(X, y)
+
+
+# ------------------------------------------------------------------------- residual mode
+def test_a_residual_anchor_trains_on_what_the_estimate_leaves(numeric, tiny_model_dir, monkeypatch):
+    import llmregressor.estimator as estimator_module
+
+    X, y = numeric
+    targets = []
+    trainer = estimator_module.Trainer
+
+    def recording(policy, codec, inputs, y, *args, **kwargs):
+        targets.append(np.asarray(y))
+        return trainer(policy, codec, inputs, y, *args, **kwargs)
+
+    monkeypatch.setattr(estimator_module, "Trainer", recording)
+    anchor = KNeighborsRegressor(n_neighbors=1)
+    reg = small(tiny_model_dir, anchor=anchor, anchor_mode="residual", validation_fraction=0.7)
+    reg.fit(X, y)
+    oof = cross_val_predict(anchor, X, y, cv=KFold(5, shuffle=True, random_state=reg.seed_))
+    assert reg.residual_anchor_ is True
+    # The calibration rows never reach the trainer; every other row does, as its residual.
+    (seen,) = targets
+    assert len(seen) == len(y) - len(reg.calibration_.targets)
+    assert set(np.round(seen, 9)) <= set(np.round(y - oof, 9))
+    # The codec describes the residuals, and so do the calibration targets.
+    residuals = y - oof
+    assert reg.codec_.mean_ == pytest.approx(residuals.mean())
+    assert set(np.round(reg.calibration_.targets, 9)) <= set(np.round(residuals, 9))
+
+
+def test_a_residual_anchor_adds_the_estimate_to_every_prediction(numeric, tiny_model_dir):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor="ridge", anchor_mode="residual", validation_fraction=0.7)
+    reg.fit(X, y)
+    estimates = reg.anchor_.predict(X)
+    outputs = {}
+    for residual in (False, True):
+        # The same fitted policy and seeded draws, with and without the offsets.
+        reg.residual_anchor_ = residual
+        outputs[residual] = (
+            reg.predict(X),
+            reg.sample(X, 3),
+            reg.predict_quantiles(X, (0.2, 0.8)),
+            reg.predict_quantiles(X, (0.5,), n_samples="exact"),
+            reg.predict_interval(X, 0.8),
+        )
+    for raw, shifted in zip(outputs[False], outputs[True], strict=True):
+        shift = estimates if raw.ndim == 1 else estimates[:, None]
+        np.testing.assert_allclose(shifted, raw + shift)
+    # Predictions read the fitted mode, not the parameter.
+    before = reg.predict(X)
+    reg.set_params(anchor_mode="field")
+    np.testing.assert_array_equal(reg.predict(X), before)
+
+
+def test_a_residual_anchor_stays_near_a_good_anchor_when_the_model_learns_little(
+    numeric, tiny_model_dir
+):
+    X, y = numeric
+    rmse = {}
+    for mode in ("field", "residual"):
+        reg = small(tiny_model_dir, anchor="ridge", anchor_mode=mode, interval_calibration=None)
+        reg.fit(X, y)
+        rmse[mode] = np.sqrt(np.mean((reg.predict(X) - y) ** 2))
+    # The anchor explains most of y; an untrained model decoding y itself does not.
+    anchor_rmse = np.sqrt(np.mean((reg.anchor_.predict(X) - y) ** 2))
+    assert rmse["residual"] < 0.6 * rmse["field"]
+    assert rmse["residual"] < anchor_rmse + 1.0
+
+
+def test_a_residual_anchor_survives_save_load_and_pickle(numeric, tiny_model_dir, tmp_path):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor="ridge", anchor_mode="residual", interval_calibration=None)
+    reg.fit(X, y)
+    reg.save(tmp_path / "model")
+    loaded = LLMRegressor.load(tmp_path / "model")
+    unpickled = pickle.loads(pickle.dumps(reg))
+    for other in (loaded, unpickled):
+        assert other.residual_anchor_ is True
+        np.testing.assert_array_equal(other.predict(X), reg.predict(X))
+    # A model without an anchor records no mode.
+    plain = small(tiny_model_dir, interval_calibration=None).fit(X, y)
+    plain.save(tmp_path / "plain")
+    manifest = json.loads((tmp_path / "plain" / MANIFEST_FILE).read_text())
+    assert "residual_anchor_" not in manifest["fitted"]
+    assert not hasattr(LLMRegressor.load(tmp_path / "plain"), "residual_anchor_")
