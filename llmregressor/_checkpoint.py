@@ -89,6 +89,13 @@ def _describe(value: object) -> object:
     return type(value).__name__
 
 
+def _default_identity_params() -> dict:
+    """JSON descriptions of every estimator parameter's default, as :func:`fit_identity`."""
+    from .estimator import LLMRegressor  # here, not on top: the estimator imports this module
+
+    return {k: _describe(v) for k, v in LLMRegressor().get_params(deep=False).items()}
+
+
 def fit_identity(
     params: dict, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str] | None = None
 ) -> dict:
@@ -349,6 +356,8 @@ class FitCheckpoints:
         if missing:
             raise ValueError(_damaged(self.folder, f"{FIT_FILE} lacks {', '.join(missing)}"))
         params, old = self.identity["params"], saved["params"]
+        # A parameter added after the checkpoint was written had its default then.
+        old = {**{k: v for k, v in _default_identity_params().items() if k in params}, **old}
         changed = sorted(k for k in set(params) | set(old) if params.get(k) != old.get(k))
         if changed:
             details = ", ".join(f"{k}={old.get(k)!r} -> {params.get(k)!r}" for k in changed)

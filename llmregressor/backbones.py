@@ -951,8 +951,14 @@ class LanguageModelSpec:
         causal_lm, tokenizer = load_pretrained(self.model)
         attention = resolve_attn_implementation(self.attn_implementation, device)
         # Set each kernel once through transformers, which checks the model supports it.
-        for kernel in dict.fromkeys(reversed(attention)):
-            causal_lm.set_attn_implementation(kernel)
+        # "auto" falls back to the gradient passes' kernel where the other is unsupported.
+        with_grad, without_grad = attention
+        if with_grad != without_grad:
+            try:
+                causal_lm.set_attn_implementation(without_grad)
+            except (ValueError, ImportError):
+                attention = with_grad, with_grad
+        causal_lm.set_attn_implementation(with_grad)
         found = full = base_fingerprint(self.model)
         saved = self.base_fingerprint
         if saved is not None and is_legacy_fingerprint(saved):

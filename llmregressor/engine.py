@@ -620,7 +620,8 @@ class Trainer:
     inputs : RowInputs
         Model inputs of all training rows.
     y : ndarray of shape (n_rows,)
-        Raw training targets.
+        Training targets in the units the model decodes (the raw targets, or with a
+        residual anchor the targets minus the rows' estimates).
     sampler : Sampler
         Decodes the validation rows as prediction would.
     is_val : ndarray of bool, optional

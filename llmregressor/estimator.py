@@ -466,7 +466,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             return X, self._offsets(None, len(y))
         start = time.perf_counter()
         estimates, self.anchor_ = cross_fit(self.anchor, X_given, y, self.anchor_folds, self.seed_)
-        self.residual_anchor_ = self.anchor_mode == "residual"
+        # A constant target stays exactly constant: out-of-fold means of it may differ in
+        # their last bit, and residuals of such noise are nothing to train on.
+        self.residual_anchor_ = self.anchor_mode == "residual" and bool(np.ptp(y) > 0)
         # Rank 0's estimates in every process: their prompts must agree to the last digit,
         # whatever float differences the processes' anchor fits have.
         shared = torch.from_numpy(estimates)
@@ -560,8 +562,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
 
         It trains the fitted policy in place, with this estimator's validation split,
         sampler and ``callbacks`` (and with an anchor, the rows' out-of-fold estimates of
-        a cross-fit like :meth:`fit`'s): ``trainer.rl(rl_config(reg.get_params()), reward, rng)``
-        continues RL from a fitted SFT-only state (see :mod:`llmregressor.params` and
+        a cross-fit like :meth:`fit`'s; with a residual anchor its targets, like its
+        sampler's numbers, are the residuals ``y - estimate``):
+        ``trainer.rl(rl_config(reg.get_params()), reward, rng)`` continues RL from a
+        fitted SFT-only state (see :mod:`llmregressor.params` and
         :func:`llmregressor.rl.make_reward`). Unlike :meth:`fit`, its phases neither seed
         torch's random generator (dropout draws from the caller's stream) nor take the
         process-wide fit lock, nor add to ``history_``: the caller owns those. Rows the
@@ -623,7 +627,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         return Calibration(parallel.all_sum(draws), y, self.n_samples)
 
     def _sampler(self) -> Sampler:
-        """Return a sampler that decodes rows as :meth:`predict` does now."""
+        """Return a sampler that decodes rows as :meth:`predict` does now.
+
+        It returns the numbers the model decodes: with a residual anchor, without the rows'
+        estimates, which the predicting methods add.
+        """
         return Sampler(
             self.codec_,
             self.seed_,

@@ -290,9 +290,12 @@ PARAMETERS: tuple[Param, ...] = (
         quantiles and intervals add the estimate back: the anchor is the base that the
         decoded number corrects, as ``init`` in scikit-learn's gradient boosting, so a model
         that has learnt little stays near the anchor instead of near the mean. The codec is
-        fitted on the residuals, the RL reward scores the same error in either mode, and the
-        intervals are calibrated on the residuals (the conformal scores do not change when a
-        row's draws and target move by the same estimate). Ignored without an anchor.
+        fitted on the residuals, so its standardization, and with it the scale of the
+        built-in RL rewards, is theirs; a callable ``reward`` is refused, since it would be
+        handed residuals. Intervals are calibrated on the residuals (the conformal scores
+        do not change when a row's draws and target move by the same estimate). A
+        constant target is predicted as itself, as without an anchor. Ignored without an
+        anchor.
         """,
     ),
     Param(
@@ -600,7 +603,9 @@ PARAMETERS: tuple[Param, ...] = (
         _reward,
         """
         Built-in rewards are the negative squared / absolute / Huber error in standardized
-        target space (capped at 50 for the scientific codec). A callable gets raw-scale
+        target space (capped at 50 for the scientific codec); with
+        ``anchor_mode="residual"`` that space is the residuals' (the codec's), so the same
+        error weighs more the better the anchor. A callable gets raw-scale
         ``(y_pred, y_true)`` arrays of shapes (n, k) and (n, 1) and returns rewards of
         shape (n, k), one per column: k = S draws per row (with ReMax and
         ``reward_on="sample"`` S + 1, the greedy decode first), and with
@@ -891,6 +896,13 @@ def validate_params(params: Mapping[str, object]) -> None:
             "reward_on='mean' (also chosen by 'auto' with predict_mode='mean') credits each "
             "rollout against the others: n_rollouts must be >= 2"
         )
+    if callable(params["reward"]) and params["anchor"] is not None:
+        if params["anchor_mode"] == "residual":
+            raise ValueError(
+                "a callable reward gets the numbers the model decodes, which with "
+                "anchor_mode='residual' are residuals (the target minus the anchor's "
+                "estimate), not targets: use a built-in reward or anchor_mode='field'"
+            )
     if params["n_samples"] == EXACT:
         check_exact_outcomes(int(np.prod(codec_from_params(params).allowed_mask().sum(axis=1))))
     estimate_fields = (params["prompt_template"] or "").count("{estimate}")

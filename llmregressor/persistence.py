@@ -7,13 +7,13 @@ A model folder holds two files:
     (``model`` source and fingerprint), the estimator's parameters, its fitted attributes
     (``n_features_in_``, ``feature_names_in_``, ``n_samples_fit_``, ``history_``,
     ``fit_time_``, the fit's seed and ``calibration_``: the calibration rows' draws and
-    targets, or null), the fitted codec (class, parameters, statistics), the row
-    serializer's settings, the policy's kind and configuration, and with an anchor,
-    an ``anchor`` section: the fitted :class:`~llmregressor.anchor.RidgeAnchor` of
-    ``anchor="ridge"`` as its linear function's weights (see
-    :meth:`~llmregressor.anchor.RidgeAnchor.to_json`). An estimator of the user's as
-    ``anchor`` has no pickle-free format: such a model is pickled (``joblib.dump``), and
-    :func:`save_estimator` refuses it.
+    targets, or null; with an anchor also ``residual_anchor_``), the fitted codec (class,
+    parameters, statistics), the row serializer's settings, the policy's kind and
+    configuration, and with an anchor, an ``anchor`` section: the fitted
+    :class:`~llmregressor.anchor.RidgeAnchor` of ``anchor="ridge"`` as its linear
+    function's weights (see :meth:`~llmregressor.anchor.RidgeAnchor.to_json`). An
+    estimator of the user's as ``anchor`` has no pickle-free format: such a model is
+    pickled (``joblib.dump``), and :func:`save_estimator` refuses it.
 ``policy.safetensors``
     The policy's trainable weights by name (for the LoRA backbone, the adapters).
 
@@ -527,6 +527,12 @@ def load_estimator(
             )
         if has_anchor:
             estimator.anchor_ = _anchor_from_json(manifest["anchor"], folder)
+        residual = fitted.get("residual_anchor_", False)
+        if not isinstance(residual, bool) or (residual and not has_anchor):
+            raise ModelFormatError(
+                f"{folder} holds residual_anchor_={residual!r}: it must be true or false, "
+                "and true only with an anchor"
+            )
         data = (folder / WEIGHTS_FILE).read_bytes()
         if verify and checksums is not None and checksums["weights"] != _sha256(data):
             raise ModelFormatError(

@@ -258,7 +258,8 @@ class RLPhase:
     policy : NumberPolicy
         The SFT policy; its weights now are the KL reference.
     y : ndarray of shape (n_rows,)
-        Raw training targets.
+        Training targets in the units the model decodes (the raw targets, or with a
+        residual anchor the targets minus the rows' estimates).
     codec : NumberCodec
         Decodes rollouts; gives expert targets.
     config : RLConfig
@@ -518,7 +519,9 @@ def policy_loss(policy: NumberPolicy, part: RolloutPart, config: RLConfig) -> di
     remax = config.algorithm == "remax"
     # Dropout off, as when the rollouts and the reference were scored: with it on, the
     # update would score another policy than the one that sampled (ratio != 1 at the first
-    # update, a KL > 0 against itself).
+    # update, a KL > 0 against itself). What remains is rounding: the rollouts were decoded
+    # token by token without gradients (on CPU with another attention kernel, see
+    # resolve_attn_implementation), this pass scores whole sequences with them.
     policy.backbone.train(False)
     scores = policy.score(part.batch, part.sampled, config.temperature)
     log_probs = scores.log_probs  # (prompts, samples, length)
@@ -527,7 +530,7 @@ def policy_loss(policy: NumberPolicy, part: RolloutPart, config: RLConfig) -> di
         policy_loss = -(advantages * log_probs.sum(-1)).mean()
     else:
         # Per-token PPO clip, summed over the sequence: at the first update the ratio is 1
-        # and the gradient equals REINFORCE with these advantages.
+        # (up to rounding) and the gradient equals REINFORCE with these advantages.
         ratio = torch.exp(log_probs - part.old_log_probs)
         adv = advantages[..., None]
         clipped = torch.clamp(ratio, 1 - config.clip_eps, 1 + config.clip_eps)

@@ -463,3 +463,38 @@ def test_a_residual_anchor_survives_save_load_and_pickle(numeric, tiny_model_dir
     manifest = json.loads((tmp_path / "plain" / MANIFEST_FILE).read_text())
     assert "residual_anchor_" not in manifest["fitted"]
     assert not hasattr(LLMRegressor.load(tmp_path / "plain"), "residual_anchor_")
+
+
+@pytest.mark.parametrize("value", ["false", 1, None])
+def test_load_refuses_a_residual_flag_that_is_not_a_bool(numeric, tiny_model_dir, tmp_path, value):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor="ridge", anchor_mode="residual", interval_calibration=None)
+    reg.fit(X, y).save(tmp_path / "model")
+    path = tmp_path / "model" / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["fitted"]["residual_anchor_"] = value
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match="residual_anchor_"):
+        LLMRegressor.load(tmp_path / "model", verify=False)
+
+
+def test_a_constant_target_stays_constant_with_a_residual_anchor(tiny_model_dir):
+    # Unequal folds' means of 0.1 differ in their last bit: no residual noise is learnt.
+    X = np.arange(23, dtype=float).reshape(-1, 1)
+    y = np.full(23, 0.1)
+    reg = small(tiny_model_dir, anchor="ridge", anchor_mode="residual", interval_calibration=None)
+    reg.fit(X, y)
+    assert reg.residual_anchor_ is False
+    np.testing.assert_array_equal(reg.predict(X), y)
+
+
+def test_a_callable_reward_is_refused_with_a_residual_anchor(numeric, tiny_model_dir):
+    X, y = numeric
+    reg = small(
+        tiny_model_dir,
+        anchor="ridge",
+        anchor_mode="residual",
+        reward=lambda pred, true: -np.abs(pred - true),
+    )
+    with pytest.raises(ValueError, match="callable reward"):
+        reg.fit(X, y)

@@ -133,6 +133,24 @@ def test_resume_refuses_other_params_or_data(data, tiny_model_dir, tmp_path):
     same.set_params(micro_batch_size=2, gradient_checkpointing=True, verbose=0).fit(X, y)
 
 
+def test_a_checkpoint_older_than_a_parameter_resumes_with_its_default(
+    data, tiny_model_dir, tmp_path
+):
+    # A checkpoint written before anchor_mode existed lacks it: it had the default then.
+    X, y = data
+    reg = make(tiny_model_dir, tmp_path, sft_epochs=1, rl_algorithm=None).fit(X, y)
+    record = json.loads((tmp_path / "fit.json").read_text())
+    del record["params"]["anchor_mode"]
+    (tmp_path / "fit.json").write_text(json.dumps(record))
+    again = make(tiny_model_dir, tmp_path, sft_epochs=1, rl_algorithm=None, resume=True)
+    np.testing.assert_array_equal(again.fit(X, y).predict(X), reg.predict(X))
+    # A value other than the default still counts as a change.
+    record["params"]["sft_lr"] = 0.5
+    (tmp_path / "fit.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"other parameters \(sft_lr=0.5 -> 0.001\)"):
+        again.fit(X, y)
+
+
 def test_resume_refuses_a_checkpoint_with_an_older_fingerprint(data, tiny_model_dir, tmp_path):
     # Checkpoints written before fingerprints hashed every weight hold 16 hex digits.
     X, y = data
