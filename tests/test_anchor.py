@@ -458,7 +458,7 @@ def test_a_residual_anchor_survives_save_load_and_pickle(numeric, tiny_model_dir
         assert other.residual_anchor_ is True
         np.testing.assert_array_equal(other.predict(X), reg.predict(X))
     # A model without an anchor records no mode.
-    plain = small(tiny_model_dir, interval_calibration=None).fit(X, y)
+    plain = small(tiny_model_dir, anchor=None, interval_calibration=None).fit(X, y)
     plain.save(tmp_path / "plain")
     manifest = json.loads((tmp_path / "plain" / MANIFEST_FILE).read_text())
     assert "residual_anchor_" not in manifest["fitted"]
