@@ -139,9 +139,6 @@ def work_units(n_rows: int, budget: Budget) -> dict:
 def mlp_decoder(seed: int, budget: Budget, n_train: int, sft_loss: str) -> LLMRegressor:
     return LLMRegressor(
         model="mlp-decoder",
-        # The paper's method: no anchor, SFT then ReMax (pinned: neither is the default).
-        anchor=None,
-        rl_algorithm="remax",
         sft_loss=sft_loss,
         batch_size=BATCH_SIZE,
         sft_epochs=budget.sft_epochs(n_train),

@@ -76,15 +76,12 @@ _PolicyHandle = FittedPolicy
 class LLMRegressor(RegressorMixin, BaseEstimator):
     r"""Regression by fine-tuning a language model to decode the target's number tokens.
 
-    Each row is serialized to a prompt (``"age:52,sex:male,...,estimate:151.2,target:"``);
-    the number to decode is written as a fixed-length sequence of number symbols by a
-    codec; LoRA adapters on a causal LM learn to decode those symbols with token-level
-    cross-entropy (SFT), optionally followed by sequence-level RL (``rl_algorithm``: ReMax
-    or GRPO) whose reward is the error of the whole decoded number. By default a ridge
-    regression anchors the model: its out-of-fold estimate of each row's target is a
-    prompt field, and the model decodes the target minus that estimate, which every
-    prediction adds back (``anchor``, ``anchor_mode``). Prediction decodes under the
-    codec's grammar, so every output is a valid number.
+    Each row is serialized to a prompt (``"age:52,sex:male,...,target:"``); the target is
+    written as a fixed-length sequence of number symbols by a codec; LoRA adapters on a
+    causal LM learn to decode those symbols, first with token-level cross-entropy (SFT),
+    then with sequence-level RL (ReMax or GRPO) whose reward is the error of the whole
+    decoded number. Prediction decodes under the codec's grammar, so every output is a
+    valid number.
 
     ``model="mlp-decoder"`` swaps the LM for the paper's from-scratch tabular backbone: an
     MLP encodes the preprocessed feature vector (categories one-hot encoded, missing
@@ -209,9 +206,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         digits: int = 3,
         exponent_digits: int = 1,
         mantissa_digits: int = 3,
-        anchor: str | BaseEstimator | None = "ridge",
+        anchor: str | BaseEstimator | None = None,
         anchor_folds: int = 5,
-        anchor_mode: str = "residual",
+        anchor_mode: str = "field",
         row_format: str = "compact",
         prompt_template: str | None = None,
         significant_digits: int = 4,
@@ -235,7 +232,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         early_stopping: str | bool = "auto",
         validation_fraction: float = 0.1,
         n_iter_no_change: int | None = 3,
-        rl_algorithm: str | None = None,
+        rl_algorithm: str | None = "remax",
         rl_epochs: int = 2,
         rl_lr: float = 1e-4,
         rl_batch_size: int = 16,

@@ -264,9 +264,7 @@ PARAMETERS: tuple[Param, ...] = (
         preprocessing and ``RidgeCV`` (:class:`~llmregressor.anchor.RidgeAnchor`). An
         estimator: cloned, fitted and asked to predict with ``X`` as ``fit`` and ``predict``
         got it (a DataFrame stays one); a model with it saves with pickle or joblib, not
-        :meth:`save`. None: no anchor, the model decodes the target from the row alone.
-        The default ``"ridge"`` with ``anchor_mode="residual"`` raised the 256-row test
-        R^2 on the four public tables of docs/benchmarks.md.
+        :meth:`save`. None: no anchor.
         """,
     ),
     Param(

@@ -138,7 +138,7 @@ def test_info_describes_the_model(model_dir, tiny_model_dir, capsys):
     assert "training rows:   20" in out
     assert "calibration:     none (raw intervals)" in out  # 10% of 20 rows are too few
     assert "features:        3 (size, color, note)" in out
-    assert "fit time:" in out and "1 SFT epochs, 0 RL epochs" in out
+    assert "fit time:" in out and "1 SFT epochs, 2 RL epochs" in out
     assert "  lora_target_modules = ['q_proj', 'v_proj']" in out
 
 

@@ -1,9 +1,8 @@
 """scikit-learn's estimator checks on both backbones (no expected failures).
 
-The LM backbone runs on the tiny model with the default ridge anchor decoding residuals;
-the MLP backbone on a tiny architecture without an anchor and with the ridge anchor as a
-feature (its cross-fit and estimate column take part in every check; the MLP backbone is
-the cheaper of the two to fit 50 times).
+The LM backbone runs on the tiny model; the MLP backbone on a tiny architecture, also
+with the ridge anchor (its cross-fit and estimate column take part in every check; the MLP
+backbone is the cheaper of the two to fit 50 times).
 """
 
 from conftest import TINY_MODEL_DIR
@@ -14,7 +13,6 @@ from llmregressor import LLMRegressor
 
 MLP_DECODER = LLMRegressor(
     model="mlp-decoder",
-    anchor=None,
     mlp_hidden=(32,),
     d_model=16,
     decoder_layers=1,
@@ -39,7 +37,7 @@ MLP_DECODER = LLMRegressor(
             batch_size=32,
         ),
         MLP_DECODER,
-        clone(MLP_DECODER).set_params(anchor="ridge", anchor_mode="field"),
+        clone(MLP_DECODER).set_params(anchor="ridge"),
     ]
 )
 def test_sklearn_compatible(estimator, check):
