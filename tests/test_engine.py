@@ -35,7 +35,6 @@ from llmregressor.rl import make_reward
 def small(model_dir, **params):
     defaults = dict(
         model=model_dir,
-        anchor=None,
         sft_epochs=2,
         rl_algorithm="remax",
         rl_epochs=1,

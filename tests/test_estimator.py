@@ -26,11 +26,8 @@ from llmregressor.engine import Sampler, calibration_rows, sample_quantiles, val
 
 
 def small(model_dir, **params):
-    # No anchor: these tests pin the model's own behaviour; tests/test_anchor.py and the
-    # sklearn checks cover the default anchored path.
     defaults = dict(
         model=model_dir,
-        anchor=None,
         sft_epochs=2,
         rl_algorithm="remax",
         rl_epochs=1,

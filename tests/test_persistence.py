@@ -144,8 +144,7 @@ def test_saving_over_a_model_replaces_it(fitted, saved, tmp_path, data):
     ],
 )
 def test_refuses_parameters_json_cannot_hold(fitted, tmp_path, param, value, match):
-    # (a callable reward is refused sooner with the default residual anchor)
-    reg = copy.copy(fitted).set_params(**{param: value}, anchor_mode="field")
+    reg = copy.copy(fitted).set_params(**{param: value})
     with pytest.raises(ValueError, match=match):
         reg.save(tmp_path / "m")
     assert not (tmp_path / "m").exists()

@@ -260,7 +260,6 @@ def test_rl_reduces_validation_error_of_an_untrained_policy(tiny_model_dir, para
     X_val, y_val = skewed_task(64, 1)
     common = dict(
         model=tiny_model_dir,
-        anchor=None,
         sft_epochs=0,
         digits=1,
         n_samples=8,
@@ -289,7 +288,7 @@ def test_rl_reduces_validation_error_of_an_untrained_policy(tiny_model_dir, para
 
 def test_rl_none_is_exactly_sft_only(tiny_model_dir):
     X, y = skewed_task(40, 0)
-    common = dict(model=tiny_model_dir, anchor=None, sft_epochs=2, n_samples=4, random_state=0)
+    common = dict(model=tiny_model_dir, sft_epochs=2, n_samples=4, random_state=0)
     sft_only = LLMRegressor(**common, rl_algorithm=None).fit(X, y)
     no_rl_epochs = LLMRegressor(**common, rl_algorithm="remax", rl_epochs=0).fit(X, y)
     np.testing.assert_array_equal(sft_only.predict(X), no_rl_epochs.predict(X))
@@ -301,7 +300,6 @@ def test_rl_keeps_sft_state_when_rl_does_not_help(tiny_model_dir):
     # A negative-of-error reward flipped in sign drives the policy away from the truth.
     reg = LLMRegressor(
         model=tiny_model_dir,
-        anchor=None,
         sft_epochs=3,
         sft_lr=3e-2,
         rl_algorithm="remax",
@@ -319,9 +317,7 @@ def test_rl_keeps_sft_state_when_rl_does_not_help(tiny_model_dir):
 
 
 def test_mean_reward_needs_two_rollouts(tiny_model_dir):
-    reg = LLMRegressor(
-        model=tiny_model_dir, anchor=None, rl_algorithm="remax", reward_on="mean", n_rollouts=1
-    )
+    reg = LLMRegressor(model=tiny_model_dir, rl_algorithm="remax", reward_on="mean", n_rollouts=1)
     with pytest.raises(ValueError, match="n_rollouts must be >= 2"):
         reg.fit(*skewed_task(10, 0))
 
@@ -351,7 +347,6 @@ def test_reward_on_decides_what_the_reward_scores(
 
     LLMRegressor(
         model=tiny_model_dir,
-        anchor=None,
         sft_epochs=0,
         rl_algorithm=algorithm,
         rl_epochs=1,
@@ -369,13 +364,7 @@ def test_reward_on_decides_what_the_reward_scores(
 def test_one_rollout_is_fine_when_single_draws_are_rewarded(tiny_model_dir):
     X, y = skewed_task(8, 0)
     reg = LLMRegressor(
-        model=tiny_model_dir,
-        anchor=None,
-        rl_algorithm="remax",
-        sft_epochs=0,
-        rl_epochs=1,
-        n_rollouts=1,
-        predict_mode="greedy",
+        model=tiny_model_dir, sft_epochs=0, rl_epochs=1, n_rollouts=1, predict_mode="greedy"
     ).fit(X, y)
     assert any(r["phase"] == "rl_step" for r in reg.history_)
 
