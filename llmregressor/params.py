@@ -896,13 +896,13 @@ def validate_params(params: Mapping[str, object]) -> None:
             "reward_on='mean' (also chosen by 'auto' with predict_mode='mean') credits each "
             "rollout against the others: n_rollouts must be >= 2"
         )
-    if callable(params["reward"]) and params["anchor"] is not None:
-        if params["anchor_mode"] == "residual":
-            raise ValueError(
-                "a callable reward gets the numbers the model decodes, which with "
-                "anchor_mode='residual' are residuals (the target minus the anchor's "
-                "estimate), not targets: use a built-in reward or anchor_mode='field'"
-            )
+    residual = params["anchor"] is not None and params["anchor_mode"] == "residual"
+    if callable(params["reward"]) and residual:
+        raise ValueError(
+            "a callable reward gets the numbers the model decodes, which with "
+            "anchor_mode='residual' are residuals (the target minus the anchor's "
+            "estimate), not targets: use a built-in reward or anchor_mode='field'"
+        )
     if params["n_samples"] == EXACT:
         check_exact_outcomes(int(np.prod(codec_from_params(params).allowed_mask().sum(axis=1))))
     estimate_fields = (params["prompt_template"] or "").count("{estimate}")
