@@ -15,7 +15,8 @@ on a group-relative policy gradient:
   Its step time is measured by a ``TrainerCallback`` from ``on_step_begin`` to
   ``on_step_end``: generation, reward, loss, backward and optimizer step.
 - *this engine*: ``NumberPolicy.decode`` draws the G numbers of each prompt from the codec's
-  grammar (3-digit normalized, the estimator's default) sharing each prompt's KV cache,
+  grammar (3-digit normalized, the estimator's default) sharing each prompt's KV cache, the
+  package's squared reward and ``grpo_advantages`` credit them,
   ``NumberPolicy.score`` takes their log-probs with gradients, and one AdamW step follows,
   under the same compute precision (bfloat16 autocast on CPU).
 
@@ -40,6 +41,7 @@ from _report import markdown_table, write_section
 from llmregressor.backbones import LanguageModelBackbone, load_pretrained, resolve_compute_dtype
 from llmregressor.codecs import NormalizedCodec
 from llmregressor.decoding import NumberPolicy
+from llmregressor.rl import grpo_advantages, make_reward
 from llmregressor.serialize import RowSerializer
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -135,18 +137,15 @@ def engine_steps(model_name: str, prompts: list[str], y: np.ndarray, args) -> li
     policy = NumberPolicy(backbone, codec.allowed_mask())
     optimizer = torch.optim.AdamW(backbone.trainable_parameters(), lr=1e-4)
     batch = backbone.collate(backbone.tokenize(prompts))
-    targets = torch.as_tensor(y, dtype=torch.float64)[:, None]
+    reward_fn = make_reward("squared", codec)
     seconds = []
     for _ in range(args.steps):
         start = time.perf_counter()
         uniforms = torch.rand(len(prompts), args.generations, codec.length, dtype=torch.float64)
         with torch.no_grad():
             rollout = policy.decode(batch, uniforms)
-        values = torch.as_tensor(codec.decode(rollout.tokens.reshape(-1, codec.length).numpy()))
-        rewards = -((values.reshape(len(prompts), -1) - targets) ** 2)
-        advantages = (rewards - rewards.mean(1, keepdim=True)) / (
-            rewards.std(1, keepdim=True) + 1e-4
-        )
+        values = codec.decode(rollout.tokens.numpy())
+        advantages = torch.as_tensor(grpo_advantages(reward_fn(values, y[:, None])))
         scores = policy.score(batch, rollout.tokens)
         loss = -(advantages.float() * scores.log_probs.sum(-1)).mean()
         optimizer.zero_grad()
