@@ -15,10 +15,11 @@ all training rows (the estimator's ``anchor_``), and that fit's predictions are 
 of the rows given to ``predict``, ``sample``, ``predict_quantiles`` and ``predict_interval``.
 
 ``anchor="ridge"`` is :class:`RidgeAnchor`: the ``mlp-decoder``'s feature preprocessing
-(:func:`~llmregressor.features.make_feature_preprocessor`) and ``RidgeCV`` over
-:data:`RIDGE_ALPHAS`. Any scikit-learn regressor may be the anchor instead; it is cloned
-before each fit and receives ``X`` exactly as ``fit`` and ``predict`` got it (a DataFrame
-stays a DataFrame), so it can be a ``Pipeline`` with its own ``ColumnTransformer``.
+(:func:`~llmregressor.features.make_feature_preprocessor`) with free-text columns read as
+TF-IDF words, and ``RidgeCV`` over :data:`RIDGE_ALPHAS`. Any scikit-learn regressor may be
+the anchor instead; it is cloned before each fit and receives ``X`` exactly as ``fit`` and
+``predict`` got it (a DataFrame stays a DataFrame), so it can be a ``Pipeline`` with its own
+``ColumnTransformer``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .features import _as_float, _as_text, make_feature_preprocessor
+from .features import (
+    _as_documents,
+    _as_float,
+    _as_text,
+    make_feature_preprocessor,
+    word_vectorizer,
+)
 
 __all__ = [
     "ANCHORS",
@@ -50,15 +57,18 @@ RIDGE_ALPHAS = np.logspace(-3, 3, 13)
 
 
 class RidgeAnchor(RegressorMixin, BaseEstimator):
-    """The anchor of ``anchor="ridge"``: standardized, imputed, one-hot features + RidgeCV.
+    """The anchor of ``anchor="ridge"``: standardized, imputed, one-hot, word features + RidgeCV.
 
-    Fitting runs :func:`~llmregressor.features.make_feature_preprocessor` (numbers imputed
-    with the mean, flagged when missing and standardized; other columns one-hot encoded)
-    and ``RidgeCV(alphas=RIDGE_ALPHAS)``, then folds both into one linear function of the
-    raw columns: a weight per numeric column and what a missing cell adds in its place, a
-    weight per category, and an intercept. :meth:`predict` evaluates that function, so a
-    model rebuilt from :meth:`to_json` predicts exactly as the fitted one (a model folder
-    stores the anchor without pickle).
+    Fitting runs :func:`~llmregressor.features.make_feature_preprocessor` with
+    ``free_text=True`` (numbers imputed with the mean, flagged when missing and standardized;
+    free-text columns, those with more than
+    :data:`~llmregressor.features.TEXT_CARDINALITY` distinct cells of words, as TF-IDF of
+    their words and word pairs; other columns one-hot encoded) and
+    ``RidgeCV(alphas=RIDGE_ALPHAS)``, then folds both into one linear function of the raw
+    columns: a weight per numeric column and what a missing cell adds in its place, a weight
+    per category, a weight per word feature of each free-text column, and an intercept.
+    :meth:`predict` evaluates that function, so a model rebuilt from :meth:`to_json` predicts
+    exactly as the fitted one (a model folder stores the anchor without pickle).
 
     Attributes
     ----------
@@ -79,6 +89,14 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         ``"<missing>"``); an unseen category adds nothing.
     category_weights_ : list of ndarray of float
         What each category adds.
+    text_columns_ : ndarray of int
+        Indices of the free-text columns (none in a table without free text).
+    vocabularies_ : list of list of str
+        Each free-text column's words and word pairs, in the order of their features.
+    idfs_ : list of ndarray of float
+        Each free-text column's inverse document frequencies of those terms.
+    word_weights_ : list of ndarray of float
+        What each term's TF-IDF weight, times this, adds.
     intercept_ : float
         The prediction when every weight adds nothing.
     alpha_ : float
@@ -108,7 +126,7 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         self : RidgeAnchor
         """
         X, y = validate_data(self, X, y, dtype=None, ensure_all_finite="allow-nan", y_numeric=True)
-        preprocessor = make_feature_preprocessor(X)
+        preprocessor = make_feature_preprocessor(X, free_text=True)
         ridge = RidgeCV(alphas=RIDGE_ALPHAS)
         # One row has no spread to choose a penalty by: RidgeCV's leave-one-out error then
         # divides 0 by 0 (with numpy warnings) and fits the constant y, which is the answer.
@@ -124,32 +142,40 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         columns = {
             name: np.asarray(cols, dtype=np.intp) for name, _, cols in preprocessor.transformers_
         }
+        slices = preprocessor.output_indices_
         self.numeric_columns_ = columns["numeric"]
         self.numeric_weights_ = np.zeros(0)
         self.missing_values_ = np.zeros(0)
-        used = 0
         if self.numeric_columns_.size:
             steps = preprocessor.named_transformers_["numeric"].named_steps
             imputer, scaler = steps["simpleimputer"], steps["standardscaler"]
             flagged = imputer.indicator_.features_
-            width = self.numeric_columns_.size + flagged.size
             # The features are (value - mean) / scale, for the imputed values and then the
             # missing-indicators: the means move into the intercept.
-            scaled = coef[:width] / scaler.scale_
+            scaled = coef[slices["numeric"]] / scaler.scale_
             intercept -= float(scaled @ scaler.mean_)
             self.numeric_weights_ = scaled[: self.numeric_columns_.size]
             missing = self.numeric_weights_ * imputer.statistics_
             missing[flagged] += scaled[self.numeric_columns_.size :]
             self.missing_values_ = missing
-            used = width
         self.categorical_columns_ = columns["categorical"]
         self.categories_, self.category_weights_ = [], []
         if self.categorical_columns_.size:
             encoder = preprocessor.named_transformers_["categorical"].named_steps["onehotencoder"]
+            weights = coef[slices["categorical"]]
             for categories in encoder.categories_:
                 self.categories_.append([str(c) for c in categories])
-                self.category_weights_.append(coef[used : used + len(categories)])
-                used += len(categories)
+                self.category_weights_.append(weights[: len(categories)])
+                weights = weights[len(categories) :]
+        names = [name for name in columns if name.startswith("text")]
+        self.text_columns_ = np.array([columns[name][0] for name in names], dtype=np.intp)
+        self.vocabularies_, self.idfs_, self.word_weights_ = [], [], []
+        for name in names:
+            vectorizer = preprocessor.named_transformers_[name].named_steps["tfidfvectorizer"]
+            self.vocabularies_.append([str(term) for term in vectorizer.get_feature_names_out()])
+            self.idfs_.append(np.asarray(vectorizer.idf_, dtype=np.float64))
+            self.word_weights_.append(coef[slices[name]])
+        used = sum(piece.stop - piece.start for piece in slices.values())
         if used != coef.size:
             raise RuntimeError(
                 f"RidgeAnchor read {used} of the {coef.size} ridge coefficients: the feature "
@@ -185,6 +211,12 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             lookup = dict(zip(categories, weights.tolist(), strict=True))
             cells = _as_text(X[:, [column]]).ravel()
             y_pred += np.array([lookup.get(cell, 0.0) for cell in cells])
+        for column, vocabulary, idf, weights in zip(
+            self.text_columns_, self.vocabularies_, self.idfs_, self.word_weights_, strict=True
+        ):
+            vectorizer = word_vectorizer(vocabulary={term: i for i, term in enumerate(vocabulary)})
+            vectorizer.idf_ = idf
+            y_pred += vectorizer.transform(_as_documents(X[:, [column]])) @ weights
         return y_pred
 
     def to_json(self) -> dict:
@@ -204,6 +236,10 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             "categorical_columns": self.categorical_columns_.tolist(),
             "categories": self.categories_,
             "category_weights": [weights.tolist() for weights in self.category_weights_],
+            "text_columns": self.text_columns_.tolist(),
+            "vocabularies": self.vocabularies_,
+            "idfs": [idf.tolist() for idf in self.idfs_],
+            "word_weights": [weights.tolist() for weights in self.word_weights_],
             "intercept": self.intercept_,
             "alpha": self.alpha_,
         }
@@ -246,12 +282,20 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             )
             anchor.categories_ = [[str(c) for c in cats] for cats in state["categories"]]
             anchor.category_weights_ = [_weights(w) for w in state["category_weights"]]
+            # A state written before free text had its own features has none.
+            anchor.text_columns_ = _columns(state.get("text_columns", []), anchor.n_features_in_)
+            vocabularies = state.get("vocabularies", [])
+            anchor.vocabularies_ = [[str(term) for term in terms] for terms in vocabularies]
+            anchor.idfs_ = [_weights(idf) for idf in state.get("idfs", [])]
+            anchor.word_weights_ = [_weights(w) for w in state.get("word_weights", [])]
             anchor.intercept_ = float(_weights([state["intercept"]])[0])
             anchor.alpha_ = float(_weights([state["alpha"]])[0])
         except (KeyError, TypeError) as err:
             raise ValueError(f"incomplete RidgeAnchor state: {err!r}") from err
         n_numeric = anchor.numeric_columns_.size
-        columns = np.concatenate([anchor.numeric_columns_, anchor.categorical_columns_])
+        columns = np.concatenate(
+            [anchor.numeric_columns_, anchor.categorical_columns_, anchor.text_columns_]
+        )
         consistent = (
             anchor.numeric_weights_.size == n_numeric == anchor.missing_values_.size
             and len(anchor.categories_)
@@ -260,6 +304,16 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             and all(
                 len(c) == w.size
                 for c, w in zip(anchor.categories_, anchor.category_weights_, strict=True)
+            )
+            and len(anchor.vocabularies_)
+            == len(anchor.idfs_)
+            == len(anchor.word_weights_)
+            == anchor.text_columns_.size
+            and all(
+                len(v) == i.size == w.size
+                for v, i, w in zip(
+                    anchor.vocabularies_, anchor.idfs_, anchor.word_weights_, strict=True
+                )
             )
             and np.array_equal(np.sort(columns), np.arange(anchor.n_features_in_))
         )

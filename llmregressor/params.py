@@ -261,7 +261,8 @@ PARAMETERS: tuple[Param, ...] = (
         other ``anchor_folds`` folds), so that the model does not learn to copy estimates
         that saw the target; new rows get the estimates of the anchor fitted on every
         training row (``anchor_``). ``"ridge"``: the ``"mlp-decoder"``'s feature
-        preprocessing and ``RidgeCV`` (:class:`~llmregressor.anchor.RidgeAnchor`). An
+        preprocessing, with free-text columns as TF-IDF words, and ``RidgeCV``
+        (:class:`~llmregressor.anchor.RidgeAnchor`). An
         estimator: cloned, fitted and asked to predict with ``X`` as ``fit`` and ``predict``
         got it (a DataFrame stays one); a model with it saves with pickle or joblib, not
         :meth:`save`. None: no anchor.

@@ -18,7 +18,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from llmregressor import LLMRegressor
 from llmregressor.anchor import RIDGE_ALPHAS, RidgeAnchor, cross_fit, with_estimates
 from llmregressor.backbones import LanguageModelBackbone
-from llmregressor.features import make_feature_preprocessor
+from llmregressor.features import TEXT_CARDINALITY, free_text_columns, make_feature_preprocessor
 from llmregressor.mlp_decoder import MLPDecoderBackbone
 from llmregressor.persistence import MANIFEST_FILE, ModelFormatError
 
@@ -100,6 +100,72 @@ def test_ridge_anchor_is_the_package_preprocessing_and_ridge_cv():
     assert anchor.alpha_ == pipeline[-1].alpha_
 
 
+def menu(n_rows, seed=0):
+    """Item names that never repeat, whose words set the price; a few restaurants."""
+    rng = np.random.default_rng(seed)
+    words = rng.choice(["bacon", "salad", "double", "small"], size=(n_rows, 2))
+    X = pd.DataFrame(
+        {
+            "item": [f"{a} {b} combo {i + 1000 * seed}" for i, (a, b) in enumerate(words)],
+            "place": rng.choice(["north", "south"], n_rows).astype(object),
+        }
+    )
+    effect = {"bacon": 300.0, "double": 200.0, "salad": -150.0, "small": -100.0}
+    y = np.array([effect[a] + effect[b] for a, b in words]) + rng.normal(size=n_rows) * 10
+    return X, y
+
+
+def test_free_text_columns_are_the_non_numeric_columns_of_many_distinct_worded_cells():
+    n = TEXT_CARDINALITY + 5
+    X = np.empty((n, 5), dtype=object)
+    X[:, 0] = [f"dish number {i}" for i in range(n)]  # free text
+    X[:, 1] = [["red", "blue"][i % 2] for i in range(n)]  # few categories
+    X[:, 2] = np.arange(n, dtype=float)  # numbers, however many
+    X[:, 3] = ["-" * (i + 1) for i in range(n)]  # many cells, but no words
+    X[:, 4] = [f"tag {i % TEXT_CARDINALITY}" for i in range(n)]  # at the limit: categories
+    X[0, 0] = None
+    assert free_text_columns(X).tolist() == [True, False, False, False, False]
+
+
+def test_ridge_anchor_reads_the_words_of_free_text_cells_it_never_saw():
+    X, y = menu(120)
+    new_X, new_y = menu(60, seed=1)
+    anchor = RidgeAnchor().fit(X, y)
+    # One-hot columns of the item names would give every new item the mean price.
+    assert anchor.text_columns_.tolist() == [0] and anchor.categorical_columns_.tolist() == [1]
+    assert np.corrcoef(anchor.predict(new_X), new_y)[0, 1] > 0.95
+
+
+def test_ridge_anchor_with_free_text_is_the_preprocessing_and_ridge_cv():
+    X, y = menu(80)
+    X.loc[3, "item"] = None
+    anchor = RidgeAnchor().fit(X, y)
+    rows = X.to_numpy(dtype=object)
+    pipeline = make_pipeline(
+        make_feature_preprocessor(rows, free_text=True), RidgeCV(alphas=RIDGE_ALPHAS)
+    ).fit(rows, y)
+    new, _ = menu(20, seed=2)
+    new.loc[0, "item"], new.loc[1, "item"] = None, "an unheard-of dish"
+    expected = pipeline.predict(new.to_numpy(dtype=object))
+    np.testing.assert_allclose(anchor.predict(new), expected, rtol=1e-10, atol=1e-8)
+    again = RidgeAnchor.from_json(json.loads(json.dumps(anchor.to_json())))
+    np.testing.assert_array_equal(again.predict(new), anchor.predict(new))
+
+
+def test_ridge_anchor_state_without_free_text_fields_still_loads():
+    """A model folder written before free text had word features holds none of their keys."""
+    X, y = messy_table(40)
+    state = RidgeAnchor().fit(X, y).to_json()
+    old = {
+        k: v
+        for k, v in state.items()
+        if k not in {"text_columns", "vocabularies", "idfs", "word_weights"}
+    }
+    np.testing.assert_array_equal(
+        RidgeAnchor.from_json(old).predict(X), RidgeAnchor.from_json(state).predict(X)
+    )
+
+
 def test_ridge_anchor_json_round_trip_predicts_identically():
     X, y = messy_table(40)
     anchor = RidgeAnchor().fit(X, y)
@@ -117,10 +183,15 @@ def test_ridge_anchor_json_round_trip_predicts_identically():
         (lambda s: s.update(numeric_columns=[0, 9, 3]), "out of range"),
         (lambda s: s.update(numeric_columns=[0, 1.5, 3]), "must be ints"),
         (lambda s: s["missing_values"].__setitem__(0, float("nan")), "finite"),
+        (lambda s: s["vocabularies"][0].pop(), "inconsistent"),
+        (lambda s: s["idfs"][0].pop(), "inconsistent"),
+        (lambda s: s.update(text_columns=[]), "inconsistent"),
     ],
 )
 def test_ridge_anchor_refuses_damaged_states(edit, match):
-    state = RidgeAnchor().fit(*messy_table(20)).to_json()
+    X, y = messy_table(TEXT_CARDINALITY + 10)
+    X["note"] = [f"note {i}" for i in range(len(y))]
+    state = RidgeAnchor().fit(X, y).to_json()
     edit(state)
     with pytest.raises(ValueError, match=match):
         RidgeAnchor.from_json(state)
