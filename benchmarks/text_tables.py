@@ -10,7 +10,9 @@ For each dataset and seed (256 training rows, up to 1000 test rows, ``train_test
 - ``TF-IDF + Ridge``: word 1-2-gram TF-IDF of each free-text column plus one-hot of the other
   columns, into RidgeCV;
 - one LLM fit per configuration (``after``: today's defaults, or ``name=value`` overrides as
-  in fit_speed.py), predicting the mean of 16 draws.
+  in fit_speed.py), predicting the mean of 16 draws. ``anchor="tfidf_ridge"`` in a
+  configuration gives the fit the ``TF-IDF + Ridge`` pipeline above as its anchor (a user's
+  estimator, as any scikit-learn regressor may be).
 
 Records append to ``benchmarks/results/text_tables.jsonl``; the table is built from all of
 them (the newest per dataset, seed and model).
@@ -68,7 +70,10 @@ def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
     records = []
     for label, model in models.items():
         if isinstance(model, str):
-            model = LLMRegressor(random_state=seed, **parse_config(model))
+            params = dict(parse_config(model))
+            if params.get("anchor") == "tfidf_ridge":
+                params["anchor"] = baselines(name, X)["TF-IDF + Ridge"]
+            model = LLMRegressor(random_state=seed, **params)
         start = time.perf_counter()
         model.fit(X_tr, y_tr)
         fit_s = time.perf_counter() - start
