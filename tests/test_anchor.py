@@ -373,6 +373,17 @@ def test_save_and_load_keep_the_ridge_anchor(fitted, houses, tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
 
 
+def test_a_free_text_anchor_survives_save_and_load(tiny_model_dir, tmp_path):
+    X, y = menu(60)
+    reg = small(tiny_model_dir, anchor="ridge", anchor_mode="residual").fit(X, y)
+    assert reg.anchor_.text_columns_.tolist() == [0]
+    reg.save(tmp_path)
+    loaded = LLMRegressor.load(tmp_path)
+    new, _ = menu(10, seed=3)
+    np.testing.assert_array_equal(loaded.anchor_.predict(new), reg.anchor_.predict(new))
+    np.testing.assert_array_equal(loaded.predict(new), reg.predict(new))
+
+
 @pytest.mark.parametrize(
     ("edit", "verify", "match"),
     [
