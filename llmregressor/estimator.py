@@ -151,6 +151,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         Whether the model decodes the target minus the anchor's estimate, which every
         prediction adds back (``anchor_mode="residual"`` at fit time; only with an
         ``anchor``). Predictions read this, not the parameter, which may change after a fit.
+    residual_scale_ : float
+        The share of the decoded residual added to the estimate (``residual_scale``; 1.0
+        without a residual anchor; only with an ``anchor``).
     history_ : list of dict
         Training log, ``pandas.DataFrame(history_)`` tabulates it. ``phase="sft"``: one
         record per SFT epoch (``train_loss``, ``val_rmse``, ``lr``, ``time_s``, and with a
@@ -191,6 +194,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     preprocessor_: ColumnTransformer
     anchor_: BaseEstimator
     residual_anchor_: bool
+    residual_scale_: float
     policy_: FittedPolicy
     seed_: int
     history_: list[dict]
@@ -209,6 +213,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         anchor: str | BaseEstimator | None = None,
         anchor_folds: int = 5,
         anchor_mode: str = "field",
+        residual_scale: float | str = 1.0,
         row_format: str = "compact",
         prompt_template: str | None = None,
         significant_digits: int = 4,
@@ -268,6 +273,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.anchor = anchor
         self.anchor_folds = anchor_folds
         self.anchor_mode = anchor_mode
+        self.residual_scale = residual_scale
         self.row_format = row_format
         self.prompt_template = prompt_template
         self.significant_digits = significant_digits
@@ -444,6 +450,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             parallel.broadcast_parameters(weights)
             # After the whole fit (a resumed one too), so the draws describe the final model.
             self.calibration_ = self._calibrate(X[is_cal], targets[is_cal], parallel)
+            if getattr(self, "anchor_", None) is not None:
+                self._fit_residual_scale()
         self.fit_time_ = time.perf_counter() - start
         logger.info("LLMRegressor fitted on %d rows in %.1f s", len(y), self.fit_time_)
 
@@ -493,6 +501,46 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         if estimates is None or not getattr(self, "residual_anchor_", False):
             return np.zeros(n_rows)
         return estimates
+
+    def _fit_residual_scale(self, warn: bool = True) -> None:
+        """Set ``residual_scale_``, and scale the calibration rows' draws by it.
+
+        ``"auto"`` regresses the calibration rows' residual targets on their mean draws
+        (no intercept: a decoded residual of 0 adds nothing) and clips the slope to [0, 1].
+        The draws are then scaled as new rows' draws will be, so that intervals score
+        both alike.
+        """
+        scale = 1.0
+        calibration = getattr(self, "calibration_", None)
+        if self.residual_anchor_ and self.residual_scale != "auto":
+            scale = float(self.residual_scale)
+        elif self.residual_anchor_ and calibration is None and warn:
+            warnings.warn(
+                "residual_scale='auto' chooses its scale on the calibration rows, and this "
+                "fit holds none out (interval_calibration=None or too few rows): it adds the "
+                "whole decoded residual (residual_scale_ = 1.0).",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif self.residual_anchor_ and calibration is not None:
+            decoded = calibration.draws.mean(axis=1)
+            power = float(decoded @ decoded)
+            if power > 0:
+                scale = float(np.clip(decoded @ calibration.targets / power, 0.0, 1.0))
+        self.residual_scale_ = scale
+        if calibration is not None and scale != 1.0:
+            self.calibration_ = Calibration(
+                calibration.draws * scale, calibration.targets, calibration.n_samples
+            )
+
+    def _to_targets(self, decoded: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Return numbers the model decoded for rows as targets: scaled, plus the offsets.
+
+        ``decoded`` has one row per offset (one number each, or several draws).
+        """
+        if decoded.ndim == 2:
+            offsets = offsets[:, None]
+        return offsets + getattr(self, "residual_scale_", 1.0) * decoded
 
     def _held_out_rows(
         self, n_rows: int, caller_depth: int, warn: bool = True
@@ -572,7 +620,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         fit held out for calibration are left out of its training rows too. Taking the
         engine drops ``calibration_`` (sets it to None), whose draws would no longer
         describe a model trained further: :meth:`predict_interval` then warns and returns
-        raw quantiles until :meth:`fit` runs again.
+        raw quantiles until :meth:`fit` runs again. For the same reason a
+        ``residual_scale="auto"`` goes back to adding the whole decoded residual.
 
         Parameters
         ----------
@@ -604,6 +653,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         parallel = data_parallel(device, self.micro_batch_size)
         is_val, is_cal = self._held_out_rows(len(y), caller_depth=2, warn=False)
         self.calibration_ = None
+        # An "auto" scale measured the model before further training: back to the whole
+        # decoded residual.
+        if anchor is not None:
+            self._fit_residual_scale(warn=False)
         return self._make_trainer(X, y, is_val, is_cal, parallel)
 
     def _calibrate(
@@ -677,7 +730,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             distribution with ``n_samples="exact"`` (``predict_mode``).
         """
         inputs, offsets = self._row_inputs(X)
-        return self._sampler().predict(self.policy_.policy, inputs) + offsets
+        return self._to_targets(self._sampler().predict(self.policy_.policy, inputs), offsets)
 
     def sample(self, X, n_samples: int | None = None) -> np.ndarray:
         """Draw samples from the predictive distribution (temperature 1).
@@ -704,7 +757,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}{hint}")
         inputs, offsets = self._row_inputs(X)
         draws = self._sampler().draw(self.policy_.policy, inputs, n_samples=n_samples, greedy=False)
-        return draws + offsets[:, None]
+        return self._to_targets(draws, offsets)
 
     def predict_quantiles(
         self, X, quantiles: Sequence[float] = (0.1, 0.5, 0.9), n_samples: int | str | None = None
@@ -739,7 +792,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         if n_samples == EXACT:
             inputs, offsets = self._row_inputs(X)  # checks the fit first
             sampler = replace(self._sampler(), n_samples=EXACT)
-            return sampler.quantiles(self.policy_.policy, inputs, levels) + offsets[:, None]
+            return self._to_targets(sampler.quantiles(self.policy_.policy, inputs, levels), offsets)
         return sample_quantiles(self.sample(X, n_samples), levels)
 
     def predict_interval(
@@ -829,7 +882,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             )
         inputs, offsets = self._row_inputs(X)
         sampler = replace(self._sampler(), n_samples=calibration.n_samples)
-        draws = sampler.calibration_draws(self.policy_.policy, inputs) + offsets[:, None]
+        draws = self._to_targets(sampler.calibration_draws(self.policy_.policy, inputs), offsets)
         bounds = sample_quantiles(draws, levels)
         scores = conformity_scores(sample_quantiles(calibration.draws, levels), calibration.targets)
         margin = conformal_margin(scores, coverage)

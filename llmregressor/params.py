@@ -125,6 +125,13 @@ def _anchor(name: str, value: object) -> None:
         )
 
 
+def _residual_scale(name: str, value: object) -> None:
+    if isinstance(value, str) and value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f'{name} must be a number in [0, 1] or "auto", got {value!r}')
+
+
 def _lora_target_modules(name: str, value: object) -> None:
     names = isinstance(value, list | tuple) and value and all(isinstance(t, str) for t in value)
     if not (isinstance(value, str) or names):
@@ -297,6 +304,25 @@ PARAMETERS: tuple[Param, ...] = (
         do not change when a row's draws and target move by the same estimate). A
         constant target is predicted as itself, as without an anchor. Ignored without an
         anchor.
+        """,
+    ),
+    Param(
+        "residual_scale",
+        "Anchor",
+        'float in [0, 1] or "auto"',
+        _residual_scale,
+        """
+        With a residual anchor, the share of the decoded residual that is added to the
+        anchor's estimate: predictions, draws, quantiles and intervals are all
+        ``estimate + scale * decoded`` (as gradient boosting's ``learning_rate`` shrinks what
+        a stage adds). ``1.0``: all of it. ``"auto"``: the least-squares slope, clipped to
+        [0, 1], of the calibration rows' residuals on their mean decoded residual, measured
+        after the fit (``residual_scale_``); where the model has learnt nothing the anchor
+        lacks, its decoded residual is noise, the slope is near 0 and predictions stay at
+        the anchor's estimate. Without calibration rows (``interval_calibration=None`` or
+        too few rows) ``"auto"`` keeps 1.0, with a warning. Calibrated intervals are scored
+        on the scaled draws of the same rows that chose the slope, which makes them very
+        slightly optimistic. Ignored without a residual anchor.
         """,
     ),
     Param(

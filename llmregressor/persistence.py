@@ -7,9 +7,9 @@ A model folder holds two files:
     (``model`` source and fingerprint), the estimator's parameters, its fitted attributes
     (``n_features_in_``, ``feature_names_in_``, ``n_samples_fit_``, ``history_``,
     ``fit_time_``, the fit's seed and ``calibration_``: the calibration rows' draws and
-    targets, or null; with an anchor also ``residual_anchor_``), the fitted codec (class,
-    parameters, statistics), the row serializer's settings, the policy's kind and
-    configuration, and with an anchor, an ``anchor`` section: the fitted
+    targets, or null; with an anchor also ``residual_anchor_`` and ``residual_scale_``), the
+    fitted codec (class, parameters, statistics), the row serializer's settings, the
+    policy's kind and configuration, and with an anchor, an ``anchor`` section: the fitted
     :class:`~llmregressor.anchor.RidgeAnchor` of ``anchor="ridge"`` as its linear
     function's weights (see :meth:`~llmregressor.anchor.RidgeAnchor.to_json`). An
     estimator of the user's as ``anchor`` has no pickle-free format: such a model is
@@ -109,7 +109,8 @@ _CODECS: dict[str, type[NumberCodec]] = {c.__name__: c for c in CODECS.values()}
 
 # Fitted attributes stored as plain JSON values (feature_names_in_ only exists for named
 # columns); codec_, serializer_, policy_ and seed_ have their own entries.
-# Each saved when the model has it (residual_anchor_ only with an anchor).
+# Each saved when the model has it (residual_anchor_ and residual_scale_ only with an
+# anchor; a folder written before residual_scale_ existed adds the whole residual).
 _FITTED_JSON = (
     "n_features_in_",
     "feature_names_in_",
@@ -117,6 +118,7 @@ _FITTED_JSON = (
     "history_",
     "fit_time_",
     "residual_anchor_",
+    "residual_scale_",
 )
 _KNOWN_STATE = frozenset(
     (*_FITTED_JSON, "codec_", "serializer_", "policy_", "seed_", "anchor_", "calibration_")
@@ -532,6 +534,17 @@ def load_estimator(
             raise ModelFormatError(
                 f"{folder} holds residual_anchor_={residual!r}: it must be true or false, "
                 "and true only with an anchor"
+            )
+        scale = fitted.get("residual_scale_", 1.0)
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, int | float)
+            or not 0 <= scale <= 1
+            or ("residual_scale_" in fitted and not has_anchor)
+        ):
+            raise ModelFormatError(
+                f"{folder} holds residual_scale_={scale!r}: it must be a number in [0, 1], "
+                "and only with an anchor"
             )
         data = (folder / WEIGHTS_FILE).read_bytes()
         if verify and checksums is not None and checksums["weights"] != _sha256(data):

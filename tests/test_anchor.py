@@ -344,6 +344,14 @@ class NaNAnchor(RegressorMixin, BaseEstimator):
         (Ridge, {}, TypeError, "regressor instance"),
         (None, {"prompt_template": "{estimate}{features}"}, ValueError, "set anchor"),
         ("ridge", {"anchor_folds": 1}, ValueError, "anchor_folds must be an int >= 2"),
+        (
+            "ridge",
+            {"residual_scale": 1.5},
+            ValueError,
+            r"residual_scale must be a number in \[0, 1\]",
+        ),
+        ("ridge", {"residual_scale": True}, ValueError, "residual_scale must be a number"),
+        ("ridge", {"residual_scale": "half"}, ValueError, "residual_scale must be a number"),
         (NaNAnchor(), {}, ValueError, "NaNAnchor predicted 30 non-finite values"),
     ],
 )
@@ -514,6 +522,72 @@ def test_a_residual_anchor_adds_the_estimate_to_every_prediction(numeric, tiny_m
     np.testing.assert_array_equal(reg.predict(X), before)
 
 
+def test_residual_scale_scales_every_decoded_number(numeric, tiny_model_dir):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor="ridge", anchor_mode="residual", interval_calibration=None)
+    reg.fit(X, y)
+    assert reg.residual_scale_ == 1.0
+    estimates = reg.anchor_.predict(X)
+    outputs = {}
+    for scale in (1.0, 0.25):
+        # The same fitted policy and seeded draws, with the decoded numbers scaled.
+        reg.residual_scale_ = scale
+        outputs[scale] = (
+            reg.predict(X),
+            reg.sample(X, 3),
+            reg.predict_quantiles(X, (0.2, 0.8)),
+            reg.predict_quantiles(X, (0.5,), n_samples="exact"),
+            reg.predict_interval(X, 0.8, calibrated=False),
+        )
+    for full, scaled in zip(outputs[1.0], outputs[0.25], strict=True):
+        shift = estimates if full.ndim == 1 else estimates[:, None]
+        np.testing.assert_allclose(scaled, shift + 0.25 * (full - shift))
+
+
+def test_auto_residual_scale_is_the_calibration_rows_slope(numeric, tiny_model_dir):
+    X, y = numeric
+    params = dict(anchor="ridge", anchor_mode="residual", validation_fraction=0.7)
+    full = small(tiny_model_dir, **params).fit(X, y)
+    auto = small(tiny_model_dir, **params, residual_scale="auto").fit(X, y)
+    decoded = full.calibration_.draws.mean(axis=1)
+    slope = decoded @ full.calibration_.targets / (decoded @ decoded)
+    assert auto.residual_scale_ == pytest.approx(np.clip(slope, 0, 1), abs=1e-12)
+    assert 0 <= auto.residual_scale_ < 1
+    # The calibration rows' draws are scaled as new rows' will be; the targets are not.
+    np.testing.assert_allclose(
+        auto.calibration_.draws, auto.residual_scale_ * full.calibration_.draws
+    )
+    np.testing.assert_array_equal(auto.calibration_.targets, full.calibration_.targets)
+    estimates = auto.anchor_.predict(X)
+    np.testing.assert_allclose(
+        auto.predict(X), estimates + auto.residual_scale_ * (full.predict(X) - estimates)
+    )
+    # A model that learnt little stays nearer its good anchor with the fitted scale.
+    rmse = {
+        k: np.sqrt(np.mean((m.predict(X) - y) ** 2)) for k, m in (("full", full), ("auto", auto))
+    }
+    assert rmse["auto"] < rmse["full"]
+    # Training further through the engine forgets the slope, measured on the model before.
+    auto.trainer(X, y)
+    assert auto.residual_scale_ == 1.0
+
+
+def test_auto_residual_scale_without_calibration_rows_warns_and_adds_everything(
+    numeric, tiny_model_dir
+):
+    X, y = numeric
+    reg = small(
+        tiny_model_dir,
+        anchor="ridge",
+        anchor_mode="residual",
+        residual_scale="auto",
+        interval_calibration=None,
+    )
+    with pytest.warns(UserWarning, match="residual_scale='auto' chooses its scale"):
+        reg.fit(X, y)
+    assert reg.residual_scale_ == 1.0
+
+
 def test_a_residual_anchor_stays_near_a_good_anchor_when_the_model_learns_little(
     numeric, tiny_model_dir
 ):
@@ -539,24 +613,43 @@ def test_a_residual_anchor_survives_save_load_and_pickle(numeric, tiny_model_dir
     for other in (loaded, unpickled):
         assert other.residual_anchor_ is True
         np.testing.assert_array_equal(other.predict(X), reg.predict(X))
+    # A fitted scale travels too.
+    reg.residual_scale_ = 0.375
+    reg.save(tmp_path / "scaled")
+    scaled = LLMRegressor.load(tmp_path / "scaled")
+    assert scaled.residual_scale_ == 0.375
+    np.testing.assert_array_equal(scaled.predict(X), reg.predict(X))
     # A model without an anchor records no mode.
     plain = small(tiny_model_dir, anchor=None, interval_calibration=None).fit(X, y)
     plain.save(tmp_path / "plain")
     manifest = json.loads((tmp_path / "plain" / MANIFEST_FILE).read_text())
     assert "residual_anchor_" not in manifest["fitted"]
+    assert "residual_scale_" not in manifest["fitted"]
     assert not hasattr(LLMRegressor.load(tmp_path / "plain"), "residual_anchor_")
 
 
-@pytest.mark.parametrize("value", ["false", 1, None])
-def test_load_refuses_a_residual_flag_that_is_not_a_bool(numeric, tiny_model_dir, tmp_path, value):
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("residual_anchor_", "false"),
+        ("residual_anchor_", 1),
+        ("residual_anchor_", None),
+        ("residual_scale_", 1.5),
+        ("residual_scale_", "auto"),
+        ("residual_scale_", True),
+    ],
+)
+def test_load_refuses_a_residual_state_of_the_wrong_kind(
+    numeric, tiny_model_dir, tmp_path, name, value
+):
     X, y = numeric
     reg = small(tiny_model_dir, anchor="ridge", anchor_mode="residual", interval_calibration=None)
     reg.fit(X, y).save(tmp_path / "model")
     path = tmp_path / "model" / MANIFEST_FILE
     manifest = json.loads(path.read_text())
-    manifest["fitted"]["residual_anchor_"] = value
+    manifest["fitted"][name] = value
     path.write_text(json.dumps(manifest))
-    with pytest.raises(ModelFormatError, match="residual_anchor_"):
+    with pytest.raises(ModelFormatError, match=name):
         LLMRegressor.load(tmp_path / "model", verify=False)
 
 
