@@ -13,7 +13,8 @@ that configuration once per (dataset, seed) (256 training rows, up to 1000 test 
 - ``full``: ``predict`` (estimate + mean decoded residual);
 - ``shrunk``: estimate + lambda x decoded residual, with lambda the least-squares slope
   (no intercept, clipped to [0, 1]) of the calibration rows' residual targets on their mean
-  draws (``calibration_``: the rows the fit held out, decoded after the fit);
+  draws (``calibration_``: the rows the fit held out, decoded after the fit): what
+  ``residual_scale="auto"`` predicts, from the same fit;
 - ``chosen``: ``full`` or ``anchor``, whichever has the lower squared error on those rows.
 
 Records append to ``benchmarks/results/residual_shrinkage.jsonl``.
