@@ -125,7 +125,11 @@ def free_text_columns(X: np.ndarray) -> np.ndarray:
         True where a column is not numeric, has more than :data:`TEXT_CARDINALITY`
         distinct present cells, and at least one of them holds a word the vectorizer reads.
     """
-    is_numeric = numeric_columns(X)
+    return _free_text(X, numeric_columns(X))
+
+
+def _free_text(X: np.ndarray, is_numeric: np.ndarray) -> np.ndarray:
+    """:func:`free_text_columns`, given the numeric columns' flags."""
     words = word_vectorizer().build_analyzer()
     is_text = np.zeros(X.shape[1], dtype=bool)
     for j in np.flatnonzero(~is_numeric):
@@ -152,7 +156,7 @@ def make_feature_preprocessor(X: np.ndarray, *, free_text: bool = False) -> Colu
         blocks and sparse with them.
     """
     is_numeric = numeric_columns(X)
-    is_text = free_text_columns(X) if free_text else np.zeros_like(is_numeric)
+    is_text = _free_text(X, is_numeric) if free_text else np.zeros_like(is_numeric)
     numeric = make_pipeline(
         FunctionTransformer(_as_float, feature_names_out="one-to-one"),
         # keep_empty_features: a column missing in every training row still gets its
