@@ -12,9 +12,10 @@ that configuration once per (dataset, seed) (256 training rows, up to 1000 test 
 - ``anchor``: the fitted anchor alone (``anchor_.predict``);
 - ``full``: ``predict`` (estimate + mean decoded residual);
 - ``shrunk``: estimate + lambda x decoded residual, with lambda the least-squares slope
-  (no intercept, clipped to [0, 1]) of the calibration rows' residual targets on their mean
-  draws (``calibration_``: the rows the fit held out, decoded after the fit): what
-  ``residual_scale="auto"`` predicts, from the same fit;
+  (no intercept, clipped to [0, 1]; ``llmregressor.anchor.residual_slope``) of the
+  calibration rows' residual targets on their mean draws (``calibration_``: the rows the fit
+  held out, decoded after the fit): what ``residual_scale="auto"`` predicts, from the same
+  fit;
 - ``chosen``: ``full`` or ``anchor``, whichever has the lower squared error on those rows.
 
 Records append to ``benchmarks/results/residual_shrinkage.jsonl``.
@@ -31,6 +32,7 @@ from sklearn.metrics import r2_score
 import public_datasets
 from _report import markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
+from llmregressor.anchor import residual_slope
 
 RESULTS = Path(__file__).resolve().parent / "results" / "residual_shrinkage.jsonl"
 CONFIG = {"anchor": "ridge", "anchor_mode": "residual", "rl_algorithm": None}
@@ -46,7 +48,7 @@ def run_one(name: str, seed: int) -> dict:
     residual = reg.predict(X_te) - estimate
     decoded = reg.calibration_.draws.mean(axis=1)
     target = reg.calibration_.targets
-    slope = float(np.clip(decoded @ target / max(decoded @ decoded, 1e-300), 0.0, 1.0))
+    slope = residual_slope(decoded, target)
     keep = np.mean((target - decoded) ** 2) < np.mean(target**2)
     predictions = {
         "anchor": estimate,

@@ -49,6 +49,7 @@ __all__ = [
     "anchor_estimates",
     "cross_fit",
     "make_anchor",
+    "residual_slope",
     "with_estimates",
 ]
 
@@ -355,6 +356,30 @@ ANCHORS: dict[str, type[RidgeAnchor]] = {"ridge": RidgeAnchor}
 # What the model decodes with an anchor (``anchor_mode``): the target, with the estimate as a
 # prompt field; or the target minus the estimate, which predictions add back.
 ANCHOR_MODES = ("field", "residual")
+
+
+def residual_slope(decoded: np.ndarray, residuals: np.ndarray) -> float:
+    """Return how much of the decoded residuals to add: their fitted slope, in [0, 1].
+
+    The least-squares slope of ``residuals`` on ``decoded`` through the origin (a decoded
+    residual of 0 adds nothing), clipped to [0, 1]: ``residual_scale="auto"``.
+
+    Parameters
+    ----------
+    decoded : ndarray of shape (n_rows,)
+        The model's decoded residual of each held-out row (the mean of its draws).
+    residuals : ndarray of shape (n_rows,)
+        The rows' true residuals, target minus estimate.
+
+    Returns
+    -------
+    slope : float
+        1.0 when every decoded residual is 0: there is nothing to scale.
+    """
+    power = float(decoded @ decoded)
+    if power == 0:
+        return 1.0
+    return float(np.clip(decoded @ residuals / power, 0.0, 1.0))
 
 
 def make_anchor(anchor: str | BaseEstimator) -> BaseEstimator:

@@ -24,7 +24,7 @@ from ._checkpoint import FitCheckpoints, fit_identity
 from ._checks import check_finite_features, validate_data
 from ._distributed import DataParallel, data_parallel
 from ._locks import FIT_LOCK
-from .anchor import anchor_estimates, cross_fit, with_estimates
+from .anchor import anchor_estimates, cross_fit, residual_slope, with_estimates
 from .backbone_protocol import RowInputs, backbone_for
 from .conformal import (
     Calibration,
@@ -512,21 +512,19 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         """
         scale = 1.0
         calibration = getattr(self, "calibration_", None)
-        if self.residual_anchor_ and self.residual_scale != "auto":
-            scale = float(self.residual_scale)
-        elif self.residual_anchor_ and calibration is None and warn:
-            warnings.warn(
-                "residual_scale='auto' chooses its scale on the calibration rows, and this "
-                "fit holds none out (interval_calibration=None or too few rows): it adds the "
-                "whole decoded residual (residual_scale_ = 1.0).",
-                UserWarning,
-                stacklevel=3,
-            )
-        elif self.residual_anchor_ and calibration is not None:
-            decoded = calibration.draws.mean(axis=1)
-            power = float(decoded @ decoded)
-            if power > 0:
-                scale = float(np.clip(decoded @ calibration.targets / power, 0.0, 1.0))
+        if self.residual_anchor_:
+            if self.residual_scale != "auto":
+                scale = float(self.residual_scale)
+            elif calibration is not None:
+                scale = residual_slope(calibration.draws.mean(axis=1), calibration.targets)
+            elif warn:
+                warnings.warn(
+                    "residual_scale='auto' chooses its scale on the calibration rows, and this "
+                    "fit holds none out (interval_calibration=None or too few rows): it adds "
+                    "the whole decoded residual (residual_scale_ = 1.0).",
+                    UserWarning,
+                    stacklevel=3,
+                )
         self.residual_scale_ = scale
         if calibration is not None and scale != 1.0:
             self.calibration_ = Calibration(

@@ -16,7 +16,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from llmregressor import LLMRegressor
-from llmregressor.anchor import RIDGE_ALPHAS, RidgeAnchor, cross_fit, with_estimates
+from llmregressor.anchor import (
+    RIDGE_ALPHAS,
+    RidgeAnchor,
+    cross_fit,
+    residual_slope,
+    with_estimates,
+)
 from llmregressor.backbones import LanguageModelBackbone
 from llmregressor.features import TEXT_CARDINALITY, free_text_columns, make_feature_preprocessor
 from llmregressor.mlp_decoder import MLPDecoderBackbone
@@ -542,6 +548,19 @@ def test_residual_scale_scales_every_decoded_number(numeric, tiny_model_dir):
     for full, scaled in zip(outputs[1.0], outputs[0.25], strict=True):
         shift = estimates if full.ndim == 1 else estimates[:, None]
         np.testing.assert_allclose(scaled, shift + 0.25 * (full - shift))
+
+
+@pytest.mark.parametrize(
+    ("decoded", "residuals", "slope"),
+    [
+        ([1.0, -2.0], [0.5, -1.0], 0.5),
+        ([1.0, -2.0], [-1.0, 2.0], 0.0),  # anti-correlated: add nothing
+        ([1.0, -2.0], [3.0, -6.0], 1.0),  # never more than the whole residual
+        ([0.0, 0.0], [1.0, 2.0], 1.0),  # nothing decoded, nothing to scale
+    ],
+)
+def test_residual_slope_is_the_clipped_slope_through_the_origin(decoded, residuals, slope):
+    assert residual_slope(np.array(decoded), np.array(residuals)) == slope
 
 
 def test_auto_residual_scale_is_the_calibration_rows_slope(numeric, tiny_model_dir):
