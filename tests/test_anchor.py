@@ -503,6 +503,17 @@ def test_a_residual_anchor_trains_on_what_the_estimate_leaves(numeric, tiny_mode
     assert set(np.round(reg.calibration_.targets, 9)) <= set(np.round(residuals, 9))
 
 
+def every_output(reg, X, calibrated=True):
+    """What each predicting method returns for X: predictions, draws, quantiles, intervals."""
+    return (
+        reg.predict(X),
+        reg.sample(X, 3),
+        reg.predict_quantiles(X, (0.2, 0.8)),
+        reg.predict_quantiles(X, (0.5,), n_samples="exact"),
+        reg.predict_interval(X, 0.8, calibrated=calibrated),
+    )
+
+
 def test_a_residual_anchor_adds_the_estimate_to_every_prediction(numeric, tiny_model_dir):
     X, y = numeric
     reg = small(tiny_model_dir, anchor="ridge", anchor_mode="residual", validation_fraction=0.7)
@@ -512,13 +523,7 @@ def test_a_residual_anchor_adds_the_estimate_to_every_prediction(numeric, tiny_m
     for residual in (False, True):
         # The same fitted policy and seeded draws, with and without the offsets.
         reg.residual_anchor_ = residual
-        outputs[residual] = (
-            reg.predict(X),
-            reg.sample(X, 3),
-            reg.predict_quantiles(X, (0.2, 0.8)),
-            reg.predict_quantiles(X, (0.5,), n_samples="exact"),
-            reg.predict_interval(X, 0.8),
-        )
+        outputs[residual] = every_output(reg, X)
     for raw, shifted in zip(outputs[False], outputs[True], strict=True):
         shift = estimates if raw.ndim == 1 else estimates[:, None]
         np.testing.assert_allclose(shifted, raw + shift)
@@ -538,13 +543,7 @@ def test_residual_scale_scales_every_decoded_number(numeric, tiny_model_dir):
     for scale in (1.0, 0.25):
         # The same fitted policy and seeded draws, with the decoded numbers scaled.
         reg.residual_scale_ = scale
-        outputs[scale] = (
-            reg.predict(X),
-            reg.sample(X, 3),
-            reg.predict_quantiles(X, (0.2, 0.8)),
-            reg.predict_quantiles(X, (0.5,), n_samples="exact"),
-            reg.predict_interval(X, 0.8, calibrated=False),
-        )
+        outputs[scale] = every_output(reg, X, calibrated=False)
     for full, scaled in zip(outputs[1.0], outputs[0.25], strict=True):
         shift = estimates if full.ndim == 1 else estimates[:, None]
         np.testing.assert_allclose(scaled, shift + 0.25 * (full - shift))
