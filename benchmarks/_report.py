@@ -66,6 +66,13 @@ def write_section(name: str, command: str, body: str) -> None:
     report.write_text(text)
 
 
+def append_records(path: Path, records: list[dict]) -> None:
+    """Append records to a results JSONL file, one JSON object a line (the folder made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        out.writelines(json.dumps(record) + "\n" for record in records)
+
+
 def newest_records(
     path: Path, key: tuple[str, ...], where: Callable[[dict], bool] | None = None
 ) -> list[dict]:

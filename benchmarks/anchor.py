@@ -39,7 +39,7 @@ from sklearn.metrics import r2_score
 from sklearn.neighbors import KNeighborsRegressor
 
 import public_datasets
-from _report import markdown_table, newest_records, write_section
+from _report import append_records, markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.anchor import RidgeAnchor
 
@@ -256,9 +256,7 @@ def main() -> None:
         RESULTS.write_text("".join(kept))
     for name in [] if args.report else args.datasets:
         for seed in args.seeds:
-            records = run_one(name, seed, args)
-            with RESULTS.open("a") as out:
-                out.writelines(json.dumps(r) + "\n" for r in records)
+            append_records(RESULTS, run_one(name, seed, args))
     records = load_records(args)
     paired, tally = paired_rows(records)
     llm = ", ".join(["random_state=seed", *(f"{k}={v!r}" for k, v in settings(args).items())])

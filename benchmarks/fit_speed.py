@@ -37,7 +37,7 @@ import torch
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import markdown_table, newest_records, write_section
+from _report import append_records, markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.backbones import compute_autocast, load_pretrained, resolve_compute_dtype
 
@@ -187,12 +187,9 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="rebuild the table only")
     args = parser.parse_args()
     if not args.report:
-        RESULTS.parent.mkdir(exist_ok=True)
         for name in args.datasets:
             for seed in args.seeds:
-                with RESULTS.open("a") as out:
-                    for record in run_one(name, seed, args.configs):
-                        out.write(json.dumps(record) + "\n")
+                append_records(RESULTS, run_one(name, seed, args.configs))
     records = newest_records(
         RESULTS, ("dataset", "seed", "config"), lambda r: r["seed"] in args.seeds
     )

@@ -43,7 +43,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import markdown_table, newest_records, write_section
+from _report import append_records, markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.conformal import (
     central_levels,
@@ -230,9 +230,7 @@ def main() -> None:
                 print(f"{name}: {n_rows} rows, too few for {rows} training rows", flush=True)
                 continue
             for seed in args.seeds:
-                records = run_one(name, seed, rows, args)
-                with args.results.open("a") as out:
-                    out.writelines(json.dumps(r) + "\n" for r in records)
+                append_records(args.results, run_one(name, seed, rows, args))
     header = ["dataset", "rows", "model", "n", "cal rows"]
     for coverage in COVERAGES:
         pct = f"{coverage:.0%}"

@@ -30,7 +30,7 @@ import numpy as np
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import markdown_table, newest_records, write_section
+from _report import append_records, markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.anchor import residual_slope
 
@@ -79,12 +79,9 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="rebuild the table only")
     args = parser.parse_args()
     if not args.report:
-        RESULTS.parent.mkdir(exist_ok=True)
         for name in args.datasets:
             for seed in args.seeds:
-                record = run_one(name, seed)
-                with RESULTS.open("a") as out:
-                    out.write(json.dumps(record) + "\n")
+                append_records(RESULTS, [run_one(name, seed)])
     records = newest_records(RESULTS, ("dataset", "seed"), lambda r: r["seed"] in args.seeds)
     rows = [
         [r["dataset"], r["seed"], r["n_cal"], round(r["lambda"], 2)]

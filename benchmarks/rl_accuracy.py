@@ -46,7 +46,7 @@ from sklearn.metrics import r2_score
 from sklearn.neighbors import KNeighborsRegressor
 
 import public_datasets
-from _report import markdown_table, newest_records, write_section
+from _report import append_records, markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.metrics import interval_coverage
 from llmregressor.params import resolved_reward_on, rl_config
@@ -260,9 +260,7 @@ def main() -> None:
         RESULTS.unlink(missing_ok=True)
     for name in [] if args.report else args.datasets:
         for seed in args.seeds:
-            records = run_one(name, seed, args)
-            with RESULTS.open("a") as out:
-                out.writelines(json.dumps(r) + "\n" for r in records)
+            append_records(RESULTS, run_one(name, seed, args))
     records = load_records(args)
     sft_setting = f"the defaults with rl_algorithm=None and row_format={args.row_format!r}"
     body = (

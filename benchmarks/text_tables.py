@@ -34,7 +34,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
 import public_datasets
-from _report import markdown_table, newest_records, write_section
+from _report import append_records, markdown_table, newest_records, write_section
 from fit_speed import parse_config
 from llmregressor import LLMRegressor
 
@@ -102,12 +102,9 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="rebuild the table only")
     args = parser.parse_args()
     if not args.report:
-        RESULTS.parent.mkdir(exist_ok=True)
         for name in args.datasets:
             for seed in args.seeds:
-                records = run_one(name, seed, args.configs)
-                with RESULTS.open("a") as out:
-                    out.writelines(json.dumps(r) + "\n" for r in records)
+                append_records(RESULTS, run_one(name, seed, args.configs))
     records = newest_records(
         RESULTS, ("dataset", "seed", "model"), lambda r: r["seed"] in args.seeds
     )

@@ -57,3 +57,11 @@ def test_a_missing_page_starts_with_its_own_header(report, tmp_path):
     report.LOG = tmp_path / "new" / "experiment_log.md"
     report.write_section("A new screen", "python rl_sweep.py", "y")
     assert report.LOG.read_text().startswith("# Experiment log\n")
+
+
+def test_appended_records_are_read_back_the_newest_per_key(report, tmp_path):
+    path = tmp_path / "results" / "runs.jsonl"  # the folder does not exist yet
+    report.append_records(path, [{"seed": 0, "r2": 0.1}, {"seed": 1, "r2": 0.2}])
+    report.append_records(path, [{"seed": 0, "r2": 0.3}])
+    records = sorted(report.newest_records(path, ("seed",)), key=lambda r: r["seed"])
+    assert records == [{"seed": 0, "r2": 0.3}, {"seed": 1, "r2": 0.2}]
