@@ -2,12 +2,14 @@
 
     python benchmarks/intervals.py [--datasets diabetes abalone] [--seeds 0 1 2]
                                    [--rows 256 1000] [--test-rows 1000] [--min-test-rows 100]
-                                   [--model PATH] [--results FILE] [--report] [--fresh]
-                                   [--print-only]
+                                   [--model PATH] [--config K=V,K=V] [--results FILE]
+                                   [--report] [--fresh] [--print-only]
 
 For each dataset, seed and training size (a size runs where the dataset keeps at least
 ``--min-test-rows`` rows to test on: 1000 training rows only on abalone), fits the
-default ``LLMRegressor(random_state=seed)`` and scores its 90% and 80% intervals on the
+default ``LLMRegressor(random_state=seed)`` (or, with ``--config``, the default with
+``fit_speed.py``'s overrides, such as ``anchor="ridge",rl_algorithm=null``, the table
+naming them) and scores its 90% and 80% intervals on the
 test rows: the calibrated ones (``predict_interval``, split-conformal CQR on the rows the
 fit held out) and the raw ones (``calibrated=False``): coverage (share of targets inside),
 mean width, and mean pinball loss of the two bounds at their levels ((1 - c) / 2 and
@@ -44,6 +46,7 @@ from sklearn.metrics import r2_score
 
 import public_datasets
 from _report import append_records, markdown_table, newest_records, write_section
+from fit_speed import parse_config
 from llmregressor import LLMRegressor
 from llmregressor.conformal import (
     central_levels,
@@ -134,10 +137,12 @@ def run_one(name: str, seed: int, rows: int, args: argparse.Namespace) -> list[d
         X, y, seed, rows, args.test_rows, "train_test_split"
     )
     y_tr = np.asarray(y_tr, dtype=float)
-    reg = LLMRegressor(random_state=seed, model=args.model).fit(X_tr, y_tr)
+    reg = LLMRegressor(random_state=seed, model=args.model, **parse_config(args.config))
+    reg.fit(X_tr, y_tr)
     if reg.calibration_ is None:
         raise RuntimeError(f"the fit on {rows} rows held out too few rows to calibrate")
-    records = [{"model": LLM, **llm_record(reg, X_te, y_te), "fit_s": reg.fit_time_}]
+    label = LLM if args.config == "after" else f"{LLM} {args.config}"
+    records = [{"model": label, **llm_record(reg, X_te, y_te), "fit_s": reg.fit_time_}]
     # The rows the LM's fit held out calibrate the baselines too; they train on the rest.
     is_val = validation_rows(rows, reg.early_stopping, reg.validation_fraction, reg.seed_)
     is_cal = calibration_rows(is_val, reg.validation_fraction, reg.seed_)
@@ -211,6 +216,11 @@ def main() -> None:
         help="skip a training size that leaves fewer test rows than this",
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="LLMRegressor's base model")
+    parser.add_argument(
+        "--config",
+        default="after",
+        help="the LM's overrides of the defaults, as fit_speed.py's (k=v,k=v; 'after': none)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSONL of the records")
     parser.add_argument("--fresh", action="store_true", help="discard earlier records")
     parser.add_argument(
