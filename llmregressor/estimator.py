@@ -517,11 +517,13 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
                 scale = float(self.residual_scale)
             elif calibration is not None:
                 scale = residual_slope(calibration.draws.mean(axis=1), calibration.targets)
-            elif warn:
+            elif warn and self.interval_calibration is None:
+                # With too few rows to hold any out, the calibration warning has been given.
                 warnings.warn(
-                    "residual_scale='auto' chooses its scale on the calibration rows, and this "
-                    "fit holds none out (interval_calibration=None or too few rows): it adds "
-                    "the whole decoded residual (residual_scale_ = 1.0).",
+                    "residual_scale='auto' chooses its scale on the calibration rows, and "
+                    "interval_calibration=None holds none out: the fit adds the whole decoded "
+                    "residual (residual_scale_ = 1.0). Set residual_scale=1.0 to say so "
+                    "without this warning.",
                     UserWarning,
                     stacklevel=3,
                 )

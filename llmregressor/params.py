@@ -319,8 +319,9 @@ PARAMETERS: tuple[Param, ...] = (
         [0, 1], of the calibration rows' residuals on their mean decoded residual, measured
         after the fit (``residual_scale_``); where the model has learnt nothing the anchor
         lacks, its decoded residual is noise, the slope is near 0 and predictions stay at
-        the anchor's estimate. Without calibration rows (``interval_calibration=None`` or
-        too few rows) ``"auto"`` keeps 1.0, with a warning. Calibrated intervals are scored
+        the anchor's estimate. Without calibration rows ``"auto"`` keeps 1.0, with a warning
+        (under ``interval_calibration=None``; with too few rows to hold any out, the fit
+        warns about the calibration). Calibrated intervals are scored
         on the scaled draws of the same rows that chose the slope, which makes them very
         slightly optimistic. Ignored without a residual anchor.
         """,

@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -604,6 +605,21 @@ def test_auto_residual_scale_without_calibration_rows_warns_and_adds_everything(
     with pytest.warns(UserWarning, match="residual_scale='auto' chooses its scale"):
         reg.fit(X, y)
     assert reg.residual_scale_ == 1.0
+
+
+def test_auto_residual_scale_on_too_few_rows_leaves_the_warning_to_calibration(
+    numeric, tiny_model_dir
+):
+    # 10% of 30 rows are too few to calibrate: the fit says so once, not twice.
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor="ridge", anchor_mode="residual", residual_scale="auto")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg.fit(X, y)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert any("needs at least 20 held-out rows" in m for m in messages)
+    assert not any("residual_scale" in m for m in messages)
+    assert reg.calibration_ is None and reg.residual_scale_ == 1.0
 
 
 def test_a_residual_anchor_stays_near_a_good_anchor_when_the_model_learns_little(
