@@ -62,13 +62,19 @@ BATCH = 16
 
 
 def parse_config(label: str) -> dict:
-    """Estimator overrides of a configuration label (``before``, ``after``, ``k=v,k=v``)."""
+    """Estimator overrides of a configuration label (``before``, ``after``, ``k=v,k=v``).
+
+    ``anchor="spline_ridge"`` and ``anchor="spline_or_ridge"`` stand for the anchors of
+    those names in ``public_datasets``, which the package does not name.
+    """
     if label in NAMED:
         return NAMED[label]
     overrides = {}
     for item in label.split(","):
         key, value = item.split("=", 1)
         overrides[key] = None if value == "None" else json.loads(value)
+    if overrides.get("anchor") in ("spline_ridge", "spline_or_ridge"):
+        overrides["anchor"] = getattr(public_datasets, overrides["anchor"])()
     return overrides
 
 
