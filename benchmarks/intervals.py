@@ -95,8 +95,16 @@ def llm_record(reg: LLMRegressor, X_te, y_te: np.ndarray) -> dict:
         raw = sample_quantiles(draws, levels)
         cal_raw = sample_quantiles(reg.calibration_.draws, levels)
         calibrated = cqr(cal_raw, reg.calibration_.targets, raw, coverage)
-        # What predict_interval returns, checked on a few rows rather than sampled again.
-        np.testing.assert_array_equal(reg.predict_interval(X_te[:5], coverage), calibrated[:5])
+        # What predict_interval returns, checked on a few rows rather than sampled again. In
+        # bfloat16 a row's draws change with the batch it is decoded in (docs/reliability.md),
+        # and a bound moved by up to 1.6% of the targets' spread on the runs of 2026-12-02: a wrong
+        # formula moves them far more, so they must agree to 5% of it, not exactly.
+        np.testing.assert_allclose(
+            reg.predict_interval(X_te[:5], coverage),
+            calibrated[:5],
+            rtol=0,
+            atol=0.05 * np.std(y_te),
+        )
         record.update(interval_scores(y_te, calibrated, coverage, ""))
         record.update(interval_scores(y_te, raw, coverage, "raw_"))
     return record
