@@ -70,9 +70,9 @@ def run_one(name: str, seed: int) -> dict[str, float]:
     X_tr, X_te, y_tr, y_te = public_datasets.split(X, y, seed, 256, 1000, "train_test_split")
     scores = {"ridge": r2_score(y_te, RidgeAnchor().fit(X_tr, y_tr).predict(X_te))}
     if name not in public_datasets.TEXT_NAMES:
-        for label in ("spline ridge", "spline or ridge"):
-            anchor = getattr(public_datasets, label.replace(" ", "_"))().fit(X_tr, y_tr)
-            scores[label] = r2_score(y_te, anchor.predict(X_te))
+        for key, make_anchor in public_datasets.NAMED_ANCHORS.items():
+            anchor = make_anchor().fit(X_tr, y_tr)
+            scores[key.replace("_", " ")] = r2_score(y_te, anchor.predict(X_te))
         return scores
     assert not X.isna().any().any(), "as_strings assumes no missing cells"
     A_tr, A_te = X_tr.to_numpy(dtype=object), X_te.to_numpy(dtype=object)

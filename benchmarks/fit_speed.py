@@ -64,8 +64,8 @@ BATCH = 16
 def parse_config(label: str) -> dict:
     """Estimator overrides of a configuration label (``before``, ``after``, ``k=v,k=v``).
 
-    ``anchor="spline_ridge"`` and ``anchor="spline_or_ridge"`` stand for the anchors of
-    those names in ``public_datasets``, which the package does not name.
+    An ``anchor`` named in ``public_datasets.NAMED_ANCHORS`` (``anchor="spline_ridge"``)
+    stands for that anchor, which the package does not name.
     """
     if label in NAMED:
         return NAMED[label]
@@ -73,8 +73,8 @@ def parse_config(label: str) -> dict:
     for item in label.split(","):
         key, value = item.split("=", 1)
         overrides[key] = None if value == "None" else json.loads(value)
-    if overrides.get("anchor") in ("spline_ridge", "spline_or_ridge"):
-        overrides["anchor"] = getattr(public_datasets, overrides["anchor"])()
+    if overrides.get("anchor") in public_datasets.NAMED_ANCHORS:
+        overrides["anchor"] = public_datasets.NAMED_ANCHORS[overrides["anchor"]]()
     return overrides
 
 
