@@ -29,9 +29,11 @@ import sys
 from collections import Counter
 
 import numpy as np
+from cell_embeddings import CellEmbeddings
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
+from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 from text_tables import baselines
@@ -42,7 +44,17 @@ from llmregressor.anchor import RIDGE_ALPHAS, RidgeAnchor
 from llmregressor.features import free_text_columns, make_feature_preprocessor
 
 NUMERIC = ("ridge", "spline ridge", "spline or ridge")
-TEXT = ("ridge", "+ every cell", "+ repeated cells", "TF-IDF + Ridge")
+TEXT = (
+    "ridge",
+    "+ every cell",
+    "+ repeated cells",
+    "TF-IDF + Ridge",
+    "TF-IDF + LM layer 15",
+    "TF-IDF + LM layer 30",
+    "TF-IDF or + LM layer 15",
+)
+# The embedded model's layers whose cell embeddings join TF-IDF + Ridge (15: the middle one).
+LM_LAYERS = (15, 30)
 
 
 def as_strings(column: np.ndarray) -> np.ndarray:
@@ -81,7 +93,30 @@ def run_one(name: str, seed: int) -> dict[str, float]:
         scores[label] = r2_score(y_te, model.fit(A_tr, y_tr).predict(A_te))
     pipeline = baselines(name, X)["TF-IDF + Ridge"].fit(X_tr, y_tr)
     scores["TF-IDF + Ridge"] = r2_score(y_te, pipeline.predict(X_te))
+    tfidf_blocks = baselines(name, X)["TF-IDF + Ridge"].steps[0][1].transformers
+    for layer in LM_LAYERS:
+        model = baselines(name, X)["TF-IDF + Ridge"]
+        model.set_params(columntransformer__transformers=with_embeddings(tfidf_blocks, X, layer))
+        scores[f"TF-IDF + LM layer {layer}"] = r2_score(y_te, model.fit(X_tr, y_tr).predict(X_te))
+    chooser = GridSearchCV(
+        baselines(name, X)["TF-IDF + Ridge"],
+        {
+            "columntransformer__transformers": [
+                tfidf_blocks,
+                with_embeddings(tfidf_blocks, X, LM_LAYERS[0]),
+            ]
+        },
+        scoring="neg_mean_squared_error",
+        cv=KFold(5, shuffle=True, random_state=0),
+        refit=public_datasets.simplest_within_one_se,
+    )
+    scores["TF-IDF or + LM layer 15"] = r2_score(y_te, chooser.fit(X_tr, y_tr).predict(X_te))
     return scores
+
+
+def with_embeddings(blocks: list, X, layer: int) -> list:
+    """``blocks`` of a column transformer plus the LM's embedding of each column of ``X``."""
+    return [*blocks, *[(f"lm_{c}", CellEmbeddings(c, layer=layer), [c]) for c in X.columns]]
 
 
 def main() -> None:
