@@ -149,6 +149,25 @@ def simplest_within_one_se(cv_results: dict) -> int:
     return int(np.flatnonzero(means >= means[best] - se)[0])
 
 
+def simplest_within_one_paired_se(cv_results: dict) -> int:
+    """Index of the first candidate within one SE of the best one's, on paired fold scores.
+
+    The candidates are listed simplest first. A candidate is as good as the best one when
+    the mean over the folds of the best one's score minus its own is at most one standard
+    error of those differences (their sample standard deviation over the square root of
+    the fold count). Pairing the folds removes their common difficulty, which dominates
+    the spread of either candidate's own scores (:func:`simplest_within_one_se`).
+    """
+    folds = sorted(k for k in cv_results if k.startswith("split") and k.endswith("_test_score"))
+    scores = np.array([cv_results[k] for k in folds])  # (folds, candidates)
+    best = int(np.argmax(scores.mean(axis=0)))
+    for i in range(scores.shape[1]):
+        gain = scores[:, best] - scores[:, i]
+        if gain.mean() <= gain.std(ddof=1) / np.sqrt(len(folds)):
+            return i
+    return best
+
+
 def spline_or_ridge() -> GridSearchCV:
     """:func:`spline_ridge`, or the same with linear numeric columns, chosen by 5-fold CV.
 

@@ -12,7 +12,10 @@ For each dataset and seed (256 training rows, up to 1000 test rows, ``train_test
 - one LLM fit per configuration (``after``: today's defaults, or ``name=value`` overrides as
   in fit_speed.py), predicting the mean of 16 draws. ``anchor="tfidf_ridge"`` in a
   configuration gives the fit the ``TF-IDF + Ridge`` pipeline above as its anchor (a user's
-  estimator, as any scikit-learn regressor may be).
+  estimator, as any scikit-learn regressor may be); ``anchor="tfidf_or_lm"`` gives it that
+  pipeline or the same plus the frozen LM's embeddings of each column, as 5-fold CV on the
+  training rows chooses (``tfidf_or_lm``). Anchored fits also record their anchor's test
+  R^2 alone and their ``residual_scale_``.
 
 Records append to ``benchmarks/results/text_tables.jsonl``; the table is built from all of
 them (the newest per dataset, seed and model).
@@ -25,11 +28,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cell_embeddings import CellEmbeddings
 from sklearn.compose import make_column_transformer
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
+from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
@@ -38,6 +43,8 @@ from _report import append_records, markdown_table, newest_records, write_sectio
 from fit_speed import parse_config
 from llmregressor import LLMRegressor
 
+# The embedded model's layer whose cell embeddings ``tfidf_or_lm`` offers (the middle one).
+EMBEDDING_LAYER = 15
 RESULTS = Path(__file__).resolve().parent / "results" / "text_tables.jsonl"
 BASELINES = ("HGB (non-text columns)", "TF-IDF + Ridge")
 
@@ -62,6 +69,28 @@ def baselines(name: str, X) -> dict:
     return dict(zip(BASELINES, (hgb, tfidf), strict=True))
 
 
+def with_embeddings(blocks: list, columns, layer: int = EMBEDDING_LAYER) -> list:
+    """Column-transformer ``blocks`` plus the frozen LM's embedding of each of ``columns``."""
+    return [*blocks, *[(f"lm_{c}", CellEmbeddings(c, layer=layer), [c]) for c in columns]]
+
+
+def tfidf_or_lm(name: str, X, refit=public_datasets.simplest_within_one_paired_se):
+    """``TF-IDF + Ridge``, or it plus the LM's embeddings of every column, chosen by 5-fold CV.
+
+    The embeddings (``cell_embeddings.CellEmbeddings``, layer ``EMBEDDING_LAYER``) are chosen
+    only when they beat the plain pipeline by more than ``refit``'s standard error.
+    """
+    pipeline = baselines(name, X)["TF-IDF + Ridge"]
+    blocks = pipeline.steps[0][1].transformers
+    return GridSearchCV(
+        pipeline,
+        {"columntransformer__transformers": [blocks, with_embeddings(blocks, X.columns)]},
+        scoring="neg_mean_squared_error",
+        cv=KFold(5, shuffle=True, random_state=0),
+        refit=refit,
+    )
+
+
 def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
     """Fit the baselines and every LLM configuration on one (dataset, seed) split."""
     X, y = public_datasets.load(name)
@@ -73,6 +102,8 @@ def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
             params = dict(parse_config(model))
             if params.get("anchor") == "tfidf_ridge":
                 params["anchor"] = baselines(name, X)["TF-IDF + Ridge"]
+            elif params.get("anchor") == "tfidf_or_lm":
+                params["anchor"] = tfidf_or_lm(name, X)
             model = LLMRegressor(random_state=seed, **params)
         start = time.perf_counter()
         model.fit(X_tr, y_tr)
@@ -84,6 +115,7 @@ def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
                 "r2": r2_score(y_te, pred),
                 "rmse": float(np.sqrt(np.mean((pred - y_te) ** 2))),
                 "fit_s": fit_s,
+                **anchored(model, X_te, y_te),
                 "dataset": name,
                 "seed": seed,
                 "train_rows": len(X_tr),
@@ -92,6 +124,16 @@ def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
         )
         print(json.dumps(records[-1]), flush=True)
     return records
+
+
+def anchored(model, X_te, y_te: np.ndarray) -> dict:
+    """An anchored LLM's anchor alone on the test rows and its residual scale (else nothing)."""
+    if getattr(model, "anchor_", None) is None:
+        return {}
+    return {
+        "anchor_r2": r2_score(y_te, model.anchor_.predict(X_te)),
+        "residual_scale": model.residual_scale_,
+    }
 
 
 def main() -> None:
