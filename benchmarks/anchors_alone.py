@@ -20,7 +20,7 @@ anchors on the training rows and reports their test R^2:
   ``text_tables.py``'s ``TF-IDF + Ridge``, whose text columns are named by hand (on
   tate_year ``artist`` is one-hot encoded there, read as words by the package);
 - ``TF-IDF + LM layer L``: that pipeline plus each column's embedding by the frozen
-  embedded LM (``cell_embeddings.CellEmbeddings``: layer ``L``'s hidden state averaged
+  embedded LM (``llmregressor.LMCellEmbeddings``: layer ``L``'s hidden state averaged
   over the tokens of ``"<column>: <cell>"``), and ``TF-IDF or + LM layer 15``: one of the
   two chosen by 5-fold CV on the training rows (the embeddings only when they win by more
   than one standard error of a candidate's fold scores, or, ``(paired)``, of the two

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from cell_embeddings import CellEmbeddings
 from sklearn.compose import make_column_transformer
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -41,7 +40,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 import public_datasets
 from _report import append_records, markdown_table, newest_records, write_section
 from fit_speed import parse_config
-from llmregressor import LLMRegressor
+from llmregressor import LLMRegressor, LMCellEmbeddings
 
 # The embedded model's layer whose cell embeddings ``tfidf_or_lm`` offers (the middle one).
 EMBEDDING_LAYER = 15
@@ -71,13 +70,13 @@ def baselines(name: str, X) -> dict:
 
 def with_embeddings(blocks: list, columns, layer: int = EMBEDDING_LAYER) -> list:
     """Column-transformer ``blocks`` plus the frozen LM's embedding of each of ``columns``."""
-    return [*blocks, *[(f"lm_{c}", CellEmbeddings(c, layer=layer), [c]) for c in columns]]
+    return [*blocks, *[(f"lm_{c}", LMCellEmbeddings(layer=layer), [c]) for c in columns]]
 
 
 def tfidf_or_lm(name: str, X, refit=public_datasets.simplest_within_one_paired_se):
     """``TF-IDF + Ridge``, or it plus the LM's embeddings of every column, chosen by 5-fold CV.
 
-    The embeddings (``cell_embeddings.CellEmbeddings``, layer ``EMBEDDING_LAYER``) are chosen
+    The embeddings (``LMCellEmbeddings``, layer ``EMBEDDING_LAYER``) are chosen
     only when they beat the plain pipeline by more than ``refit``'s standard error.
     """
     pipeline = baselines(name, X)["TF-IDF + Ridge"]

@@ -5,12 +5,14 @@
 # imports first.
 from . import backbones, mlp_decoder  # noqa: F401  # isort: skip
 from ._version import __version__
+from .cell_embeddings import LMCellEmbeddings
 from .codecs import NormalizedCodec, NumberCodec, ScientificCodec
 from .estimator import LLMRegressor
 from .serialize import RowSerializer
 
 __all__ = [
     "LLMRegressor",
+    "LMCellEmbeddings",
     "NormalizedCodec",
     "NumberCodec",
     "RowSerializer",
