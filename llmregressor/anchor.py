@@ -16,7 +16,12 @@ of the rows given to ``predict``, ``sample``, ``predict_quantiles`` and ``predic
 
 ``anchor="ridge"`` is :class:`RidgeAnchor`: the ``mlp-decoder``'s feature preprocessing
 (:func:`~llmregressor.features.make_feature_preprocessor`) with free-text columns read as
-TF-IDF words, and ``RidgeCV`` over :data:`RIDGE_ALPHAS`. Any scikit-learn regressor may be
+TF-IDF words, and ``RidgeCV`` over :data:`RIDGE_ALPHAS`. ``anchor="additive"`` is the same
+class with two more readings, each taken only where 5-fold cross-validation on the training
+rows says it helps: numeric columns through cubic splines (an additive model), and every
+non-numeric column also through the base LM's embedding of its cells
+(:mod:`llmregressor.cell_embeddings`), which is how what the language model knows about a
+burger or an artist reaches the estimate. Any scikit-learn regressor may be
 the anchor instead; it is cloned before each fit and receives ``X`` exactly as ``fit`` and
 ``predict`` got it (a DataFrame stays a DataFrame), so it can be a ``Pipeline`` with its own
 ``ColumnTransformer``.
@@ -25,14 +30,19 @@ the anchor instead; it is cloned before each fit and receives ``X`` exactly as `
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 
 import numpy as np
+from scipy.interpolate import BSpline
 from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import RidgeCV
-from sklearn.model_selection import KFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
+from sklearn.model_selection import KFold, cross_val_predict, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import SplineTransformer
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .cell_embeddings import LMCellEmbeddings, cell_texts, embed_texts
 from .features import (
     _as_documents,
     _as_float,
@@ -44,32 +54,126 @@ from .features import (
 __all__ = [
     "ANCHORS",
     "ANCHOR_MODES",
+    "NUMERIC_BASES",
     "RIDGE_ALPHAS",
+    "SPLINE_KNOTS",
     "RidgeAnchor",
     "anchor_estimates",
     "cross_fit",
     "make_anchor",
     "residual_slope",
+    "simplest_within_one_paired_se",
+    "simplest_within_one_se",
     "with_estimates",
 ]
 
 # The penalties RidgeCV chooses from (leave-one-out error, computed in closed form).
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
 
+# How RidgeAnchor may read a numeric column (``numeric_basis``): as one weight, as a cubic
+# B-spline, or as whichever of the two cross-validation on the training rows prefers.
+NUMERIC_BASES = ("linear", "spline", "auto")
+
+# Knots of a numeric column's B-spline, at quantiles of the training rows: scikit-learn's
+# default count (7 basis functions per column, cubic).
+SPLINE_KNOTS = 5
+_SPLINE_DEGREE = 3
+
+# How many shuffled folds choose between the candidate encodings of an ``"auto"`` setting,
+# and the fewest rows such a choice is made on (below, the simpler candidate is kept).
+CHOICE_FOLDS = 5
+MIN_ROWS_TO_CHOOSE = 2 * CHOICE_FOLDS
+
+
+def simplest_within_one_se(scores: np.ndarray) -> int:
+    """Index of the simplest candidate whose mean score is within one SE of the best one's.
+
+    The one-standard-error rule (Hastie, Tibshirani and Friedman, *The Elements of
+    Statistical Learning*, 7.10): the standard error is the best candidate's standard
+    deviation over the folds (as ``GridSearchCV`` reports it) over the square root of their
+    count.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_folds, n_candidates)
+        Each candidate's score (higher is better) on each fold, simplest candidate first.
+
+    Returns
+    -------
+    index : int
+    """
+    means = scores.mean(axis=0)
+    best = int(np.argmax(means))
+    se = scores[:, best].std() / np.sqrt(scores.shape[0])
+    return int(np.flatnonzero(means >= means[best] - se)[0])
+
+
+def simplest_within_one_paired_se(scores: np.ndarray) -> int:
+    """Index of the simplest candidate within one SE of the best one, on paired fold scores.
+
+    A candidate is as good as the best one when the mean over the folds of the best one's
+    score minus its own is at most one standard error of those differences (their sample
+    standard deviation over the square root of the fold count). Pairing the folds removes
+    their common difficulty, which dominates the spread of either candidate's own scores
+    (:func:`simplest_within_one_se`).
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_folds, n_candidates)
+        Each candidate's score (higher is better) on each fold, simplest candidate first.
+
+    Returns
+    -------
+    index : int
+    """
+    best = int(np.argmax(scores.mean(axis=0)))
+    for i in range(scores.shape[1]):
+        gain = scores[:, best] - scores[:, i]
+        if gain.mean() <= gain.std(ddof=1) / np.sqrt(scores.shape[0]):
+            return i
+    return best
+
 
 class RidgeAnchor(RegressorMixin, BaseEstimator):
-    """The anchor of ``anchor="ridge"``: standardized, imputed, one-hot, word features + RidgeCV.
+    """The anchor of ``anchor="ridge"`` and ``"additive"``: encoded columns + RidgeCV.
 
     Fitting runs :func:`~llmregressor.features.make_feature_preprocessor` with
     ``free_text=True`` (numbers imputed with the mean, flagged when missing and standardized;
     free-text columns, those with more than
     :data:`~llmregressor.features.TEXT_CARDINALITY` distinct cells of words, as TF-IDF of
     their words and word pairs; other columns one-hot encoded) and
-    ``RidgeCV(alphas=RIDGE_ALPHAS)``, then folds both into one linear function of the raw
-    columns: a weight per numeric column and what a missing cell adds in its place, a weight
-    per category, a weight per word feature of each free-text column, and an intercept.
-    :meth:`predict` evaluates that function, so a model rebuilt from :meth:`to_json` predicts
-    exactly as the fitted one (a model folder stores the anchor without pickle).
+    ``RidgeCV(alphas=RIDGE_ALPHAS)``. Two options add what a linear model of those features
+    misses: ``numeric_basis`` reads each numeric column through a cubic B-spline (an
+    additive model), ``text_embeddings`` adds what the frozen base LM makes of each
+    non-numeric cell (:class:`~llmregressor.cell_embeddings.LMCellEmbeddings`). Set to
+    ``"auto"``, each is used only when 5-fold cross-validation on the training rows says it
+    helps. The fit is then folded into one function of the raw columns: per numeric column
+    a weight (or a spline) and what a missing cell adds in its place, a weight per category,
+    per word feature of each free-text column and per embedding feature, and an intercept.
+    :meth:`predict` evaluates that function, so a model rebuilt from :meth:`to_json`
+    predicts exactly as the fitted one (a model folder stores the anchor without pickle).
+
+    Parameters
+    ----------
+    numeric_basis : {"linear", "spline", "auto"}, default="linear"
+        How each numeric column enters: one weight of its standardized value; a cubic
+        B-spline with :data:`SPLINE_KNOTS` knots at quantiles of the training rows and
+        linear beyond them; or ``"auto"``, the splines only when they beat the linear
+        columns by more than one standard error of the folds' scores
+        (:func:`simplest_within_one_se`): on a few hundred noisy rows a small gain in
+        cross-validation is noise, and a linear column extrapolates more safely.
+    text_embeddings : bool or "auto", default=False
+        Add, for every non-numeric column, the frozen base LM's embedding of each cell
+        (:class:`~llmregressor.cell_embeddings.LMCellEmbeddings`, standardized, its block
+        weighing about as much as a row's TF-IDF vector); ``"auto"``: only when they beat
+        the anchor without them by more than one standard error of the paired fold
+        differences (:func:`simplest_within_one_paired_se`), chosen after the numeric basis.
+        Without a non-numeric column there is nothing to embed.
+    embedding_model : str, default="smollm2-135m"
+        The base LM that embeds the cells (the ``LLMRegressor``'s ``model`` for the named
+        anchors), also needed by :meth:`predict`.
+    embedding_layer : int or None, default=None
+        Its hidden state to average (None: the middle layer).
 
     Attributes
     ----------
@@ -77,10 +181,17 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         Number of columns seen in :meth:`fit`.
     feature_names_in_ : ndarray of str
         Column names seen in :meth:`fit` (only when X had string column names).
+    numeric_basis_ : str
+        ``"linear"`` or ``"spline"``: the basis fitted (``numeric_basis`` or its choice).
+    text_embeddings_ : bool
+        Whether the embeddings are among the features (``text_embeddings`` or its choice).
     numeric_columns_ : ndarray of int
         Indices of the numeric columns.
     numeric_weights_ : ndarray of float
-        Weight of each numeric column's raw value.
+        Weight of each numeric column's raw value (0 for a column read through a spline).
+    numeric_splines_ : list of (ndarray, ndarray) or None
+        Each numeric column's spline as its knots in raw units and its coefficients, None
+        for a linear column.
     missing_values_ : ndarray of float
         What a missing cell of each numeric column adds instead.
     categorical_columns_ : ndarray of int
@@ -98,11 +209,29 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         Each free-text column's inverse document frequencies of those terms.
     word_weights_ : list of ndarray of float
         What each term's TF-IDF weight, times this, adds.
+    embedding_columns_ : ndarray of int
+        Indices of the embedded columns (none without embeddings).
+    embedding_names_ : list of str
+        The name written before each embedded column's cells.
+    embedding_weights_ : list of ndarray of float
+        What each feature of a cell's raw embedding, times this, adds.
     intercept_ : float
         The prediction when every weight adds nothing.
     alpha_ : float
         The penalty RidgeCV chose.
     """
+
+    def __init__(
+        self,
+        numeric_basis: str = "linear",
+        text_embeddings: bool | str = False,
+        embedding_model: str = "smollm2-135m",
+        embedding_layer: int | None = None,
+    ):
+        self.numeric_basis = numeric_basis
+        self.text_embeddings = text_embeddings
+        self.embedding_model = embedding_model
+        self.embedding_layer = embedding_layer
 
     def __sklearn_tags__(self):
         """Declare NaN, strings and categories as valid input, as the LLMRegressor does."""
@@ -113,7 +242,7 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         return tags
 
     def fit(self, X, y) -> RidgeAnchor:
-        """Fit the preprocessing and RidgeCV, and fold them into one linear function.
+        """Fit the preprocessing and RidgeCV, and fold them into one function of the columns.
 
         Parameters
         ----------
@@ -125,19 +254,103 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         Returns
         -------
         self : RidgeAnchor
+
+        Raises
+        ------
+        ValueError
+            If ``numeric_basis`` or ``text_embeddings`` is not one of its values.
         """
+        if self.numeric_basis not in NUMERIC_BASES:
+            raise ValueError(
+                f"numeric_basis must be one of {NUMERIC_BASES}, got {self.numeric_basis!r}"
+            )
+        if not (isinstance(self.text_embeddings, bool) or self.text_embeddings == "auto"):
+            raise ValueError(
+                f"text_embeddings must be True, False or 'auto', got {self.text_embeddings!r}"
+            )
         X, y = validate_data(self, X, y, dtype=None, ensure_all_finite="allow-nan", y_numeric=True)
+        y = np.asarray(y, dtype=np.float64)
         preprocessor = make_feature_preprocessor(X, free_text=True)
-        ridge = RidgeCV(alphas=RIDGE_ALPHAS)
+        n_numeric = len(preprocessor.transformers[0][2])
+        bases = ["linear", "spline"] if self.numeric_basis == "auto" else [self.numeric_basis]
+        if not n_numeric:
+            bases = ["linear"]
+        embeds = [False, True] if self.text_embeddings == "auto" else [self.text_embeddings]
+        if n_numeric == X.shape[1]:
+            embeds = [False]
+        basis = bases[self._choose(X, y, bases, embeds[:1], simplest_within_one_se)]
+        embed = embeds[self._choose(X, y, [basis], embeds, simplest_within_one_paired_se)]
+        pipeline = self._pipeline(X, basis, embed)
         # One row has no spread to choose a penalty by: RidgeCV's leave-one-out error then
         # divides 0 by 0 (with numpy warnings) and fits the constant y, which is the answer.
         with np.errstate(invalid="ignore", divide="ignore"):
-            make_pipeline(preprocessor, ridge).fit(X, np.asarray(y, dtype=np.float64))
-        self._fold(preprocessor, ridge)
+            pipeline.fit(X, y)
+        self.numeric_basis_, self.text_embeddings_ = basis, bool(embed)
+        self._fold(pipeline[0], pipeline[1])
         return self
 
-    def _fold(self, preprocessor, ridge: RidgeCV) -> None:
-        """Turn the fitted preprocessing and ridge into weights of the raw columns."""
+    def _names(self, n_features: int) -> list[str]:
+        if hasattr(self, "feature_names_in_"):
+            return [str(name) for name in self.feature_names_in_]
+        return [f"x{j}" for j in range(n_features)]
+
+    def _pipeline(self, X: np.ndarray, basis: str, embed: bool) -> Pipeline:
+        """Build the preprocessing of ``X`` with this basis and embeddings, then RidgeCV."""
+        preprocessor = make_feature_preprocessor(X, free_text=True)
+        blocks = list(preprocessor.transformers)
+        name, numeric, columns = blocks[0]
+        if basis == "spline" and len(columns):
+            # The splines read the standardized values; the missing-indicators that follow
+            # them pass through.
+            splines = SplineTransformer(
+                n_knots=SPLINE_KNOTS,
+                degree=_SPLINE_DEGREE,
+                knots="quantile",
+                extrapolation="linear",
+            )
+            numeric.steps.append(
+                (
+                    "splines",
+                    ColumnTransformer(
+                        [("values", splines, list(range(len(columns))))], remainder="passthrough"
+                    ),
+                )
+            )
+        if embed:
+            names = self._names(X.shape[1])
+            blocks += [
+                (
+                    f"embed{j}",
+                    LMCellEmbeddings(
+                        model=self.embedding_model, layer=self.embedding_layer, names=[names[j]]
+                    ),
+                    [j],
+                )
+                for j in range(X.shape[1])
+                if j not in set(columns)
+            ]
+        preprocessor = ColumnTransformer(blocks, sparse_threshold=preprocessor.sparse_threshold)
+        return Pipeline([("features", preprocessor), ("ridge", RidgeCV(alphas=RIDGE_ALPHAS))])
+
+    def _choose(self, X, y, bases: list, embeds: list, rule) -> int:
+        """Index of the candidate (a basis or an embedding setting) that ``rule`` picks."""
+        candidates = [(b, e) for b in bases for e in embeds]
+        if len(candidates) == 1 or len(y) < MIN_ROWS_TO_CHOOSE:
+            return 0
+        folds = KFold(CHOICE_FOLDS, shuffle=True, random_state=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scores = np.column_stack(
+                [
+                    cross_val_score(
+                        self._pipeline(X, b, e), X, y, cv=folds, scoring="neg_mean_squared_error"
+                    )
+                    for b, e in candidates
+                ]
+            )
+        return rule(scores)
+
+    def _fold(self, preprocessor: ColumnTransformer, ridge: RidgeCV) -> None:
+        """Turn the fitted preprocessing and ridge into a function of the raw columns."""
         coef = np.asarray(ridge.coef_, dtype=np.float64).ravel()
         intercept = float(ridge.intercept_)
         columns = {
@@ -145,20 +358,38 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         }
         slices = preprocessor.output_indices_
         self.numeric_columns_ = columns["numeric"]
-        self.numeric_weights_ = np.zeros(0)
-        self.missing_values_ = np.zeros(0)
-        if self.numeric_columns_.size:
+        n_numeric = self.numeric_columns_.size
+        self.numeric_weights_ = np.zeros(n_numeric)
+        self.numeric_splines_ = [None] * n_numeric
+        self.missing_values_ = np.zeros(n_numeric)
+        if n_numeric:
             steps = preprocessor.named_transformers_["numeric"].named_steps
             imputer, scaler = steps["simpleimputer"], steps["standardscaler"]
             flagged = imputer.indicator_.features_
-            # The features are (value - mean) / scale, for the imputed values and then the
-            # missing-indicators: the means move into the intercept.
-            scaled = coef[slices["numeric"]] / scaler.scale_
-            intercept -= float(scaled @ scaler.mean_)
-            self.numeric_weights_ = scaled[: self.numeric_columns_.size]
-            missing = self.numeric_weights_ * imputer.statistics_
-            missing[flagged] += scaled[self.numeric_columns_.size :]
-            self.missing_values_ = missing
+            weights = coef[slices["numeric"]]
+            if "splines" in steps:
+                splines = steps["splines"].named_transformers_["values"]
+                width = splines.n_features_out_ // n_numeric
+                values, indicators = weights[: width * n_numeric], weights[width * n_numeric :]
+                for j, spline in enumerate(splines.bsplines_):
+                    # A B-spline of the standardized value is the same B-spline of the raw
+                    # value on knots moved back to raw units.
+                    knots = spline.t * scaler.scale_[j] + scaler.mean_[j]
+                    self.numeric_splines_[j] = (knots, values[j * width : (j + 1) * width])
+                    self.missing_values_[j] = _spline_values(
+                        *self.numeric_splines_[j], imputer.statistics_[j : j + 1]
+                    )[0]
+            else:
+                # The features are (value - mean) / scale: the means move into the intercept.
+                scaled = weights[:n_numeric] / scaler.scale_[:n_numeric]
+                intercept -= float(scaled @ scaler.mean_[:n_numeric])
+                self.numeric_weights_ = scaled
+                self.missing_values_ = scaled * imputer.statistics_
+                indicators = weights[n_numeric:]
+            # The missing-indicators are standardized like the values, whatever the basis.
+            indicators = indicators / scaler.scale_[n_numeric:]
+            intercept -= float(indicators @ scaler.mean_[n_numeric:])
+            self.missing_values_[flagged] += indicators
         self.categorical_columns_ = columns["categorical"]
         self.categories_, self.category_weights_ = [], []
         if self.categorical_columns_.size:
@@ -176,6 +407,17 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             self.vocabularies_.append([str(term) for term in vectorizer.get_feature_names_out()])
             self.idfs_.append(np.asarray(vectorizer.idf_, dtype=np.float64))
             self.word_weights_.append(coef[slices[name]])
+        names = [name for name in columns if name.startswith("embed")]
+        self.embedding_columns_ = np.array([columns[name][0] for name in names], dtype=np.intp)
+        self.embedding_names_, self.embedding_weights_ = [], []
+        for name in names:
+            embedder = preprocessor.named_transformers_[name]
+            # Features are (embedding - mean) / scale / sqrt(width): fold all but the
+            # embedding into its weights and the intercept.
+            weights = coef[slices[name]] / embedder.scale_ / np.sqrt(embedder.scale_.size)
+            intercept -= float(weights @ embedder.mean_)
+            self.embedding_names_.append(str(embedder.names[0]))
+            self.embedding_weights_.append(weights)
         used = sum(piece.stop - piece.start for piece in slices.values())
         if used != coef.size:
             raise RuntimeError(
@@ -186,7 +428,7 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         self.alpha_ = float(ridge.alpha_)
 
     def predict(self, X) -> np.ndarray:
-        """Predict targets with the folded linear function.
+        """Predict targets with the folded function.
 
         Parameters
         ----------
@@ -202,10 +444,11 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         y_pred = np.full(len(X), self.intercept_)
         if self.numeric_columns_.size:
             values = _as_float(X[:, self.numeric_columns_])
-            contributions = np.where(
-                np.isnan(values), self.missing_values_, values * self.numeric_weights_
-            )
-            y_pred += contributions.sum(axis=1)
+            contributions = values * self.numeric_weights_
+            for j, spline in enumerate(self.numeric_splines_):
+                if spline is not None:
+                    contributions[:, j] = _spline_values(*spline, values[:, j])
+            y_pred += np.where(np.isnan(values), self.missing_values_, contributions).sum(axis=1)
         for column, categories, weights in zip(
             self.categorical_columns_, self.categories_, self.category_weights_, strict=True
         ):
@@ -218,6 +461,12 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             vectorizer = word_vectorizer(vocabulary={term: i for i, term in enumerate(vocabulary)})
             vectorizer.idf_ = idf
             y_pred += vectorizer.transform(_as_documents(X[:, [column]])) @ weights
+        for column, name, weights in zip(
+            self.embedding_columns_, self.embedding_names_, self.embedding_weights_, strict=True
+        ):
+            texts = cell_texts(name, X[:, column])
+            embeddings = embed_texts(texts, model=self.embedding_model, layer=self.embedding_layer)
+            y_pred += embeddings.astype(np.float64) @ weights
         return y_pred
 
     def to_json(self) -> dict:
@@ -231,8 +480,15 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         state = {
             "n_features_in": int(self.n_features_in_),
+            "numeric_basis": self.numeric_basis_,
             "numeric_columns": self.numeric_columns_.tolist(),
             "numeric_weights": self.numeric_weights_.tolist(),
+            "numeric_splines": [
+                None
+                if spline is None
+                else {"knots": spline[0].tolist(), "coefs": spline[1].tolist()}
+                for spline in self.numeric_splines_
+            ],
             "missing_values": self.missing_values_.tolist(),
             "categorical_columns": self.categorical_columns_.tolist(),
             "categories": self.categories_,
@@ -241,6 +497,12 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             "vocabularies": self.vocabularies_,
             "idfs": [idf.tolist() for idf in self.idfs_],
             "word_weights": [weights.tolist() for weights in self.word_weights_],
+            "text_embeddings": self.text_embeddings_,
+            "embedding_model": self.embedding_model,
+            "embedding_layer": self.embedding_layer,
+            "embedding_columns": self.embedding_columns_.tolist(),
+            "embedding_names": self.embedding_names_,
+            "embedding_weights": [weights.tolist() for weights in self.embedding_weights_],
             "intercept": self.intercept_,
             "alpha": self.alpha_,
         }
@@ -268,15 +530,29 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             If ``state`` is incomplete or inconsistent, or holds a non-finite weight.
         """
         try:
-            anchor = cls()
+            layer = state.get("embedding_layer")
+            if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)):
+                raise ValueError(f"embedding_layer must be an int or null, got {layer!r}")
+            anchor = cls(
+                embedding_model=str(state.get("embedding_model", "smollm2-135m")),
+                embedding_layer=layer,
+            )
             anchor.n_features_in_ = _count(state["n_features_in"])
             if "feature_names_in" in state:
                 names = [str(name) for name in state["feature_names_in"]]
                 if len(names) != anchor.n_features_in_:
                     raise ValueError("feature_names_in does not name every column")
                 anchor.feature_names_in_ = np.asarray(names, dtype=object)
+            # A state written before splines and embeddings existed has neither.
+            anchor.numeric_basis_ = str(state.get("numeric_basis", "linear"))
+            anchor.text_embeddings_ = bool(state.get("text_embeddings", False))
             anchor.numeric_columns_ = _columns(state["numeric_columns"], anchor.n_features_in_)
             anchor.numeric_weights_ = _weights(state["numeric_weights"])
+            splines = state.get("numeric_splines", [None] * anchor.numeric_columns_.size)
+            anchor.numeric_splines_ = [
+                None if spline is None else (_weights(spline["knots"]), _weights(spline["coefs"]))
+                for spline in splines
+            ]
             anchor.missing_values_ = _weights(state["missing_values"])
             anchor.categorical_columns_ = _columns(
                 state["categorical_columns"], anchor.n_features_in_
@@ -289,41 +565,75 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             anchor.vocabularies_ = [[str(term) for term in terms] for terms in vocabularies]
             anchor.idfs_ = [_weights(idf) for idf in state.get("idfs", [])]
             anchor.word_weights_ = [_weights(w) for w in state.get("word_weights", [])]
+            anchor.embedding_columns_ = _columns(
+                state.get("embedding_columns", []), anchor.n_features_in_
+            )
+            anchor.embedding_names_ = [str(name) for name in state.get("embedding_names", [])]
+            anchor.embedding_weights_ = [_weights(w) for w in state.get("embedding_weights", [])]
             anchor.intercept_ = float(_weights([state["intercept"]])[0])
             anchor.alpha_ = float(_weights([state["alpha"]])[0])
         except (KeyError, TypeError) as err:
             raise ValueError(f"incomplete RidgeAnchor state: {err!r}") from err
-        n_numeric = anchor.numeric_columns_.size
-        columns = np.concatenate(
-            [anchor.numeric_columns_, anchor.categorical_columns_, anchor.text_columns_]
-        )
-        consistent = (
-            anchor.numeric_weights_.size == n_numeric == anchor.missing_values_.size
-            and len(anchor.categories_)
-            == len(anchor.category_weights_)
-            == anchor.categorical_columns_.size
-            and all(
-                len(c) == w.size
-                for c, w in zip(anchor.categories_, anchor.category_weights_, strict=True)
-            )
-            and len(anchor.vocabularies_)
-            == len(anchor.idfs_)
-            == len(anchor.word_weights_)
-            == anchor.text_columns_.size
-            and all(
-                len(v) == i.size == w.size
-                for v, i, w in zip(
-                    anchor.vocabularies_, anchor.idfs_, anchor.word_weights_, strict=True
-                )
-            )
-            and np.array_equal(np.sort(columns), np.arange(anchor.n_features_in_))
-        )
-        if not consistent:
+        if not _consistent(anchor):
             raise ValueError(
                 "inconsistent RidgeAnchor state: its columns, weights and categories do not "
                 "match one another"
             )
         return anchor
+
+
+def _consistent(anchor: RidgeAnchor) -> bool:
+    """Whether a rebuilt anchor's columns, weights, splines and vocabularies agree."""
+    n_numeric = anchor.numeric_columns_.size
+    columns = np.concatenate(
+        [anchor.numeric_columns_, anchor.categorical_columns_, anchor.text_columns_]
+    )
+    splines_agree = len(anchor.numeric_splines_) == n_numeric and all(
+        spline is None
+        or (
+            spline[0].size == spline[1].size + _SPLINE_DEGREE + 1
+            and np.all(np.diff(spline[0]) >= 0)
+        )
+        for spline in anchor.numeric_splines_
+    )
+    return (
+        anchor.numeric_weights_.size == n_numeric == anchor.missing_values_.size
+        and splines_agree
+        and len(anchor.categories_) == len(anchor.category_weights_)
+        and len(anchor.categories_) == anchor.categorical_columns_.size
+        and all(
+            len(c) == w.size
+            for c, w in zip(anchor.categories_, anchor.category_weights_, strict=True)
+        )
+        and len(anchor.vocabularies_) == len(anchor.idfs_) == len(anchor.word_weights_)
+        and len(anchor.vocabularies_) == anchor.text_columns_.size
+        and all(
+            len(v) == i.size == w.size
+            for v, i, w in zip(
+                anchor.vocabularies_, anchor.idfs_, anchor.word_weights_, strict=True
+            )
+        )
+        and len(anchor.embedding_names_) == len(anchor.embedding_weights_)
+        and len(anchor.embedding_names_) == anchor.embedding_columns_.size
+        and len({w.size for w in anchor.embedding_weights_}) <= 1
+        and not set(anchor.embedding_columns_.tolist()) & set(anchor.numeric_columns_.tolist())
+        and np.array_equal(np.sort(columns), np.arange(anchor.n_features_in_))
+    )
+
+
+def _spline_values(knots: np.ndarray, coefs: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Evaluate a cubic B-spline at ``x``, linear beyond its knots' base interval.
+
+    As scikit-learn's ``SplineTransformer(extrapolation="linear")`` continues each basis
+    function (and so their weighted sum). NaN stays NaN.
+    """
+    spline = BSpline(knots, coefs, _SPLINE_DEGREE, extrapolate=False)
+    low, high = knots[_SPLINE_DEGREE], knots[-_SPLINE_DEGREE - 1]
+    # Slopes at the ends evaluated directly (nu=1): knots repeated where a column has many
+    # equal values make BSpline.derivative() refuse, as scikit-learn's own transform avoids.
+    out = spline(np.clip(x, low, high))
+    out = np.where(x < low, spline(low) + (x - low) * spline(low, nu=1), out)
+    return np.where(x > high, spline(high) + (x - high) * spline(high, nu=1), out)
 
 
 def _count(value: object) -> int:
@@ -350,8 +660,17 @@ def _weights(values: object) -> np.ndarray:
     return weights
 
 
-# The anchors ``anchor`` may name; any other value is an estimator of the user's.
-ANCHORS: dict[str, type[RidgeAnchor]] = {"ridge": RidgeAnchor}
+# The anchors ``anchor`` may name, each built from the LLMRegressor's language model (the
+# base LM that embeds text cells where the anchor does; None for a backbone without one);
+# any other value is an estimator of the user's.
+ANCHORS: dict[str, Callable[[str | None], RidgeAnchor]] = {
+    "ridge": lambda language_model: RidgeAnchor(),
+    "additive": lambda language_model: RidgeAnchor(
+        numeric_basis="auto",
+        text_embeddings="auto" if language_model else False,
+        embedding_model=language_model or "smollm2-135m",
+    ),
+}
 
 # What the model decodes with an anchor (``anchor_mode``): the target, with the estimate as a
 # prompt field; or the target minus the estimate, which predictions add back.
@@ -382,20 +701,25 @@ def residual_slope(decoded: np.ndarray, residuals: np.ndarray) -> float:
     return float(np.clip(decoded @ residuals / power, 0.0, 1.0))
 
 
-def make_anchor(anchor: str | BaseEstimator) -> BaseEstimator:
+def make_anchor(
+    anchor: str | BaseEstimator, language_model: str | None = "smollm2-135m"
+) -> BaseEstimator:
     """Return an unfitted anchor: the named one, or a clone of the user's estimator.
 
     Parameters
     ----------
     anchor : str or estimator
         The estimator's ``anchor`` parameter (not None).
+    language_model : str or None, default="smollm2-135m"
+        The estimator's ``model`` when it is a language model (the base LM of a named
+        anchor's text embeddings), None for a backbone without one.
 
     Returns
     -------
     anchor : estimator
     """
     if isinstance(anchor, str):
-        return ANCHORS[anchor]()
+        return ANCHORS[anchor](language_model)
     return clone(anchor)
 
 

@@ -35,7 +35,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .backbones import _load_base
 from .features import is_missing
 
-__all__ = ["CACHE_SIZE", "LMCellEmbeddings", "embed_texts"]
+__all__ = ["CACHE_SIZE", "LMCellEmbeddings", "cell_texts", "embed_texts"]
 
 # How many (model, layer, text) embeddings a process keeps: about 115 MB at the embedded
 # model's width of 576 floats.
@@ -113,12 +113,29 @@ def embed_texts(
     return np.stack([found[text] for text in texts])
 
 
+def cell_texts(name: str, cells: Sequence[object]) -> list[str]:
+    """Write a column's cells as the texts to embed: ``"<name>: <cell>"``, empty if missing.
+
+    Parameters
+    ----------
+    name : str
+        The column's name.
+    cells : sequence
+        Its cells; any value is read as its ``str``, None/NaN as missing.
+
+    Returns
+    -------
+    texts : list of str
+    """
+    return [f"{name}: {'' if is_missing(cell) else cell}" for cell in cells]
+
+
 class LMCellEmbeddings(TransformerMixin, BaseEstimator):
     """Text columns as a frozen base LM's mean hidden state over each cell's tokens.
 
     Each column becomes one block of ``hidden_size`` features: the embedding
-    (:func:`embed_texts`) of ``"<column>: <cell>"``, where ``<column>`` is the column's name
-    (``x0``, ``x1``, ... without names) and a missing cell is empty. Each feature is
+    (:func:`embed_texts`) of ``"<column>: <cell>"`` (:func:`cell_texts`), where ``<column>``
+    is the column's name and a missing cell is empty. Each feature is
     standardized with the mean and standard deviation of the rows given to :meth:`fit`,
     and each block divided by the square root of its width, so that a block weighs about
     as much under one ridge penalty as a row's unit-norm TF-IDF vector.
@@ -132,6 +149,9 @@ class LMCellEmbeddings(TransformerMixin, BaseEstimator):
         Which hidden state: 0 is the token embeddings, the layer count the last layer's
         output, None the middle layer. Middle layers of a causal LM tend to carry more of a
         text's meaning than its last layer, which specializes in the next token.
+    names : sequence of str or None, default=None
+        The names written before each column's cells; None: the column names ``X`` had in
+        :meth:`fit`, or ``x0``, ``x1``, ... without.
 
     Attributes
     ----------
@@ -139,15 +159,21 @@ class LMCellEmbeddings(TransformerMixin, BaseEstimator):
         Number of columns seen in :meth:`fit`.
     feature_names_in_ : ndarray of str
         Column names seen in :meth:`fit` (only when X had string column names).
-    mean_ : ndarray of shape (n_features_in_ * hidden_size,)
+    mean_ : ndarray of shape (n_columns * hidden_size,)
         Mean of each feature over the fitted rows.
-    scale_ : ndarray of shape (n_features_in_ * hidden_size,)
+    scale_ : ndarray of shape (n_columns * hidden_size,)
         Standard deviation of each feature over the fitted rows (1 where it is 0).
     """
 
-    def __init__(self, model: str = "smollm2-135m", layer: int | None = None):
+    def __init__(
+        self,
+        model: str = "smollm2-135m",
+        layer: int | None = None,
+        names: Sequence[str] | None = None,
+    ):
         self.model = model
         self.layer = layer
+        self.names = names
 
     def __sklearn_tags__(self):
         """Declare strings and missing cells as valid input."""
@@ -157,12 +183,18 @@ class LMCellEmbeddings(TransformerMixin, BaseEstimator):
         return tags
 
     def _embeddings(self, X: np.ndarray) -> np.ndarray:
-        names = getattr(self, "feature_names_in_", None)
-        blocks = []
-        for j in range(X.shape[1]):
-            column = str(names[j]) if names is not None else f"x{j}"
-            texts = [f"{column}: {'' if is_missing(v) else v}" for v in X[:, j]]
-            blocks.append(embed_texts(texts, model=self.model, layer=self.layer))
+        if self.names is not None:
+            names = [str(name) for name in self.names]
+            if len(names) != X.shape[1]:
+                raise ValueError(f"names has {len(names)} entries for {X.shape[1]} columns")
+        elif hasattr(self, "feature_names_in_"):
+            names = [str(name) for name in self.feature_names_in_]
+        else:
+            names = [f"x{j}" for j in range(X.shape[1])]
+        blocks = [
+            embed_texts(cell_texts(name, X[:, j]), model=self.model, layer=self.layer)
+            for j, name in enumerate(names)
+        ]
         return np.hstack(blocks).astype(np.float64)
 
     def fit(self, X, y=None) -> LMCellEmbeddings:

@@ -24,7 +24,7 @@ from ._checkpoint import FitCheckpoints, fit_identity
 from ._checks import check_finite_features, validate_data
 from ._distributed import DataParallel, data_parallel
 from ._locks import FIT_LOCK
-from .anchor import anchor_estimates, cross_fit, residual_slope, with_estimates
+from .anchor import anchor_estimates, cross_fit, make_anchor, residual_slope, with_estimates
 from .backbone_protocol import RowInputs, backbone_for
 from .conformal import (
     Calibration,
@@ -473,7 +473,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         if self.anchor is None:
             return X, self._offsets(None, len(y))
         start = time.perf_counter()
-        estimates, self.anchor_ = cross_fit(self.anchor, X_given, y, self.anchor_folds, self.seed_)
+        language_model = self.model if backbone_for(self.model).kind == "lora" else None
+        anchor = make_anchor(self.anchor, language_model)
+        estimates, self.anchor_ = cross_fit(anchor, X_given, y, self.anchor_folds, self.seed_)
         # A constant target stays exactly constant: out-of-fold means of it may differ in
         # their last bit, and residuals of such noise are nothing to train on.
         self.residual_anchor_ = self.anchor_mode == "residual" and bool(np.ptp(y) > 0)

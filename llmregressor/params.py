@@ -269,7 +269,12 @@ PARAMETERS: tuple[Param, ...] = (
         that saw the target; new rows get the estimates of the anchor fitted on every
         training row (``anchor_``). ``"ridge"``: the ``"mlp-decoder"``'s feature
         preprocessing, with free-text columns as TF-IDF words, and ``RidgeCV``
-        (:class:`~llmregressor.anchor.RidgeAnchor`). An
+        (:class:`~llmregressor.anchor.RidgeAnchor`). ``"additive"``: the same, with each
+        numeric column read through a cubic spline and every non-numeric column also
+        through the base LM's embedding of its cells, each only where 5-fold
+        cross-validation on the training rows says it helps (``RidgeAnchor(
+        numeric_basis="auto", text_embeddings="auto")``, embedding with ``model``; no
+        embeddings with ``"mlp-decoder"``). An
         estimator: cloned, fitted and asked to predict with ``X`` as ``fit`` and ``predict``
         got it (a DataFrame stays one); a model with it saves with pickle or joblib, not
         :meth:`save`. None: no anchor.

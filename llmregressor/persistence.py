@@ -10,8 +10,10 @@ A model folder holds two files:
     targets, or null; with an anchor also ``residual_anchor_`` and ``residual_scale_``), the
     fitted codec (class, parameters, statistics), the row serializer's settings, the
     policy's kind and configuration, and with an anchor, an ``anchor`` section: the fitted
-    :class:`~llmregressor.anchor.RidgeAnchor` of ``anchor="ridge"`` as its linear
-    function's weights (see :meth:`~llmregressor.anchor.RidgeAnchor.to_json`). An
+    :class:`~llmregressor.anchor.RidgeAnchor` of ``anchor="ridge"`` or ``"additive"`` as
+    its function's weights, splines and embedding weights (see
+    :meth:`~llmregressor.anchor.RidgeAnchor.to_json`; the base LM that embeds text cells
+    is named there and reloaded). An
     estimator of the user's as ``anchor`` has no pickle-free format: such a model is
     pickled (``joblib.dump``), and :func:`save_estimator` refuses it.
 ``policy.safetensors``
@@ -265,10 +267,11 @@ def _anchor_to_json(estimator: LLMRegressor) -> dict | None:
     if type(anchor) is not RidgeAnchor or not isinstance(estimator.anchor, str | None):
         raise TypeError(
             f"Cannot save a model whose anchor is an estimator ({type(anchor).__name__}): a "
-            "model folder stores only anchor='ridge', without pickle. Pickle it instead "
-            "(joblib.dump(reg, 'model.joblib'), read back with joblib.load), or fit with "
-            "anchor='ridge'."
+            "model folder stores only the named anchors ('ridge', 'additive'), without "
+            "pickle. Pickle it instead (joblib.dump(reg, 'model.joblib'), read back with "
+            "joblib.load), or fit with a named anchor."
         )
+    # Every named anchor is a RidgeAnchor, stored as its folded function: kind "ridge".
     return {"kind": "ridge", "state": anchor.to_json()}
 
 
@@ -298,7 +301,8 @@ def _param_to_json(name: str, value: object) -> object:
     elif name == "anchor":
         hint = (
             "An estimator as anchor cannot be stored without pickle: pickle the model instead "
-            "(joblib.dump), or fit with anchor='ridge', which a model folder stores."
+            "(joblib.dump), or fit with a named anchor ('ridge', 'additive'), which a model "
+            "folder stores."
         )
     elif isinstance(value, np.random.RandomState):
         hint = (
@@ -591,7 +595,7 @@ def _anchor_from_json(data: dict, folder: Path) -> RidgeAnchor:
             f"{__version__} knows {sorted(ANCHORS)}"
         )
     try:
-        return ANCHORS[data["kind"]].from_json(data["state"])
+        return RidgeAnchor.from_json(data["state"])
     except ValueError as err:
         raise ModelFormatError(f"{folder} holds a damaged anchor: {err}") from err
 

@@ -22,6 +22,8 @@ from llmregressor.anchor import (
     RidgeAnchor,
     cross_fit,
     residual_slope,
+    simplest_within_one_paired_se,
+    simplest_within_one_se,
     with_estimates,
 )
 from llmregressor.backbones import LanguageModelBackbone
@@ -202,6 +204,162 @@ def test_ridge_anchor_refuses_damaged_states(edit, match):
     edit(state)
     with pytest.raises(ValueError, match=match):
         RidgeAnchor.from_json(state)
+
+
+# ------------------------------------------------ RidgeAnchor: splines and LM embeddings
+def curved_table(n_rows, seed=0):
+    """A column whose effect is a curve, one with a line, a category and missing cells."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(
+        {
+            "curve": rng.uniform(-3, 3, n_rows),
+            "line": rng.normal(size=n_rows) * 10,
+            "color": rng.choice(["red", "blue"], n_rows).astype(object),
+        }
+    )
+    X.loc[[2, 7], "curve"] = np.nan
+    y = 5 * np.sin(X["curve"].fillna(0)) + X["line"] + (X["color"] == "red") * 3
+    return X, (y + rng.normal(size=n_rows) * 0.3).to_numpy()
+
+
+def beyond_the_training_range(X):
+    """New rows past both ends of every numeric column, a missing cell and an unseen color."""
+    new = X.iloc[:4].copy()
+    new["curve"] = [-10.0, 10.0, np.nan, 0.5]
+    new["line"] = [-500.0, 500.0, 1.0, np.nan]
+    new.loc[3, "color"] = "green"
+    return new
+
+
+@pytest.mark.parametrize("basis", ["linear", "spline"])
+def test_ridge_anchor_folds_each_basis_into_the_function_it_fitted(basis):
+    X, y = curved_table(80)
+    anchor = RidgeAnchor(numeric_basis=basis).fit(X, y)
+    pipeline = anchor._pipeline(X.to_numpy(dtype=object), basis, False)
+    pipeline.fit(X.to_numpy(dtype=object), y)
+    rows = pd.concat([X, beyond_the_training_range(X)])
+    np.testing.assert_allclose(
+        anchor.predict(rows), pipeline.predict(rows.to_numpy(dtype=object)), rtol=1e-9, atol=1e-9
+    )
+    assert anchor.numeric_basis_ == basis
+    again = RidgeAnchor.from_json(json.loads(json.dumps(anchor.to_json())))
+    np.testing.assert_array_equal(again.predict(rows), anchor.predict(rows))
+
+
+def test_spline_columns_continue_linearly_beyond_the_training_range():
+    X, y = curved_table(80)
+    anchor = RidgeAnchor(numeric_basis="spline").fit(X, y)
+    far = pd.DataFrame({"curve": [10.0, 20.0, 30.0], "line": 0.0, "color": "red"})
+    steps = np.diff(anchor.predict(far))
+    np.testing.assert_allclose(steps[0], steps[1], rtol=1e-9)
+
+
+def test_auto_basis_takes_the_splines_only_where_a_column_curves():
+    X, y = curved_table(200)
+    assert RidgeAnchor(numeric_basis="auto").fit(X, y).numeric_basis_ == "spline"
+    straight = X["line"].to_numpy() + (X["color"] == "red").to_numpy() * 3
+    noisy = straight + np.random.default_rng(1).normal(size=len(X))
+    assert RidgeAnchor(numeric_basis="auto").fit(X, noisy).numeric_basis_ == "linear"
+
+
+def test_too_few_rows_to_choose_keep_the_simpler_candidates():
+    X, y = curved_table(9)
+    anchor = RidgeAnchor(numeric_basis="auto", text_embeddings="auto").fit(X, y)
+    assert (anchor.numeric_basis_, anchor.text_embeddings_) == ("linear", False)
+
+
+def test_the_one_se_rules_differ_on_paired_gains():
+    # Folds of very different difficulty; the second candidate gains a little on every one.
+    hard = np.array([-100.0, -10.0, -50.0, -5.0, -30.0])
+    scores = np.column_stack([hard, hard + 1.0])
+    assert simplest_within_one_se(scores) == 0
+    assert simplest_within_one_paired_se(scores) == 1
+    # A gain on some folds and a loss on others is within one paired standard error.
+    mixed = np.column_stack([hard, hard + np.array([3.0, -3.0, 2.0, -2.0, 1.0])])
+    assert simplest_within_one_paired_se(mixed) == 0
+
+
+def test_embeddings_fold_into_the_function_the_anchor_fitted(tiny_model_dir):
+    X, y = menu(60)
+    anchor = RidgeAnchor(text_embeddings=True, embedding_model=tiny_model_dir).fit(X, y)
+    assert anchor.embedding_columns_.tolist() == [0, 1]
+    assert anchor.embedding_names_ == ["item", "place"]
+    rows = X.to_numpy(dtype=object)
+    pipeline = anchor._pipeline(rows, "linear", True).fit(rows, y)
+    new, _ = menu(20, seed=1)
+    np.testing.assert_allclose(
+        anchor.predict(new), pipeline.predict(new.to_numpy(dtype=object)), rtol=1e-6, atol=1e-6
+    )
+    again = RidgeAnchor.from_json(json.loads(json.dumps(anchor.to_json())))
+    np.testing.assert_array_equal(again.predict(new), anchor.predict(new))
+
+
+def test_a_numeric_table_has_nothing_to_embed(numeric, tiny_model_dir):
+    X, y = numeric
+    anchor = RidgeAnchor(text_embeddings=True, embedding_model=tiny_model_dir).fit(X, y)
+    assert not anchor.text_embeddings_ and anchor.embedding_columns_.size == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        (dict(numeric_basis="cubic"), "numeric_basis must be one of"),
+        (dict(text_embeddings="yes"), "text_embeddings must be True, False or 'auto'"),
+    ],
+)
+def test_ridge_anchor_refuses_unknown_options(numeric, params, match):
+    with pytest.raises(ValueError, match=match):
+        RidgeAnchor(**params).fit(*numeric)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda s: s["numeric_splines"][0]["coefs"].pop(), "inconsistent"),
+        (lambda s: s["numeric_splines"][0]["knots"].reverse(), "inconsistent"),
+        (lambda s: s["numeric_splines"].pop(), "inconsistent"),
+        (lambda s: s["numeric_splines"][0].pop("knots"), "incomplete"),
+        (lambda s: s.update(embedding_layer="middle"), "embedding_layer"),
+    ],
+)
+def test_ridge_anchor_refuses_damaged_spline_states(edit, match):
+    X, y = curved_table(80)
+    state = RidgeAnchor(numeric_basis="spline").fit(X, y).to_json()
+    edit(state)
+    with pytest.raises(ValueError, match=match):
+        RidgeAnchor.from_json(state)
+
+
+def test_the_additive_anchor_survives_save_and_load(tiny_model_dir, tmp_path):
+    X, y = menu(60)
+    X["size"] = np.linspace(1, 3, len(y))
+    reg = small(tiny_model_dir, anchor="additive", anchor_mode="residual").fit(X, y)
+    assert reg.anchor_.embedding_model == tiny_model_dir
+    assert reg.anchor_.numeric_basis_ in ("linear", "spline")
+    reg.save(tmp_path)
+    loaded = LLMRegressor.load(tmp_path)
+    new, _ = menu(20, seed=1)
+    new["size"] = 2.0
+    np.testing.assert_array_equal(loaded.anchor_.predict(new), reg.anchor_.predict(new))
+    np.testing.assert_array_equal(loaded.predict(new), reg.predict(new))
+
+
+def test_the_additive_anchor_of_a_backbone_without_a_language_model_embeds_nothing():
+    X, y = menu(40)
+    reg = LLMRegressor(
+        model="mlp-decoder",
+        mlp_hidden=(16,),
+        d_model=8,
+        decoder_layers=1,
+        decoder_heads=2,
+        decoder_ff=16,
+        sft_epochs=1,
+        rl_algorithm=None,
+        n_samples=2,
+        anchor="additive",
+        random_state=0,
+    ).fit(X, y)
+    assert reg.anchor_.text_embeddings is False and not reg.anchor_.text_embeddings_
 
 
 def test_with_estimates_keeps_each_column_type():

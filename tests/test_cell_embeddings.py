@@ -92,6 +92,10 @@ def test_the_column_name_is_read_with_each_cell(tiny_model_dir):
     other = LMCellEmbeddings(model=tiny_model_dir).fit(pd.DataFrame({"title": cells}))
     unnamed = LMCellEmbeddings(model=tiny_model_dir).fit(cells[:, None])
     assert not np.allclose(named.mean_, other.mean_)
+    renamed = LMCellEmbeddings(model=tiny_model_dir, names=["title"]).fit(cells[:, None])
+    np.testing.assert_array_equal(renamed.mean_, other.mean_)
+    with pytest.raises(ValueError, match="names has 2 entries for 1 columns"):
+        LMCellEmbeddings(model=tiny_model_dir, names=["a", "b"]).fit(cells[:, None])
     expected = embed_texts([f"x0: {c}" for c in cells], model=tiny_model_dir).mean(axis=0)
     np.testing.assert_allclose(unnamed.mean_, expected, rtol=1e-6)
 
