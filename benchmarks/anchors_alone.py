@@ -8,9 +8,10 @@ anchors on the training rows and reports their test R^2:
 - ``ridge`` (what ``anchor="ridge"`` fits, ``RidgeAnchor``): numbers standardized, other
   columns one-hot, each free-text column (``free_text_columns``) as TF-IDF of its words and
   word pairs, and RidgeCV (``llmregressor.anchor.RIDGE_ALPHAS``);
-- ``spline ridge`` (``public_datasets.spline_ridge``): each numeric column as a cubic
-  B-spline, other columns one-hot, RidgeCV: an additive model (on numeric tables only);
-  ``spline or ridge`` (``public_datasets.spline_or_ridge``): that or the same with linear
+- ``spline ridge`` (``RidgeAnchor(numeric_basis="spline")``): each numeric column as a
+  cubic B-spline, other columns one-hot, RidgeCV: an additive model (on numeric tables
+  only); ``spline or ridge`` (``RidgeAnchor(numeric_basis="auto")``, what
+  ``anchor="additive"`` does on a table without text): that or the same with linear
   numeric columns, whichever 5-fold CV on the training rows prefers (the splines only
   when they win by more than one standard error);
 - on the text tables, two more encodings of the free-text columns beside ``ridge``'s words:
@@ -24,7 +25,10 @@ anchors on the training rows and reports their test R^2:
   over the tokens of ``"<column>: <cell>"``), and ``TF-IDF or + LM layer 15``: one of the
   two chosen by 5-fold CV on the training rows (the embeddings only when they win by more
   than one standard error of a candidate's fold scores, or, ``(paired)``, of the two
-  candidates' paired fold differences).
+  candidates' paired fold differences); ``additive``: what ``anchor="additive"`` fits
+  (``RidgeAnchor`` with both choices on ``"auto"``: the package's words for free text, its
+  one-hot for other columns, and the embeddings of every non-numeric column when the
+  paired rule says they help).
 
 Where the LM adds nothing (``residual_scale_`` near 0) the anchor is what a residual
 ``LLMRegressor`` predicts; where it adds, the table says from where.
@@ -44,7 +48,7 @@ from text_tables import EMBEDDING_LAYER, baselines, tfidf_or_lm, with_embeddings
 
 import public_datasets
 from _report import markdown_table, write_section
-from llmregressor.anchor import RIDGE_ALPHAS, RidgeAnchor
+from llmregressor.anchor import RIDGE_ALPHAS, RidgeAnchor, make_anchor
 from llmregressor.features import free_text_columns, make_feature_preprocessor
 
 NUMERIC = ("ridge", "spline ridge", "spline or ridge")
@@ -57,6 +61,7 @@ TEXT = (
     "TF-IDF + LM layer 30",
     "TF-IDF or + LM layer 15",
     "TF-IDF or + LM layer 15 (paired)",
+    "additive",
 )
 # The embedded model's layers whose cell embeddings join TF-IDF + Ridge (15: the middle one).
 LM_LAYERS = (EMBEDDING_LAYER, 30)
@@ -87,8 +92,8 @@ def run_one(name: str, seed: int) -> dict[str, float]:
     X_tr, X_te, y_tr, y_te = public_datasets.split(X, y, seed, 256, 1000, "train_test_split")
     scores = {"ridge": r2_score(y_te, RidgeAnchor().fit(X_tr, y_tr).predict(X_te))}
     if name not in public_datasets.TEXT_NAMES:
-        for key, make_anchor in public_datasets.NAMED_ANCHORS.items():
-            anchor = make_anchor().fit(X_tr, y_tr)
+        for key, factory in public_datasets.NAMED_ANCHORS.items():
+            anchor = factory().fit(X_tr, y_tr)
             scores[key.replace("_", " ")] = r2_score(y_te, anchor.predict(X_te))
         return scores
     assert not X.isna().any().any(), "as_strings assumes no missing cells"
@@ -109,6 +114,8 @@ def run_one(name: str, seed: int) -> dict[str, float]:
     ):
         chooser = tfidf_or_lm(name, X, refit)
         scores[label] = r2_score(y_te, chooser.fit(X_tr, y_tr).predict(X_te))
+    additive = make_anchor("additive").fit(X_tr, y_tr)
+    scores["additive"] = r2_score(y_te, additive.predict(X_te))
     return scores
 
 

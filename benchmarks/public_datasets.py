@@ -10,15 +10,15 @@
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer, make_column_selector, make_column_transformer
+from sklearn.compose import make_column_transformer
 from sklearn.datasets import load_diabetes
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import RidgeCV
-from sklearn.model_selection import GridSearchCV, KFold, train_test_split
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from llmregressor.anchor import RIDGE_ALPHAS
+from llmregressor import anchor
+from llmregressor.anchor import RidgeAnchor
 
 
 def load(name: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -98,93 +98,27 @@ def classic(model, X: pd.DataFrame):
     return make_pipeline(prep, model)
 
 
-# Knots of spline_ridge's B-splines per numeric column: scikit-learn's default count.
-SPLINE_KNOTS = 5
-
-
-def _anchor(basis) -> Pipeline:
-    """Imputed, standardized numbers through ``basis``, one-hot other columns, RidgeCV."""
-    numeric = Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler()), ("basis", basis)])
-    prep = ColumnTransformer(
-        [
-            ("numeric", numeric, make_column_selector(dtype_include="number")),
-            (
-                "other",
-                OneHotEncoder(handle_unknown="ignore"),
-                make_column_selector(dtype_exclude="number"),
-            ),
-        ]
-    )
-    return Pipeline([("prep", prep), ("ridge", RidgeCV(alphas=RIDGE_ALPHAS))])
-
-
-def _splines() -> SplineTransformer:
-    """Cubic B-splines, ``SPLINE_KNOTS`` knots at quantiles, linear beyond the range."""
-    return SplineTransformer(n_knots=SPLINE_KNOTS, knots="quantile", extrapolation="linear")
-
-
-def spline_ridge() -> Pipeline:
-    """An additive anchor: a cubic B-spline of each numeric column and one-hot categories.
-
-    Numeric columns (by dtype) are imputed with the mean, standardized and expanded in cubic
-    B-splines with ``SPLINE_KNOTS`` knots at quantiles and linear extrapolation beyond the
-    training range; the other columns are one-hot encoded; ``RidgeCV`` over the package's
-    ``RIDGE_ALPHAS`` fits them. Given to ``LLMRegressor(anchor=...)`` it receives ``X`` as
-    the DataFrame the benchmarks load.
-    """
-    return _anchor(_splines())
+def fold_scores(cv_results: dict) -> np.ndarray:
+    """A ``GridSearchCV``'s test scores as an array of shape (folds, candidates)."""
+    folds = sorted(k for k in cv_results if k.startswith("split") and k.endswith("_test_score"))
+    return np.array([cv_results[k] for k in folds])
 
 
 def simplest_within_one_se(cv_results: dict) -> int:
-    """Index of the first candidate whose mean score is within one SE of the best one's.
-
-    The candidates are listed simplest first; the standard error is the best candidate's
-    standard deviation over the folds divided by the square root of their count (the
-    one-standard-error rule of Hastie, Tibshirani and Friedman).
-    """
-    means = np.asarray(cv_results["mean_test_score"])
-    folds = [k for k in cv_results if k.startswith("split") and k.endswith("_test_score")]
-    best = int(np.argmax(means))
-    se = cv_results["std_test_score"][best] / np.sqrt(len(folds))
-    return int(np.flatnonzero(means >= means[best] - se)[0])
+    """``GridSearchCV``'s refit by the package's one-standard-error rule (simplest first)."""
+    return anchor.simplest_within_one_se(fold_scores(cv_results))
 
 
 def simplest_within_one_paired_se(cv_results: dict) -> int:
-    """Index of the first candidate within one SE of the best one's, on paired fold scores.
-
-    The candidates are listed simplest first. A candidate is as good as the best one when
-    the mean over the folds of the best one's score minus its own is at most one standard
-    error of those differences (their sample standard deviation over the square root of
-    the fold count). Pairing the folds removes their common difficulty, which dominates
-    the spread of either candidate's own scores (:func:`simplest_within_one_se`).
-    """
-    folds = sorted(k for k in cv_results if k.startswith("split") and k.endswith("_test_score"))
-    scores = np.array([cv_results[k] for k in folds])  # (folds, candidates)
-    best = int(np.argmax(scores.mean(axis=0)))
-    for i in range(scores.shape[1]):
-        gain = scores[:, best] - scores[:, i]
-        if gain.mean() <= gain.std(ddof=1) / np.sqrt(len(folds)):
-            return i
-    return best
+    """``GridSearchCV``'s refit by the package's rule on paired fold differences."""
+    return anchor.simplest_within_one_paired_se(fold_scores(cv_results))
 
 
-def spline_or_ridge() -> GridSearchCV:
-    """:func:`spline_ridge`, or the same with linear numeric columns, chosen by 5-fold CV.
-
-    The training rows choose: ``GridSearchCV`` over the numeric basis (``"passthrough"``, then
-    the splines), scored by squared error on shuffled folds, the splines only when they beat
-    the linear model by more than a standard error (:func:`simplest_within_one_se`), then
-    refitted on every row.
-    """
-    return GridSearchCV(
-        _anchor("passthrough"),
-        {"prep__numeric__basis": ["passthrough", _splines()]},
-        scoring="neg_mean_squared_error",
-        cv=KFold(5, shuffle=True, random_state=0),
-        refit=simplest_within_one_se,
-    )
-
-
-# The anchors above by the names benchmark configurations give them (``anchor="spline_ridge"``):
+# Anchors by the names benchmark configurations gave them before the package named them
+# (``anchor="spline_ridge"``): the package's RidgeAnchor with splines, or with the basis
+# chosen by the one-standard-error rule (as ``anchor="additive"`` does on numeric tables).
 # the package does not name them.
-NAMED_ANCHORS = {"spline_ridge": spline_ridge, "spline_or_ridge": spline_or_ridge}
+NAMED_ANCHORS = {
+    "spline_ridge": lambda: RidgeAnchor(numeric_basis="spline"),
+    "spline_or_ridge": lambda: RidgeAnchor(numeric_basis="auto"),
+}
