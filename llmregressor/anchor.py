@@ -17,9 +17,10 @@ of the rows given to ``predict``, ``sample``, ``predict_quantiles`` and ``predic
 ``anchor="ridge"`` is :class:`RidgeAnchor`: the ``mlp-decoder``'s feature preprocessing
 (:func:`~llmregressor.features.make_feature_preprocessor`) with free-text columns read as
 TF-IDF words, and ``RidgeCV`` over :data:`RIDGE_ALPHAS`. ``anchor="additive"`` is the same
-class with two more readings, each taken only where 5-fold cross-validation on the training
-rows says it helps: numeric columns through cubic splines (an additive model), and every
-non-numeric column also through the base LM's embedding of its cells
+class with three more readings, each taken only where 5-fold cross-validation on the
+training rows says it helps: numeric columns through cubic splines (an additive model),
+free-text cells also as categories, and every non-numeric column also through the base LM's
+embedding of its cells
 (:mod:`llmregressor.cell_embeddings`), which is how what the language model knows about a
 burger or an artist reaches the estimate. Any scikit-learn regressor may be
 the anchor instead; it is cloned before each fit and receives ``X`` exactly as ``fit`` and
@@ -38,8 +39,8 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold, cross_val_predict, cross_val_score
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import SplineTransformer
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, SplineTransformer
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .cell_embeddings import LMCellEmbeddings, cell_texts, embed_texts
@@ -142,14 +143,15 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
     free-text columns, those with more than
     :data:`~llmregressor.features.TEXT_CARDINALITY` distinct cells of words, as TF-IDF of
     their words and word pairs; other columns one-hot encoded) and
-    ``RidgeCV(alphas=RIDGE_ALPHAS)``. Two options add what a linear model of those features
-    misses: ``numeric_basis`` reads each numeric column through a cubic B-spline (an
-    additive model), ``text_embeddings`` adds what the frozen base LM makes of each
-    non-numeric cell (:class:`~llmregressor.cell_embeddings.LMCellEmbeddings`). Set to
-    ``"auto"``, each is used only when 5-fold cross-validation on the training rows says it
-    helps. The fit is then folded into one function of the raw columns: per numeric column
-    a weight (or a spline) and what a missing cell adds in its place, a weight per category,
-    per word feature of each free-text column and per embedding feature, and an intercept.
+    ``RidgeCV(alphas=RIDGE_ALPHAS)``. Three options add what a linear model of those
+    features misses: ``numeric_basis`` reads each numeric column through a cubic B-spline
+    (an additive model), ``text_cells`` reads free-text cells also as categories,
+    ``text_embeddings`` adds what the frozen base LM makes of each non-numeric cell
+    (:class:`~llmregressor.cell_embeddings.LMCellEmbeddings`). Set to ``"auto"``, each is
+    used only when 5-fold cross-validation on the training rows says it helps. The fit is
+    then folded into one function of the raw columns: per numeric column a weight (or a
+    spline) and what a missing cell adds in its place, a weight per category, per word
+    feature and cell of each free-text column and per embedding feature, and an intercept.
     :meth:`predict` evaluates that function, so a model rebuilt from :meth:`to_json`
     predicts exactly as the fitted one (a model folder stores the anchor without pickle).
 
@@ -162,6 +164,13 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         columns by more than one standard error of the folds' scores
         (:func:`simplest_within_one_se`): on a few hundred noisy rows a small gain in
         cross-validation is noise, and a linear column extrapolates more safely.
+    text_cells : bool or "auto", default=False
+        Also read each free-text column's cells as categories: a one-hot column per cell
+        seen in training, beside the cell's words. Most cells of a free-text column never
+        repeat, but where many do (an artist's name) this lets the ridge weigh a known cell
+        as a whole, unshrunk by its row's TF-IDF norm. ``"auto"``: only when it beats the
+        words alone by more than one standard error of the paired fold differences
+        (:func:`simplest_within_one_paired_se`), chosen after the numeric basis.
     text_embeddings : bool or "auto", default=False
         Add, for every non-numeric column, the frozen base LM's embedding of each cell
         (:class:`~llmregressor.cell_embeddings.LMCellEmbeddings`, standardized, its block
@@ -183,6 +192,8 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         Column names seen in :meth:`fit` (only when X had string column names).
     numeric_basis_ : str
         ``"linear"`` or ``"spline"``: the basis fitted (``numeric_basis`` or its choice).
+    text_cells_ : bool
+        Whether free-text cells are also one-hot encoded (``text_cells`` or its choice).
     text_embeddings_ : bool
         Whether the embeddings are among the features (``text_embeddings`` or its choice).
     numeric_columns_ : ndarray of int
@@ -209,6 +220,10 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         Each free-text column's inverse document frequencies of those terms.
     word_weights_ : list of ndarray of float
         What each term's TF-IDF weight, times this, adds.
+    cells_ : list of list of str
+        Each free-text column's cells seen in training (none without ``text_cells_``).
+    cell_weights_ : list of ndarray of float
+        What each of those cells adds.
     embedding_columns_ : ndarray of int
         Indices of the embedded columns (none without embeddings).
     embedding_names_ : list of str
@@ -224,11 +239,13 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
     def __init__(
         self,
         numeric_basis: str = "linear",
+        text_cells: bool | str = False,
         text_embeddings: bool | str = False,
         embedding_model: str = "smollm2-135m",
         embedding_layer: int | None = None,
     ):
         self.numeric_basis = numeric_basis
+        self.text_cells = text_cells
         self.text_embeddings = text_embeddings
         self.embedding_model = embedding_model
         self.embedding_layer = embedding_layer
@@ -258,16 +275,17 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If ``numeric_basis`` or ``text_embeddings`` is not one of its values.
+            If ``numeric_basis``, ``text_cells`` or ``text_embeddings`` is not one of its
+            values.
         """
         if self.numeric_basis not in NUMERIC_BASES:
             raise ValueError(
                 f"numeric_basis must be one of {NUMERIC_BASES}, got {self.numeric_basis!r}"
             )
-        if not (isinstance(self.text_embeddings, bool) or self.text_embeddings == "auto"):
-            raise ValueError(
-                f"text_embeddings must be True, False or 'auto', got {self.text_embeddings!r}"
-            )
+        for name in ("text_cells", "text_embeddings"):
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or value == "auto"):
+                raise ValueError(f"{name} must be True, False or 'auto', got {value!r}")
         X, y = validate_data(self, X, y, dtype=None, ensure_all_finite="allow-nan", y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
         preprocessor = make_feature_preprocessor(X, free_text=True)
@@ -275,17 +293,27 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         bases = ["linear", "spline"] if self.numeric_basis == "auto" else [self.numeric_basis]
         if not n_numeric:
             bases = ["linear"]
+        cells = [False, True] if self.text_cells == "auto" else [self.text_cells]
+        if not any(name.startswith("text") for name, _, _ in preprocessor.transformers):
+            cells = [False]
         embeds = [False, True] if self.text_embeddings == "auto" else [self.text_embeddings]
         if n_numeric == X.shape[1]:
             embeds = [False]
-        basis = bases[self._choose(X, y, bases, embeds[:1], simplest_within_one_se)]
-        embed = embeds[self._choose(X, y, [basis], embeds, simplest_within_one_paired_se)]
-        pipeline = self._pipeline(X, basis, embed)
+        # One choice at a time, each given the ones before: the numeric basis (with the
+        # simpler text readings), then the cells, then the embeddings.
+        basis = bases[
+            self._choose(X, y, [(b, cells[0], embeds[0]) for b in bases], simplest_within_one_se)
+        ]
+        paired = simplest_within_one_paired_se
+        cell = cells[self._choose(X, y, [(basis, c, embeds[0]) for c in cells], paired)]
+        embed = embeds[self._choose(X, y, [(basis, cell, e) for e in embeds], paired)]
+        pipeline = self._pipeline(X, basis, cell, embed)
         # One row has no spread to choose a penalty by: RidgeCV's leave-one-out error then
         # divides 0 by 0 (with numpy warnings) and fits the constant y, which is the answer.
         with np.errstate(invalid="ignore", divide="ignore"):
             pipeline.fit(X, y)
-        self.numeric_basis_, self.text_embeddings_ = basis, bool(embed)
+        self.numeric_basis_, self.text_cells_ = basis, bool(cell)
+        self.text_embeddings_ = bool(embed)
         self._fold(pipeline[0], pipeline[1])
         return self
 
@@ -294,10 +322,23 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             return [str(name) for name in self.feature_names_in_]
         return [f"x{j}" for j in range(n_features)]
 
-    def _pipeline(self, X: np.ndarray, basis: str, embed: bool) -> Pipeline:
-        """Build the preprocessing of ``X`` with this basis and embeddings, then RidgeCV."""
+    def _pipeline(self, X: np.ndarray, basis: str, cells: bool, embed: bool) -> Pipeline:
+        """Build the preprocessing of ``X`` with these readings of its columns, then RidgeCV."""
         preprocessor = make_feature_preprocessor(X, free_text=True)
         blocks = list(preprocessor.transformers)
+        if cells:
+            blocks += [
+                (
+                    f"cells{columns[0]}",
+                    make_pipeline(
+                        FunctionTransformer(_as_text, feature_names_out="one-to-one"),
+                        OneHotEncoder(handle_unknown="ignore"),
+                    ),
+                    columns,
+                )
+                for name, _, columns in preprocessor.transformers
+                if name.startswith("text")
+            ]
         name, numeric, columns = blocks[0]
         if basis == "spline" and len(columns):
             # The splines read the standardized values; the missing-indicators that follow
@@ -332,9 +373,12 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         preprocessor = ColumnTransformer(blocks, sparse_threshold=preprocessor.sparse_threshold)
         return Pipeline([("features", preprocessor), ("ridge", RidgeCV(alphas=RIDGE_ALPHAS))])
 
-    def _choose(self, X, y, bases: list, embeds: list, rule) -> int:
-        """Index of the candidate (a basis or an embedding setting) that ``rule`` picks."""
-        candidates = [(b, e) for b in bases for e in embeds]
+    def _choose(self, X, y, candidates: list[tuple], rule) -> int:
+        """Index of the candidate reading (basis, cells, embeddings) that ``rule`` picks.
+
+        ``rule`` reads the candidates' 5-fold cross-validated scores (simplest first). With
+        one candidate, or too few rows to choose on, the first is kept.
+        """
         if len(candidates) == 1 or len(y) < MIN_ROWS_TO_CHOOSE:
             return 0
         folds = KFold(CHOICE_FOLDS, shuffle=True, random_state=0)
@@ -342,9 +386,9 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             scores = np.column_stack(
                 [
                     cross_val_score(
-                        self._pipeline(X, b, e), X, y, cv=folds, scoring="neg_mean_squared_error"
+                        self._pipeline(X, *c), X, y, cv=folds, scoring="neg_mean_squared_error"
                     )
-                    for b, e in candidates
+                    for c in candidates
                 ]
             )
         return rule(scores)
@@ -407,6 +451,11 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             self.vocabularies_.append([str(term) for term in vectorizer.get_feature_names_out()])
             self.idfs_.append(np.asarray(vectorizer.idf_, dtype=np.float64))
             self.word_weights_.append(coef[slices[name]])
+        self.cells_, self.cell_weights_ = [], []
+        for name in [name for name in columns if name.startswith("cells")]:
+            encoder = preprocessor.named_transformers_[name].named_steps["onehotencoder"]
+            self.cells_.append([str(cell) for cell in encoder.categories_[0]])
+            self.cell_weights_.append(coef[slices[name]])
         names = [name for name in columns if name.startswith("embed")]
         self.embedding_columns_ = np.array([columns[name][0] for name in names], dtype=np.intp)
         self.embedding_names_, self.embedding_weights_ = [], []
@@ -461,6 +510,12 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             vectorizer = word_vectorizer(vocabulary={term: i for i, term in enumerate(vocabulary)})
             vectorizer.idf_ = idf
             y_pred += vectorizer.transform(_as_documents(X[:, [column]])) @ weights
+        # Cells read as categories come in the order of the free-text columns.
+        for column, cells, weights in zip(
+            self.text_columns_[: len(self.cells_)], self.cells_, self.cell_weights_, strict=True
+        ):
+            lookup = dict(zip(cells, weights.tolist(), strict=True))
+            y_pred += np.array([lookup.get(cell, 0.0) for cell in _as_text(X[:, [column]]).ravel()])
         for column, name, weights in zip(
             self.embedding_columns_, self.embedding_names_, self.embedding_weights_, strict=True
         ):
@@ -497,6 +552,9 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             "vocabularies": self.vocabularies_,
             "idfs": [idf.tolist() for idf in self.idfs_],
             "word_weights": [weights.tolist() for weights in self.word_weights_],
+            "text_cells": self.text_cells_,
+            "cells": self.cells_,
+            "cell_weights": [weights.tolist() for weights in self.cell_weights_],
             "text_embeddings": self.text_embeddings_,
             "embedding_model": self.embedding_model,
             "embedding_layer": self.embedding_layer,
@@ -546,6 +604,9 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
             # A state written before splines and embeddings existed has neither.
             anchor.numeric_basis_ = str(state.get("numeric_basis", "linear"))
             anchor.text_embeddings_ = bool(state.get("text_embeddings", False))
+            anchor.text_cells_ = bool(state.get("text_cells", False))
+            anchor.cells_ = [[str(c) for c in cells] for cells in state.get("cells", [])]
+            anchor.cell_weights_ = [_weights(w) for w in state.get("cell_weights", [])]
             anchor.numeric_columns_ = _columns(state["numeric_columns"], anchor.n_features_in_)
             anchor.numeric_weights_ = _weights(state["numeric_weights"])
             splines = state.get("numeric_splines", [None] * anchor.numeric_columns_.size)
@@ -613,6 +674,9 @@ def _consistent(anchor: RidgeAnchor) -> bool:
                 anchor.vocabularies_, anchor.idfs_, anchor.word_weights_, strict=True
             )
         )
+        and len(anchor.cells_) == len(anchor.cell_weights_)
+        and len(anchor.cells_) in (0, anchor.text_columns_.size)
+        and all(len(c) == w.size for c, w in zip(anchor.cells_, anchor.cell_weights_, strict=True))
         and len(anchor.embedding_names_) == len(anchor.embedding_weights_)
         and len(anchor.embedding_names_) == anchor.embedding_columns_.size
         and len({w.size for w in anchor.embedding_weights_}) <= 1
@@ -667,6 +731,7 @@ ANCHORS: dict[str, Callable[[str | None], RidgeAnchor]] = {
     "ridge": lambda language_model: RidgeAnchor(),
     "additive": lambda language_model: RidgeAnchor(
         numeric_basis="auto",
+        text_cells="auto",
         text_embeddings="auto" if language_model else False,
         embedding_model=language_model or "smollm2-135m",
     ),

@@ -270,11 +270,12 @@ PARAMETERS: tuple[Param, ...] = (
         training row (``anchor_``). ``"ridge"``: the ``"mlp-decoder"``'s feature
         preprocessing, with free-text columns as TF-IDF words, and ``RidgeCV``
         (:class:`~llmregressor.anchor.RidgeAnchor`). ``"additive"``: the same, with each
-        numeric column read through a cubic spline and every non-numeric column also
-        through the base LM's embedding of its cells, each only where 5-fold
-        cross-validation on the training rows says it helps (``RidgeAnchor(
-        numeric_basis="auto", text_embeddings="auto")``, embedding with ``model``; no
-        embeddings with ``"mlp-decoder"``). An
+        numeric column read through a cubic spline, each free-text column's cells also as
+        categories, and every non-numeric column also through the base LM's embedding of
+        its cells, each only where 5-fold cross-validation on the training rows says it
+        helps (``RidgeAnchor(numeric_basis="auto", text_cells="auto",
+        text_embeddings="auto")``, embedding with ``model``; no embeddings with
+        ``"mlp-decoder"``). An
         estimator: cloned, fitted and asked to predict with ``X`` as ``fit`` and ``predict``
         got it (a DataFrame stays one); a model with it saves with pickle or joblib, not
         :meth:`save`. None: no anchor.

@@ -235,7 +235,7 @@ def beyond_the_training_range(X):
 def test_ridge_anchor_folds_each_basis_into_the_function_it_fitted(basis):
     X, y = curved_table(80)
     anchor = RidgeAnchor(numeric_basis=basis).fit(X, y)
-    pipeline = anchor._pipeline(X.to_numpy(dtype=object), basis, False)
+    pipeline = anchor._pipeline(X.to_numpy(dtype=object), basis, False, False)
     pipeline.fit(X.to_numpy(dtype=object), y)
     rows = pd.concat([X, beyond_the_training_range(X)])
     np.testing.assert_allclose(
@@ -285,13 +285,50 @@ def test_embeddings_fold_into_the_function_the_anchor_fitted(tiny_model_dir):
     assert anchor.embedding_columns_.tolist() == [0, 1]
     assert anchor.embedding_names_ == ["item", "place"]
     rows = X.to_numpy(dtype=object)
-    pipeline = anchor._pipeline(rows, "linear", True).fit(rows, y)
+    pipeline = anchor._pipeline(rows, "linear", False, True).fit(rows, y)
     new, _ = menu(20, seed=1)
     np.testing.assert_allclose(
         anchor.predict(new), pipeline.predict(new.to_numpy(dtype=object)), rtol=1e-6, atol=1e-6
     )
     again = RidgeAnchor.from_json(json.loads(json.dumps(anchor.to_json())))
     np.testing.assert_array_equal(again.predict(new), anchor.predict(new))
+
+
+def artists(n_rows, seed=0):
+    """Workshops that repeat, each with its own year, told apart by letters no word reads.
+
+    The vectorizer reads words of two letters or more, so every cell's words are "workshop"
+    and "of": only the cell as a whole says which workshop it is.
+    """
+    rng = np.random.default_rng(seed)
+    names = [f"workshop of {a} {b}" for a in "abcdefgh" for b in "klmnop"]
+    years = dict(zip(names, rng.uniform(1700, 2000, len(names)), strict=True))
+    cells = rng.choice(names, n_rows)
+    X = pd.DataFrame({"artist": cells.astype(object), "size": rng.normal(size=n_rows)})
+    return X, np.array([years[c] for c in cells]) + rng.normal(size=n_rows)
+
+
+def test_free_text_cells_fold_into_the_function_the_anchor_fitted():
+    X, y = artists(150)
+    anchor = RidgeAnchor(text_cells=True).fit(X, y)
+    assert anchor.text_columns_.tolist() == [0] and len(anchor.cells_[0]) > 40
+    rows = X.to_numpy(dtype=object)
+    pipeline = anchor._pipeline(rows, "linear", True, False).fit(rows, y)
+    new, _ = artists(30, seed=1)
+    new.loc[0, "artist"] = "Nobody Known"
+    np.testing.assert_allclose(
+        anchor.predict(new), pipeline.predict(new.to_numpy(dtype=object)), rtol=1e-9, atol=1e-9
+    )
+    again = RidgeAnchor.from_json(json.loads(json.dumps(anchor.to_json())))
+    np.testing.assert_array_equal(again.predict(new), anchor.predict(new))
+
+
+def test_auto_cells_are_kept_where_a_cell_is_more_than_its_words():
+    X, y = artists(200)
+    assert RidgeAnchor(text_cells="auto").fit(X, y).text_cells_
+    # Where the target ignores the cells, their one-hot columns only fit noise.
+    size_only = 3 * X["size"].to_numpy() + np.random.default_rng(0).normal(size=len(X))
+    assert not RidgeAnchor(text_cells="auto").fit(X, size_only).text_cells_
 
 
 def test_a_numeric_table_has_nothing_to_embed(numeric, tiny_model_dir):
@@ -305,6 +342,7 @@ def test_a_numeric_table_has_nothing_to_embed(numeric, tiny_model_dir):
     [
         (dict(numeric_basis="cubic"), "numeric_basis must be one of"),
         (dict(text_embeddings="yes"), "text_embeddings must be True, False or 'auto'"),
+        (dict(text_cells=None), "text_cells must be True, False or 'auto'"),
     ],
 )
 def test_ridge_anchor_refuses_unknown_options(numeric, params, match):
