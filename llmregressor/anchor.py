@@ -691,7 +691,9 @@ def _spline_values(knots: np.ndarray, coefs: np.ndarray, x: np.ndarray) -> np.nd
     As scikit-learn's ``SplineTransformer(extrapolation="linear")`` continues each basis
     function (and so their weighted sum). NaN stays NaN.
     """
-    spline = BSpline(knots, coefs, _SPLINE_DEGREE, extrapolate=False)
+    # Without BSpline's checks, as SplineTransformer builds its splines: the knots of a
+    # column with a single value coincide, which the checks refuse and the transform reads.
+    spline = BSpline.construct_fast(knots, coefs, _SPLINE_DEGREE, extrapolate=False)
     low, high = knots[_SPLINE_DEGREE], knots[-_SPLINE_DEGREE - 1]
     # Slopes at the ends evaluated directly (nu=1): knots repeated where a column has many
     # equal values make BSpline.derivative() refuse, as scikit-learn's own transform avoids.

@@ -246,6 +246,20 @@ def test_ridge_anchor_folds_each_basis_into_the_function_it_fitted(basis):
     np.testing.assert_array_equal(again.predict(rows), anchor.predict(rows))
 
 
+def test_spline_columns_of_one_or_two_values_fold_like_the_pipeline():
+    # A constant column's knots coincide, which scipy's checked BSpline refuses.
+    X, y = curved_table(60)
+    X["constant"] = 1.0
+    X["rare"] = np.r_[np.zeros(59), 1.0]
+    anchor = RidgeAnchor(numeric_basis="spline").fit(X, y)
+    rows = X.to_numpy(dtype=object)
+    pipeline = anchor._pipeline(rows, "spline", False, False).fit(rows, y)
+    new = beyond_the_training_range(X).assign(constant=[0.0, 2.0, np.nan, 1.0], rare=[3.0, 0, 1, 0])
+    np.testing.assert_allclose(
+        anchor.predict(new), pipeline.predict(new.to_numpy(dtype=object)), rtol=1e-9, atol=1e-9
+    )
+
+
 def test_spline_columns_continue_linearly_beyond_the_training_range():
     X, y = curved_table(80)
     anchor = RidgeAnchor(numeric_basis="spline").fit(X, y)
