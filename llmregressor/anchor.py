@@ -385,8 +385,15 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         with np.errstate(invalid="ignore", divide="ignore"):
             scores = np.column_stack(
                 [
+                    # A candidate that cannot be fitted fails the fit: a NaN score would
+                    # otherwise be read as the best one.
                     cross_val_score(
-                        self._pipeline(X, *c), X, y, cv=folds, scoring="neg_mean_squared_error"
+                        self._pipeline(X, *c),
+                        X,
+                        y,
+                        cv=folds,
+                        scoring="neg_mean_squared_error",
+                        error_score="raise",
                     )
                     for c in candidates
                 ]
