@@ -582,7 +582,9 @@ PARAMETERS: tuple[Param, ...] = (
         ``r_i - r_greedy`` (one greedy decode per prompt as baseline) or, with
         ``reward_on="mean"``, the leave-one-out credit below. ``"grpo"``: ``n_rollouts``
         samples per prompt, advantage ``(r_i - mean) / (std + 1e-4)``, PPO-clipped ratio
-        when a rollout batch is reused. ``None``: SFT only.
+        when a rollout batch is reused. ``None`` (the default): SFT only. RL after SFT on a
+        residual anchor was screened on the two text tables only, with no consistent gain
+        over SFT alone for a longer fit (docs/experiment_log.md, "R6T+RL").
         """,
     ),
     Param(

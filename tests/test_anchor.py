@@ -776,7 +776,7 @@ def test_residual_slope_is_the_clipped_slope_through_the_origin(decoded, residua
 def test_auto_residual_scale_is_the_calibration_rows_slope(numeric, tiny_model_dir):
     X, y = numeric
     params = dict(anchor="ridge", anchor_mode="residual", validation_fraction=0.7)
-    full = small(tiny_model_dir, **params).fit(X, y)
+    full = small(tiny_model_dir, **params, residual_scale=1.0).fit(X, y)
     auto = small(tiny_model_dir, **params, residual_scale="auto").fit(X, y)
     decoded = full.calibration_.draws.mean(axis=1)
     slope = decoded @ full.calibration_.targets / (decoded @ decoded)

@@ -91,6 +91,7 @@ def test_fit_with_gradient_checkpointing_matches_without(tiny_model_dir):
     y = X @ np.array([1.0, 2.0, -1.0])
     params = dict(
         model=tiny_model_dir,
+        anchor=None,
         sft_epochs=2,
         sft_lr=1e-2,
         rl_algorithm="remax",
@@ -165,6 +166,7 @@ def test_eager_and_sdpa_attention_predict_alike(tiny_model_dir, houses):
     fits = {
         kind: LLMRegressor(
             model=tiny_model_dir,
+            anchor=None,  # rows encoded below without an estimate
             attn_implementation=kind,
             # In float32 the kernels agree to rounding; bfloat16 rounds them apart.
             dtype="float32",
@@ -197,6 +199,7 @@ def test_auto_attention_switches_kernel_with_the_grad_mode_on_cpu(
     X, y = houses(30)
     reg = LLMRegressor(
         model=tiny_model_dir,
+        anchor=None,  # rows encoded below without an estimate
         lora_layers=lora_layers,
         sft_epochs=1,
         rl_algorithm=None,

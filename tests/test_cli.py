@@ -54,6 +54,8 @@ def model_dir(csv_file, tiny_model_dir, tmp_path_factory):
             "--n_iter_no_change",
             "none",
             "--early_stopping=false",
+            "--rl_algorithm",
+            "remax",
         ]
     )
     assert code == 0

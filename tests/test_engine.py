@@ -33,8 +33,10 @@ from llmregressor.rl import make_reward
 
 
 def small(model_dir, **params):
+    # The engine's mechanics without an anchor (test_anchor.py covers the anchored fit).
     defaults = dict(
         model=model_dir,
+        anchor=None,
         sft_epochs=2,
         rl_algorithm="remax",
         rl_epochs=1,

@@ -26,8 +26,11 @@ from llmregressor.engine import Sampler, calibration_rows, sample_quantiles, val
 
 
 def small(model_dir, **params):
+    # The mechanics these tests check are those of the LM alone: no anchor (the default
+    # anchor's own tests are in test_anchor.py).
     defaults = dict(
         model=model_dir,
+        anchor=None,
         sft_epochs=2,
         rl_algorithm="remax",
         rl_epochs=1,
@@ -545,3 +548,29 @@ def test_fit_and_predict_leave_the_global_torch_rng_alone(data, tiny_model_dir, 
     small(tiny_model_dir, sft_epochs=1).fit(X, y)
     pickle.loads(pickle.dumps(fitted)).predict(X[:4])  # rebuilds the policy lazily
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_default_decodes_a_correction_of_the_additive_anchor_after_sft_alone(
+    tiny_model_dir, houses
+):
+    params = LLMRegressor().get_params()
+    assert (params["anchor"], params["anchor_mode"]) == ("additive", "residual")
+    assert params["rl_algorithm"] is None and params["residual_scale"] == "auto"
+    X, y = houses(60)
+    reg = LLMRegressor(
+        model=tiny_model_dir, sft_epochs=1, n_samples=2, validation_fraction=0.4, random_state=0
+    ).fit(X, y)
+    anchor = reg.anchor_
+    assert (anchor.numeric_basis, anchor.text_cells, anchor.text_embeddings) == (
+        "auto",
+        "auto",
+        "auto",
+    )
+    assert anchor.embedding_model == tiny_model_dir and reg.residual_anchor_
+    assert 0.0 <= reg.residual_scale_ <= 1.0
+    assert {r["phase"] for r in reg.history_} == {"sft"}
+    # Every prediction is the anchor's estimate plus the kept share of the decoded residual.
+    shifted = reg.predict(X) - anchor.predict(X)
+    assert np.isfinite(shifted).all()
+    if reg.residual_scale_ == 0.0:
+        np.testing.assert_allclose(shifted, 0.0, atol=1e-9)

@@ -5,6 +5,7 @@ correct by reading and are skipped, not failed, without CUDA.
 """
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.datasets import load_diabetes
@@ -21,6 +22,7 @@ def test_default_model_fits_and_predicts_on_cuda_in_bfloat16():
     X, y = load_diabetes(return_X_y=True, as_frame=True, scaled=False)
     X, y = X[:64], y[:64]
     reg = LLMRegressor(
+        anchor=None,  # the LM alone: its outputs are bounded by the codec's grammar
         sft_epochs=1,
         rl_algorithm="remax",
         rl_epochs=1,
@@ -38,6 +40,27 @@ def test_default_model_fits_and_predicts_on_cuda_in_bfloat16():
     assert y.min() <= pred.min() and pred.max() <= y.max()
     # Sampling is seeded per row: repeated predictions agree on the GPU too.
     np.testing.assert_array_equal(reg.predict(X), pred)
+
+
+def test_the_default_estimator_fits_on_cuda_with_its_anchor_embedding_on_the_cpu():
+    # The anchor's cell embeddings run on the cached CPU copy of the base model while the
+    # adapters train on the GPU.
+    sizes = ["small", "double", "large", "single"] * 16
+    foods = ["burger", "salad"] * 32
+    X = pd.DataFrame(
+        {
+            "item": [
+                f"{size} {food} {i}"
+                for i, (size, food) in enumerate(zip(sizes, foods, strict=True))
+            ],
+            "grams": np.linspace(100, 400, 64),
+        }
+    )
+    y = X["grams"].to_numpy() * 2.5 + X["item"].str.contains("double").to_numpy() * 200
+    reg = LLMRegressor(sft_epochs=1, n_samples=4, device="cuda", random_state=0).fit(X, y)
+    assert reg.policy_.policy.backbone.device.type == "cuda"
+    assert reg.anchor_.embedding_model == reg.model
+    assert np.isfinite(reg.predict(X)).all()
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")

@@ -17,7 +17,9 @@ TINY = dict(mlp_hidden=(32,), d_model=16, decoder_layers=1, decoder_heads=2, dec
 
 
 def small(**params):
-    defaults = dict(model="mlp-decoder", **TINY, sft_epochs=3, n_samples=4, random_state=0)
+    defaults = dict(
+        model="mlp-decoder", **TINY, anchor=None, sft_epochs=3, n_samples=4, random_state=0
+    )
     return LLMRegressor(**{**defaults, **params})
 
 

@@ -30,6 +30,7 @@ def fitted(data, tiny_model_dir):
     X, y = data
     reg = LLMRegressor(
         model=tiny_model_dir,
+        anchor=None,  # the save format of the LM alone (anchors: test_anchor.py)
         sft_epochs=1,
         rl_algorithm="remax",
         rl_epochs=1,

@@ -272,8 +272,8 @@ def test_rl_reduces_validation_error_of_an_untrained_policy(tiny_model_dir, para
     )
     common.update({k: v for k, v in params.items() if k == "number_format"})
     rl_params = {k: v for k, v in params.items() if k != "number_format"}
-    before = LLMRegressor(**common, rl_algorithm=None).fit(X, y)
-    after = LLMRegressor(**common, **rl_params).fit(X, y)
+    before = LLMRegressor(**common, anchor=None, rl_algorithm=None).fit(X, y)
+    after = LLMRegressor(**common, anchor=None, **rl_params).fit(X, y)
     mse_before = np.mean((before.predict(X_val) - y_val) ** 2)
     mse_after = np.mean((after.predict(X_val) - y_val) ** 2)
     assert mse_after < 0.5 * mse_before, (mse_before, mse_after)
@@ -289,8 +289,8 @@ def test_rl_reduces_validation_error_of_an_untrained_policy(tiny_model_dir, para
 def test_rl_none_is_exactly_sft_only(tiny_model_dir):
     X, y = skewed_task(40, 0)
     common = dict(model=tiny_model_dir, sft_epochs=2, n_samples=4, random_state=0)
-    sft_only = LLMRegressor(**common, rl_algorithm=None).fit(X, y)
-    no_rl_epochs = LLMRegressor(**common, rl_algorithm="remax", rl_epochs=0).fit(X, y)
+    sft_only = LLMRegressor(**common, anchor=None, rl_algorithm=None).fit(X, y)
+    no_rl_epochs = LLMRegressor(**common, anchor=None, rl_algorithm="remax", rl_epochs=0).fit(X, y)
     np.testing.assert_array_equal(sft_only.predict(X), no_rl_epochs.predict(X))
     assert {r["phase"] for r in sft_only.history_} == {"sft"}
 
@@ -299,6 +299,7 @@ def test_rl_keeps_sft_state_when_rl_does_not_help(tiny_model_dir):
     X, y = skewed_task(60, 0)
     # A negative-of-error reward flipped in sign drives the policy away from the truth.
     reg = LLMRegressor(
+        anchor=None,
         model=tiny_model_dir,
         sft_epochs=3,
         sft_lr=3e-2,
@@ -346,6 +347,7 @@ def test_reward_on_decides_what_the_reward_scores(
         return -((y_pred - y_true) ** 2)
 
     LLMRegressor(
+        anchor=None,
         model=tiny_model_dir,
         sft_epochs=0,
         rl_algorithm=algorithm,
@@ -364,7 +366,13 @@ def test_reward_on_decides_what_the_reward_scores(
 def test_one_rollout_is_fine_when_single_draws_are_rewarded(tiny_model_dir):
     X, y = skewed_task(8, 0)
     reg = LLMRegressor(
-        model=tiny_model_dir, sft_epochs=0, rl_epochs=1, n_rollouts=1, predict_mode="greedy"
+        anchor=None,
+        model=tiny_model_dir,
+        sft_epochs=0,
+        rl_algorithm="remax",
+        rl_epochs=1,
+        n_rollouts=1,
+        predict_mode="greedy",
     ).fit(X, y)
     assert any(r["phase"] == "rl_step" for r in reg.history_)
 
