@@ -39,6 +39,23 @@ def small(model_dir, **params):
     return LLMRegressor(**{**defaults, **params})
 
 
+def tiny_mlp_decoder(**params):
+    """A small ``"mlp-decoder"`` fit: one SFT epoch, no RL."""
+    return LLMRegressor(
+        model="mlp-decoder",
+        mlp_hidden=(16,),
+        d_model=8,
+        decoder_layers=1,
+        decoder_heads=2,
+        decoder_ff=16,
+        sft_epochs=1,
+        rl_algorithm=None,
+        n_samples=2,
+        random_state=0,
+        **params,
+    )
+
+
 @pytest.fixture(scope="module")
 def numeric():
     """Continuous features and noisy targets: no two rows share a target or a neighbour's."""
@@ -398,19 +415,7 @@ def test_the_additive_anchor_survives_save_and_load(tiny_model_dir, tmp_path):
 
 def test_the_additive_anchor_of_a_backbone_without_a_language_model_embeds_nothing():
     X, y = menu(40)
-    reg = LLMRegressor(
-        model="mlp-decoder",
-        mlp_hidden=(16,),
-        d_model=8,
-        decoder_layers=1,
-        decoder_heads=2,
-        decoder_ff=16,
-        sft_epochs=1,
-        rl_algorithm=None,
-        n_samples=2,
-        anchor="additive",
-        random_state=0,
-    ).fit(X, y)
+    reg = tiny_mlp_decoder(anchor="additive").fit(X, y)
     assert reg.anchor_.text_embeddings is False and not reg.anchor_.text_embeddings_
 
 
@@ -498,19 +503,7 @@ def test_the_prompt_template_may_place_the_estimate(numeric, tiny_model_dir):
 
 def test_the_mlp_decoder_reads_the_estimate_as_one_more_feature(numeric, monkeypatch):
     X, y = numeric
-    reg = LLMRegressor(
-        model="mlp-decoder",
-        mlp_hidden=(16,),
-        d_model=8,
-        decoder_layers=1,
-        decoder_heads=2,
-        decoder_ff=16,
-        sft_epochs=1,
-        rl_algorithm=None,
-        n_samples=2,
-        anchor="ridge",
-        random_state=0,
-    ).fit(X, y)
+    reg = tiny_mlp_decoder(anchor="ridge").fit(X, y)
     assert reg.preprocessor_.n_features_in_ == 3
     with monkeypatch.context() as patch:
         rows = record_rows(patch, MLPDecoderBackbone)
