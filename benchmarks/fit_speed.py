@@ -65,7 +65,7 @@ def parse_config(label: str) -> dict:
     """Estimator overrides of a configuration label (``before``, ``after``, ``k=v,k=v``).
 
     An ``anchor`` named in ``public_datasets.NAMED_ANCHORS`` (``anchor="spline_ridge"``)
-    stands for that anchor, which the package does not name.
+    stands for that anchor: a ``RidgeAnchor`` setting the package has no name for.
     """
     if label in NAMED:
         return NAMED[label]

@@ -117,7 +117,6 @@ def simplest_within_one_paired_se(cv_results: dict) -> int:
 # Anchors by the names benchmark configurations gave them before the package named them
 # (``anchor="spline_ridge"``): the package's RidgeAnchor with splines, or with the basis
 # chosen by the one-standard-error rule (as ``anchor="additive"`` does on numeric tables).
-# the package does not name them.
 NAMED_ANCHORS = {
     "spline_ridge": lambda: RidgeAnchor(numeric_basis="spline"),
     "spline_or_ridge": lambda: RidgeAnchor(numeric_basis="auto"),

@@ -39,8 +39,8 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold, cross_val_predict, cross_val_score
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, SplineTransformer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import SplineTransformer
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .cell_embeddings import LMCellEmbeddings, cell_texts, embed_texts
@@ -48,7 +48,9 @@ from .features import (
     _as_documents,
     _as_float,
     _as_text,
+    column_names,
     make_feature_preprocessor,
+    one_hot_encoder,
     word_vectorizer,
 )
 
@@ -317,25 +319,13 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         self._fold(pipeline[0], pipeline[1])
         return self
 
-    def _names(self, n_features: int) -> list[str]:
-        if hasattr(self, "feature_names_in_"):
-            return [str(name) for name in self.feature_names_in_]
-        return [f"x{j}" for j in range(n_features)]
-
     def _pipeline(self, X: np.ndarray, basis: str, cells: bool, embed: bool) -> Pipeline:
         """Build the preprocessing of ``X`` with these readings of its columns, then RidgeCV."""
         preprocessor = make_feature_preprocessor(X, free_text=True)
         blocks = list(preprocessor.transformers)
         if cells:
             blocks += [
-                (
-                    f"cells{columns[0]}",
-                    make_pipeline(
-                        FunctionTransformer(_as_text, feature_names_out="one-to-one"),
-                        OneHotEncoder(handle_unknown="ignore"),
-                    ),
-                    columns,
-                )
+                (f"cells{columns[0]}", one_hot_encoder(), columns)
                 for name, _, columns in preprocessor.transformers
                 if name.startswith("text")
             ]
@@ -358,7 +348,7 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
                 )
             )
         if embed:
-            names = self._names(X.shape[1])
+            names = column_names(self, X.shape[1])
             blocks += [
                 (
                     f"embed{j}",

@@ -33,13 +33,16 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .backbones import _load_base
-from .features import is_missing
+from .features import column_names, is_missing
 
 __all__ = ["CACHE_SIZE", "LMCellEmbeddings", "cell_texts", "embed_texts"]
 
 # How many (model, layer, text) embeddings a process keeps: about 115 MB at the embedded
 # model's width of 576 floats.
 CACHE_SIZE = 50_000
+
+# Texts per forward pass of the base model.
+BATCH_SIZE = 64
 
 _cache: OrderedDict[tuple[str, int, str], np.ndarray] = OrderedDict()
 
@@ -91,9 +94,9 @@ def embed_texts(
     # Right-padded batches of texts of similar lengths: causal attention keeps the pads out
     # of the real tokens' states, and sorting by length keeps the padding (wasted compute)
     # small.
-    for start in range(0, len(tokenized), 64):
-        chunk = [text for _, text in tokenized[start : start + 64]]
-        ids = [tokens for tokens, _ in tokenized[start : start + 64]]
+    for start in range(0, len(tokenized), BATCH_SIZE):
+        chunk = [text for _, text in tokenized[start : start + BATCH_SIZE]]
+        ids = [tokens for tokens, _ in tokenized[start : start + BATCH_SIZE]]
         width = max(len(tokens) for tokens in ids)
         input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
         mask = torch.zeros((len(ids), width), dtype=torch.long)
@@ -187,10 +190,8 @@ class LMCellEmbeddings(TransformerMixin, BaseEstimator):
             names = [str(name) for name in self.names]
             if len(names) != X.shape[1]:
                 raise ValueError(f"names has {len(names)} entries for {X.shape[1]} columns")
-        elif hasattr(self, "feature_names_in_"):
-            names = [str(name) for name in self.feature_names_in_]
         else:
-            names = [f"x{j}" for j in range(X.shape[1])]
+            names = column_names(self, X.shape[1])
         blocks = [
             embed_texts(cell_texts(name, X[:, j]), model=self.model, layer=self.layer)
             for j, name in enumerate(names)

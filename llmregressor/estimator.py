@@ -44,6 +44,7 @@ from .engine import (
     sample_quantiles,
     validation_rows,
 )
+from .features import column_names
 from .fitted_policy import FittedPolicy, forked_torch_rng, resolve_device
 from .params import (
     RESUMABLE,
@@ -429,10 +430,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             targets = y - offsets
             codec = codec_from_params(params).fit(targets)
             self.codec_ = codec
-            names = getattr(self, "feature_names_in_", None)
-            if names is None:
-                names = [f"x{i}" for i in range(self.n_features_in_)]
-            spec = backbone_for(self.model).from_params(params, X, list(map(str, names)), codec)
+            names = column_names(self, self.n_features_in_)
+            spec = backbone_for(self.model).from_params(params, X, names, codec)
             for name, value in spec.fitted_attributes().items():
                 setattr(self, name, value)
             self.policy_ = FittedPolicy(spec, codec.allowed_mask(), self.device)

@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from .serialize import is_missing
@@ -34,9 +34,11 @@ __all__ = [
     "MISSING_CATEGORY",
     "TEXT_CARDINALITY",
     "WORD_FEATURES",
+    "column_names",
     "free_text_columns",
     "make_feature_preprocessor",
     "numeric_columns",
+    "one_hot_encoder",
     "word_vectorizer",
 ]
 
@@ -94,6 +96,41 @@ def _as_text(X: np.ndarray) -> np.ndarray:
 def _as_documents(X: np.ndarray) -> np.ndarray:
     """Return the one column of ``X`` as documents; a missing cell is an empty one."""
     return np.array(["" if is_missing(v) else str(v) for v in X[:, 0]], dtype=object)
+
+
+def column_names(estimator: object, n_features: int) -> list[str]:
+    """Return the names of an estimator's input columns: those it was fitted with, or x0, x1...
+
+    Parameters
+    ----------
+    estimator : estimator
+        Validated by ``validate_data`` (which sets ``feature_names_in_`` for a DataFrame
+        with string column names).
+    n_features : int
+        How many columns it reads.
+
+    Returns
+    -------
+    names : list of str
+    """
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None:
+        return [f"x{j}" for j in range(n_features)]
+    return [str(name) for name in names]
+
+
+def one_hot_encoder() -> Pipeline:
+    """Return the one-hot encoding of categorical cells (a missing cell is its own category).
+
+    Returns
+    -------
+    encoder : Pipeline
+        Dense output; categories unseen in fit encode as all zeros.
+    """
+    return make_pipeline(
+        FunctionTransformer(_as_text, feature_names_out="one-to-one"),
+        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+    )
 
 
 def word_vectorizer(**kwargs: object) -> TfidfVectorizer:
@@ -164,10 +201,6 @@ def make_feature_preprocessor(X: np.ndarray, *, free_text: bool = False) -> Colu
         SimpleImputer(strategy="mean", add_indicator=True, keep_empty_features=True),
         StandardScaler(),
     )
-    categorical = make_pipeline(
-        FunctionTransformer(_as_text, feature_names_out="one-to-one"),
-        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-    )
     text = [
         (f"text{j}", make_pipeline(FunctionTransformer(_as_documents), word_vectorizer()), [j])
         for j in np.flatnonzero(is_text)
@@ -175,7 +208,7 @@ def make_feature_preprocessor(X: np.ndarray, *, free_text: bool = False) -> Colu
     return ColumnTransformer(
         [
             ("numeric", numeric, np.flatnonzero(is_numeric)),
-            ("categorical", categorical, np.flatnonzero(~is_numeric & ~is_text)),
+            ("categorical", one_hot_encoder(), np.flatnonzero(~is_numeric & ~is_text)),
             *text,
         ],
         # Word features are sparse and many: stacked sparse whenever there are any.
