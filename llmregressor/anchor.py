@@ -58,6 +58,7 @@ __all__ = [
     "ANCHORS",
     "ANCHOR_MODES",
     "NUMERIC_BASES",
+    "RESIDUAL_SCALE_RULES",
     "RIDGE_ALPHAS",
     "SPLINE_KNOTS",
     "RidgeAnchor",
@@ -741,11 +742,19 @@ ANCHORS: dict[str, Callable[[str | None], RidgeAnchor]] = {
 ANCHOR_MODES = ("field", "residual")
 
 
-def residual_slope(decoded: np.ndarray, residuals: np.ndarray) -> float:
+# How ``residual_scale`` may be fitted on the calibration rows: their least-squares slope
+# (``"auto"``), or that slope less one standard error (``"one_se"``).
+RESIDUAL_SCALE_RULES = ("auto", "one_se")
+
+
+def residual_slope(decoded: np.ndarray, residuals: np.ndarray, rule: str = "auto") -> float:
     """Return how much of the decoded residuals to add: their fitted slope, in [0, 1].
 
     The least-squares slope of ``residuals`` on ``decoded`` through the origin (a decoded
-    residual of 0 adds nothing), clipped to [0, 1]: ``residual_scale="auto"``.
+    residual of 0 adds nothing), clipped to [0, 1]: ``residual_scale="auto"``. With
+    ``rule="one_se"``, the slope less its standard error before clipping: a correction is
+    kept only as far as the rows show that it helps, so one that is mostly noise is
+    dropped instead of being kept at whatever slope the noise of a few rows gives.
 
     Parameters
     ----------
@@ -753,6 +762,8 @@ def residual_slope(decoded: np.ndarray, residuals: np.ndarray) -> float:
         The model's decoded residual of each held-out row (the mean of its draws).
     residuals : ndarray of shape (n_rows,)
         The rows' true residuals, target minus estimate.
+    rule : {"auto", "one_se"}, default="auto"
+        The slope, or the slope less one standard error.
 
     Returns
     -------
@@ -762,7 +773,12 @@ def residual_slope(decoded: np.ndarray, residuals: np.ndarray) -> float:
     power = float(decoded @ decoded)
     if power == 0:
         return 1.0
-    return float(np.clip(decoded @ residuals / power, 0.0, 1.0))
+    slope = decoded @ residuals / power
+    if rule == "one_se":
+        # The slope's standard error in a regression through the origin.
+        variance = np.sum((residuals - slope * decoded) ** 2) / max(len(decoded) - 1, 1)
+        slope -= np.sqrt(variance / power)
+    return float(np.clip(slope, 0.0, 1.0))
 
 
 def make_anchor(

@@ -179,7 +179,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         the whole fit, RL included) and targets, from which :meth:`predict_interval`
         calibrates intervals of any coverage; None when ``interval_calibration=None`` or
         when the fit had too few rows to hold some out. With a residual anchor both are
-        measured from the rows' estimates.
+        measured from the rows' estimates, and where ``residual_scale_`` is 0 (predictions
+        are the anchor's estimates) every training row calibrates: its target, measured
+        from its out-of-fold estimate, with draws of 0.
     fit_time_ : float
         Seconds spent in :meth:`fit`.
 
@@ -458,7 +460,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             # After the whole fit (a resumed one too), so the draws describe the final model.
             self.calibration_ = self._calibrate(X[is_cal], targets[is_cal], parallel)
             if getattr(self, "anchor_", None) is not None:
-                self._fit_residual_scale()
+                self._fit_residual_scale(every_target=targets)
         self.fit_time_ = time.perf_counter() - start
         logger.info("LLMRegressor fitted on %d rows in %.1f s", len(y), self.fit_time_)
 
@@ -511,25 +513,32 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             return np.zeros(n_rows)
         return estimates
 
-    def _fit_residual_scale(self, warn: bool = True) -> None:
+    def _fit_residual_scale(
+        self, warn: bool = True, every_target: np.ndarray | None = None
+    ) -> None:
         """Set ``residual_scale_``, and scale the calibration rows' draws by it.
 
         ``"auto"`` regresses the calibration rows' residual targets on their mean draws
         (no intercept: a decoded residual of 0 adds nothing) and clips the slope to [0, 1].
         The draws are then scaled as new rows' draws will be, so that intervals score
-        both alike.
+        both alike. At a scale of 0 every prediction is the anchor's estimate, and every
+        training row's out-of-fold residual (``every_target``, the fit's residual targets)
+        is as fair a conformity score as a held-out row's: they all calibrate.
         """
         scale = 1.0
         calibration = getattr(self, "calibration_", None)
         if self.residual_anchor_:
-            if self.residual_scale != "auto":
+            if not isinstance(self.residual_scale, str):
                 scale = float(self.residual_scale)
             elif calibration is not None:
-                scale = residual_slope(calibration.draws.mean(axis=1), calibration.targets)
+                scale = residual_slope(
+                    calibration.draws.mean(axis=1), calibration.targets, self.residual_scale
+                )
             elif warn and self.interval_calibration is None:
                 # With too few rows to hold any out, the calibration warning has been given.
                 warnings.warn(
-                    "residual_scale='auto' chooses its scale on the calibration rows, and "
+                    f"residual_scale={self.residual_scale!r} chooses its scale on the "
+                    "calibration rows, and "
                     "interval_calibration=None holds none out: the fit adds the whole decoded "
                     "residual (residual_scale_ = 1.0). Set residual_scale=1.0 to say so "
                     "without this warning.",
@@ -537,10 +546,15 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
                     stacklevel=3,
                 )
         self.residual_scale_ = scale
-        if calibration is not None and scale != 1.0:
-            self.calibration_ = Calibration(
-                calibration.draws * scale, calibration.targets, calibration.n_samples
-            )
+        if calibration is None or scale == 1.0:
+            return
+        draws, targets = calibration.draws * scale, calibration.targets
+        if scale == 0 and every_target is not None:
+            # The decoded residual adds nothing, in-sample or not: each row's draws are all 0
+            # and its score is the distance of its target from its out-of-fold estimate.
+            draws = np.zeros((len(every_target), draws.shape[1]))
+            targets = every_target
+        self.calibration_ = Calibration(draws, targets, calibration.n_samples)
 
     def _to_targets(self, decoded: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Return numbers the model decoded for rows as targets: scaled, plus the offsets.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import boolean, int_in, one_of, optional, real_in, string
-from .anchor import ANCHOR_MODES, ANCHORS
+from .anchor import ANCHOR_MODES, ANCHORS, RESIDUAL_SCALE_RULES
 from .backbones import ATTN_IMPLEMENTATIONS, COMPUTE_DTYPES
 from .codecs import CODECS, NumberCodec, make_codec
 from .engine import EXACT, PREDICT_MODES, Callback, check_exact_outcomes
@@ -126,10 +126,12 @@ def _anchor(name: str, value: object) -> None:
 
 
 def _residual_scale(name: str, value: object) -> None:
-    if isinstance(value, str) and value == "auto":
+    if isinstance(value, str) and value in RESIDUAL_SCALE_RULES:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ValueError(f'{name} must be a number in [0, 1] or "auto", got {value!r}')
+        raise ValueError(
+            f"{name} must be a number in [0, 1] or one of {RESIDUAL_SCALE_RULES}, got {value!r}"
+        )
 
 
 def _lora_target_modules(name: str, value: object) -> None:
@@ -315,7 +317,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param(
         "residual_scale",
         "Anchor",
-        'float in [0, 1] or "auto"',
+        'float in [0, 1], "auto" or "one_se"',
         _residual_scale,
         """
         With a residual anchor, the share of the decoded residual that is added to the
@@ -325,7 +327,10 @@ PARAMETERS: tuple[Param, ...] = (
         [0, 1], of the calibration rows' residuals on their mean decoded residual, measured
         after the fit (``residual_scale_``); where the model has learnt nothing the anchor
         lacks, its decoded residual is noise, the slope is near 0 and predictions stay at
-        the anchor's estimate. Without calibration rows ``"auto"`` keeps 1.0, with a warning
+        the anchor's estimate. ``"one_se"``: that slope less its standard error, then
+        clipped: a correction is kept only as far as the calibration rows show it helps,
+        and one that is mostly noise is dropped instead of kept at whatever slope the
+        noise of a few rows gives. Without calibration rows either rule keeps 1.0, with a warning
         (under ``interval_calibration=None``; with too few rows to hold any out, the fit
         warns about the calibration). Calibrated intervals are scored
         on the scaled draws of the same rows that chose the slope, which makes them very

@@ -766,6 +766,30 @@ def test_residual_slope_is_the_clipped_slope_through_the_origin(decoded, residua
     assert residual_slope(np.array(decoded), np.array(residuals)) == slope
 
 
+@pytest.mark.parametrize(
+    ("decoded", "residuals", "slope"),
+    [
+        ([1.0, -1.0, 2.0], [1.0, -1.0, 2.0], 1.0),  # an exact fit: no standard error
+        ([1.0, 1.0], [2.0, 0.0], 0.0),  # slope 1 with standard error 1
+        ([1.0, 1.0, 1.0, 1.0], [1.0, 0.5, 1.0, 0.5], 0.75 - np.sqrt(0.25 / 3 / 4)),
+        ([0.0, 0.0], [1.0, 2.0], 1.0),  # nothing decoded, nothing to scale
+    ],
+)
+def test_one_se_residual_slope_is_the_slope_less_its_standard_error(decoded, residuals, slope):
+    got = residual_slope(np.array(decoded), np.array(residuals), rule="one_se")
+    assert got == pytest.approx(slope, abs=1e-12)
+
+
+def test_one_se_residual_scale_keeps_less_than_auto(numeric, tiny_model_dir):
+    X, y = numeric
+    params = dict(anchor="ridge", anchor_mode="residual", validation_fraction=0.7)
+    full = small(tiny_model_dir, **params, residual_scale=1.0).fit(X, y)
+    one_se = small(tiny_model_dir, **params, residual_scale="one_se").fit(X, y)
+    decoded, targets = full.calibration_.draws.mean(axis=1), full.calibration_.targets
+    assert one_se.residual_scale_ == residual_slope(decoded, targets, rule="one_se")
+    assert one_se.residual_scale_ <= residual_slope(decoded, targets)
+
+
 def test_auto_residual_scale_is_the_calibration_rows_slope(numeric, tiny_model_dir):
     X, y = numeric
     params = dict(anchor="ridge", anchor_mode="residual", validation_fraction=0.7)
@@ -792,6 +816,26 @@ def test_auto_residual_scale_is_the_calibration_rows_slope(numeric, tiny_model_d
     # Training further through the engine forgets the slope, measured on the model before.
     auto.trainer(X, y)
     assert auto.residual_scale_ == 1.0
+
+
+def test_at_scale_zero_every_rows_out_of_fold_residual_calibrates(numeric, tiny_model_dir):
+    X, y = numeric
+    params = dict(anchor="ridge", anchor_mode="residual", validation_fraction=0.7)
+    reg = small(tiny_model_dir, **params, residual_scale=0.0).fit(X, y)
+    # Predictions are the anchor's estimates; each row's out-of-fold residual is a score.
+    estimates, _ = cross_fit("ridge", X, y, reg.anchor_folds, reg.seed_)
+    assert reg.calibration_.n_rows == len(y)
+    np.testing.assert_allclose(reg.calibration_.targets, y - estimates)
+    assert not reg.calibration_.draws.any()
+    # Split conformal around the anchor on every row's |residual|: the 24th of 30 for 75%.
+    margin = np.sort(np.abs(y - estimates))[23]
+    point = reg.anchor_.predict(X)
+    np.testing.assert_allclose(
+        reg.predict_interval(X, coverage=0.75), np.column_stack([point - margin, point + margin])
+    )
+    # A kept correction is calibrated on the held-out rows only, as before.
+    kept = small(tiny_model_dir, **params, residual_scale=0.5).fit(X, y)
+    assert 0 < kept.calibration_.n_rows < len(y)
 
 
 def test_auto_residual_scale_without_calibration_rows_warns_and_adds_everything(
