@@ -768,8 +768,16 @@ def residual_slope(decoded: np.ndarray, residuals: np.ndarray, rule: str = "auto
     Returns
     -------
     slope : float
-        1.0 when every decoded residual is 0: there is nothing to scale.
+        1.0 when every decoded residual is 0: there is nothing to scale. (On a single row
+        the standard error is 0: a fit holds out at least 20.)
+
+    Raises
+    ------
+    ValueError
+        If ``rule`` is not one of :data:`RESIDUAL_SCALE_RULES`.
     """
+    if rule not in RESIDUAL_SCALE_RULES:
+        raise ValueError(f"rule must be one of {RESIDUAL_SCALE_RULES}, got {rule!r}")
     power = float(decoded @ decoded)
     if power == 0:
         return 1.0

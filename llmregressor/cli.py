@@ -414,4 +414,7 @@ def _describe_calibration(fitted: dict) -> str:
     calibration = fitted["calibration_"]
     if calibration is None:
         return "none (raw intervals)"
-    return f"{len(calibration['targets'])} held-out rows, n_samples={calibration['n_samples']!r}"
+    n_rows = len(calibration["targets"])
+    # At a residual scale of 0 the training rows' out-of-fold residuals calibrate.
+    rows = "out-of-fold rows" if fitted.get("residual_scale_") == 0 else "held-out rows"
+    return f"{n_rows} {rows}, n_samples={calibration['n_samples']!r}"

@@ -67,7 +67,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LLMRegressor"]
+__all__ = ["OUT_OF_FOLD_CALIBRATION_ROWS", "LLMRegressor"]
+
+# Where a residual anchor's correction is scaled to 0, the training rows' out-of-fold
+# residuals calibrate the intervals: at most this many (drawn with the fit's seed), which
+# bounds the stored draws while keeping the margin's sampling error below half a percent.
+OUT_OF_FOLD_CALIBRATION_ROWS = 4096
 
 
 # Pickles written before the fitted policy moved to its own module name this class.
@@ -96,7 +101,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     :meth:`predict_interval` a central interval of given coverage, calibrated by default:
     the fit keeps a few rows out of training (``interval_calibration``) and the raw
     quantiles are widened or narrowed by split-conformal CQR so that the intervals cover
-    what they claim (:mod:`llmregressor.conformal`).
+    what they claim (:mod:`llmregressor.conformal`; where an anchor's correction is
+    scaled to 0, every row's out-of-fold residual calibrates instead).
     :meth:`save` writes a fitted estimator to a folder (JSON and safetensors, no pickle)
     that :meth:`load` reads back.
 
@@ -460,7 +466,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             # After the whole fit (a resumed one too), so the draws describe the final model.
             self.calibration_ = self._calibrate(X[is_cal], targets[is_cal], parallel)
             if getattr(self, "anchor_", None) is not None:
-                self._fit_residual_scale(every_target=targets)
+                self._fit_residual_scale(oof_residuals=targets)
         self.fit_time_ = time.perf_counter() - start
         logger.info("LLMRegressor fitted on %d rows in %.1f s", len(y), self.fit_time_)
 
@@ -514,16 +520,25 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         return estimates
 
     def _fit_residual_scale(
-        self, warn: bool = True, every_target: np.ndarray | None = None
+        self, warn: bool = True, oof_residuals: np.ndarray | None = None
     ) -> None:
-        """Set ``residual_scale_``, and scale the calibration rows' draws by it.
+        """Set ``residual_scale_``; scale the calibration rows' draws by it, or replace them.
 
         ``"auto"`` regresses the calibration rows' residual targets on their mean draws
-        (no intercept: a decoded residual of 0 adds nothing) and clips the slope to [0, 1].
-        The draws are then scaled as new rows' draws will be, so that intervals score
-        both alike. At a scale of 0 every prediction is the anchor's estimate, and every
-        training row's out-of-fold residual (``every_target``, the fit's residual targets)
-        is as fair a conformity score as a held-out row's: they all calibrate.
+        (no intercept: a decoded residual of 0 adds nothing) and clips the slope to [0, 1];
+        ``"one_se"`` takes that slope less its standard error. The draws are then scaled
+        as new rows' draws will be, so that intervals score both alike.
+
+        Parameters
+        ----------
+        warn : bool, default=True
+            Warn when a fitted scale has no calibration rows to be fitted on.
+        oof_residuals : ndarray of shape (n_rows,), optional
+            Every training row's target less its out-of-fold estimate (the fit's residual
+            targets). At a scale of 0 every prediction is the full anchor's estimate, and
+            each of these is as fair a conformity score as a held-out row's (the fold
+            anchor that estimated the row never saw it): they replace the calibration
+            rows, up to :data:`OUT_OF_FOLD_CALIBRATION_ROWS` of them.
         """
         scale = 1.0
         calibration = getattr(self, "calibration_", None)
@@ -538,10 +553,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
                 # With too few rows to hold any out, the calibration warning has been given.
                 warnings.warn(
                     f"residual_scale={self.residual_scale!r} chooses its scale on the "
-                    "calibration rows, and "
-                    "interval_calibration=None holds none out: the fit adds the whole decoded "
-                    "residual (residual_scale_ = 1.0). Set residual_scale=1.0 to say so "
-                    "without this warning.",
+                    "calibration rows, and interval_calibration=None holds none out: the fit "
+                    "adds the whole decoded residual (residual_scale_ = 1.0). Set "
+                    "residual_scale=1.0 to say so without this warning.",
                     UserWarning,
                     stacklevel=3,
                 )
@@ -549,12 +563,28 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         if calibration is None or scale == 1.0:
             return
         draws, targets = calibration.draws * scale, calibration.targets
-        if scale == 0 and every_target is not None:
-            # The decoded residual adds nothing, in-sample or not: each row's draws are all 0
-            # and its score is the distance of its target from its out-of-fold estimate.
-            draws = np.zeros((len(every_target), draws.shape[1]))
-            targets = every_target
+        if scale == 0 and oof_residuals is not None:
+            targets = oof_residuals
+            if len(targets) > OUT_OF_FOLD_CALIBRATION_ROWS:
+                rng = np.random.default_rng(self.seed_)
+                keep = rng.choice(len(targets), OUT_OF_FOLD_CALIBRATION_ROWS, replace=False)
+                targets = targets[np.sort(keep)]
+            # Every draw adds 0 times the decoded residual, in-sample or not.
+            draws = np.zeros((len(targets), draws.shape[1]))
         self.calibration_ = Calibration(draws, targets, calibration.n_samples)
+
+    def _decode(
+        self, decode: Callable[[], np.ndarray], n_rows: int, width: int | None = None
+    ) -> np.ndarray:
+        """Return ``decode()``, or zeros where the decoded residual is scaled to 0.
+
+        At ``residual_scale_`` 0 every output is the anchor's estimate whatever the model
+        decodes, so the rows are not decoded at all: the result is the same, without the
+        cost of sampling. ``width`` is the numbers per row (None: one, a 1-d result).
+        """
+        if getattr(self, "residual_scale_", 1.0) == 0:
+            return np.zeros(n_rows if width is None else (n_rows, width))
+        return decode()
 
     def _to_targets(self, decoded: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Return numbers the model decoded for rows as targets: scaled, plus the offsets.
@@ -644,7 +674,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         engine drops ``calibration_`` (sets it to None), whose draws would no longer
         describe a model trained further: :meth:`predict_interval` then warns and returns
         raw quantiles until :meth:`fit` runs again. For the same reason a
-        ``residual_scale="auto"`` goes back to adding the whole decoded residual.
+        fitted ``residual_scale`` (``"auto"``, ``"one_se"``) goes back to adding the
+        whole decoded residual.
 
         Parameters
         ----------
@@ -753,7 +784,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             distribution with ``n_samples="exact"`` (``predict_mode``).
         """
         inputs, offsets = self._row_inputs(X)
-        return self._to_targets(self._sampler().predict(self.policy_.policy, inputs), offsets)
+        decoded = self._decode(
+            lambda: self._sampler().predict(self.policy_.policy, inputs), len(offsets)
+        )
+        return self._to_targets(decoded, offsets)
 
     def sample(self, X, n_samples: int | None = None) -> np.ndarray:
         """Draw samples from the predictive distribution (temperature 1).
@@ -779,7 +813,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             hint = " (sample() draws; pass an int n_samples)" if n_samples == EXACT else ""
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}{hint}")
         inputs, offsets = self._row_inputs(X)
-        draws = self._sampler().draw(self.policy_.policy, inputs, n_samples=n_samples, greedy=False)
+        policy = self.policy_.policy
+        draws = self._decode(
+            lambda: self._sampler().draw(policy, inputs, n_samples=n_samples, greedy=False),
+            len(offsets),
+            n_samples,
+        )
         return self._to_targets(draws, offsets)
 
     def predict_quantiles(
@@ -815,7 +854,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         if n_samples == EXACT:
             inputs, offsets = self._row_inputs(X)  # checks the fit first
             sampler = replace(self._sampler(), n_samples=EXACT)
-            return self._to_targets(sampler.quantiles(self.policy_.policy, inputs, levels), offsets)
+            decoded = self._decode(
+                lambda: sampler.quantiles(self.policy_.policy, inputs, levels),
+                len(offsets),
+                levels.size,
+            )
+            return self._to_targets(decoded, offsets)
         return sample_quantiles(self.sample(X, n_samples), levels)
 
     def predict_interval(
@@ -835,7 +879,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         training rows were, a share of at least ``coverage`` of the targets falls inside,
         on average over fits, and less than ``coverage + 1 / (n + 1)`` for ``n``
         calibration rows (the held-out validation rows serve when early stopping is on;
-        choosing the epoch on them makes them slightly easier than new rows). The raw
+        choosing the epoch on them makes them slightly easier than new rows). Where a
+        residual anchor's correction is scaled to 0 (``residual_scale_``), the calibration
+        rows are every training row, scored by its distance from its out-of-fold estimate:
+        the cross-validation form of conformal prediction, without that finite-sample
+        guarantee and slightly conservative in the measurements. The raw
         bounds of new rows are then computed exactly as those of the calibration rows: from
         the fit's ``n_samples`` draws, or with ``n_samples="exact"`` from the exact
         distribution's quantiles at the midpoints of 200 equal strata.
@@ -905,7 +953,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             )
         inputs, offsets = self._row_inputs(X)
         sampler = replace(self._sampler(), n_samples=calibration.n_samples)
-        draws = self._to_targets(sampler.calibration_draws(self.policy_.policy, inputs), offsets)
+        decoded = self._decode(
+            lambda: sampler.calibration_draws(self.policy_.policy, inputs),
+            len(offsets),
+            calibration.draws.shape[1],
+        )
+        draws = self._to_targets(decoded, offsets)
         bounds = sample_quantiles(draws, levels)
         scores = conformity_scores(sample_quantiles(calibration.draws, levels), calibration.targets)
         margin = conformal_margin(scores, coverage)
@@ -915,7 +968,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
                 f"coverage={coverage} needs more than the {n} calibration rows: with n rows, "
                 f"split-conformal intervals are finite up to coverage n / (n + 1) = "
                 f"{n / (n + 1):.4f}. Returning infinite intervals; a larger "
-                "validation_fraction calibrates on more rows.",
+                "validation_fraction calibrates on more rows (or, with an anchor, "
+                "residual_scale=0.0 on every training row).",
                 UserWarning,
                 stacklevel=2,
             )

@@ -332,9 +332,11 @@ PARAMETERS: tuple[Param, ...] = (
         and one that is mostly noise is dropped instead of kept at whatever slope the
         noise of a few rows gives. Without calibration rows either rule keeps 1.0, with a warning
         (under ``interval_calibration=None``; with too few rows to hold any out, the fit
-        warns about the calibration). Calibrated intervals are scored
-        on the scaled draws of the same rows that chose the slope, which makes them very
-        slightly optimistic. Ignored without a residual anchor.
+        warns about the calibration). Where the scale is above 0, calibrated intervals
+        are scored on the scaled draws of the same rows that chose it, which makes them
+        very slightly optimistic; at 0 every output is the anchor's estimate, nothing is
+        decoded at predict time, and the training rows' out-of-fold residuals calibrate
+        the intervals (``interval_calibration``). Ignored without a residual anchor.
         """,
     ),
     Param(
@@ -765,8 +767,14 @@ PARAMETERS: tuple[Param, ...] = (
         the validation rows when early stopping holds some out, otherwise
         ``validation_fraction`` of the rows (25 of 256 by default), which the fit then
         does not train on. Under 20 such rows it holds none out for calibration and does
-        not calibrate, with a warning. ``None`` trains on every row, as fits did before
-        calibration existed, and intervals stay raw.
+        not calibrate, with a warning. Where a residual anchor's correction is scaled to 0
+        (``residual_scale_``), the interval is the anchor's estimate plus or minus a margin,
+        and every training row's distance from its out-of-fold estimate calibrates it
+        instead (up to 4096 rows): the cross-validation form of conformal prediction,
+        without split conformal's finite-sample guarantee but with ten times the rows at
+        256 (slightly conservative, as the fold anchors see fewer rows than the final one).
+        ``None`` trains on every row, as fits did before calibration existed, and
+        intervals stay raw.
         """,
     ),
     Param(

@@ -16,6 +16,7 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import llmregressor.estimator as estimator_module
 from llmregressor import LLMRegressor
 from llmregressor.anchor import (
     RIDGE_ALPHAS,
@@ -27,6 +28,7 @@ from llmregressor.anchor import (
     with_estimates,
 )
 from llmregressor.backbones import LanguageModelBackbone
+from llmregressor.engine import Sampler
 from llmregressor.features import TEXT_CARDINALITY, free_text_columns, make_feature_preprocessor
 from llmregressor.mlp_decoder import MLPDecoderBackbone
 from llmregressor.persistence import MANIFEST_FILE, ModelFormatError
@@ -681,8 +683,6 @@ def test_resume_refuses_other_anchor_estimates(numeric, tiny_model_dir, tmp_path
 
 # ------------------------------------------------------------------------- residual mode
 def test_a_residual_anchor_trains_on_what_the_estimate_leaves(numeric, tiny_model_dir, monkeypatch):
-    import llmregressor.estimator as estimator_module
-
     X, y = numeric
     targets = []
     trainer = estimator_module.Trainer
@@ -693,7 +693,13 @@ def test_a_residual_anchor_trains_on_what_the_estimate_leaves(numeric, tiny_mode
 
     monkeypatch.setattr(estimator_module, "Trainer", recording)
     anchor = KNeighborsRegressor(n_neighbors=1)
-    reg = small(tiny_model_dir, anchor=anchor, anchor_mode="residual", validation_fraction=0.7)
+    reg = small(
+        tiny_model_dir,
+        anchor=anchor,
+        anchor_mode="residual",
+        residual_scale=1.0,  # the held-out rows calibrate (at 0 every row would)
+        validation_fraction=0.7,
+    )
     reg.fit(X, y)
     oof = cross_val_predict(anchor, X, y, cv=KFold(5, shuffle=True, random_state=reg.seed_))
     assert reg.residual_anchor_ is True
@@ -772,6 +778,8 @@ def test_residual_slope_is_the_clipped_slope_through_the_origin(decoded, residua
         ([1.0, -1.0, 2.0], [1.0, -1.0, 2.0], 1.0),  # an exact fit: no standard error
         ([1.0, 1.0], [2.0, 0.0], 0.0),  # slope 1 with standard error 1
         ([1.0, 1.0, 1.0, 1.0], [1.0, 0.5, 1.0, 0.5], 0.75 - np.sqrt(0.25 / 3 / 4)),
+        ([1.0, 1.0], [3.0, -1.0], 0.0),  # slope 1 less a standard error of 2: clipped
+        ([1.0, 2.0], [2.1, 3.9], 1.0),  # slope 1.98 less 0.06: clipped
         ([0.0, 0.0], [1.0, 2.0], 1.0),  # nothing decoded, nothing to scale
     ],
 )
@@ -786,8 +794,16 @@ def test_one_se_residual_scale_keeps_less_than_auto(numeric, tiny_model_dir):
     full = small(tiny_model_dir, **params, residual_scale=1.0).fit(X, y)
     one_se = small(tiny_model_dir, **params, residual_scale="one_se").fit(X, y)
     decoded, targets = full.calibration_.draws.mean(axis=1), full.calibration_.targets
-    assert one_se.residual_scale_ == residual_slope(decoded, targets, rule="one_se")
-    assert one_se.residual_scale_ <= residual_slope(decoded, targets)
+    assert one_se.residual_scale_ == pytest.approx(
+        residual_slope(decoded, targets, rule="one_se"), abs=1e-12
+    )
+    # Here the plain slope lies inside (0, 1): one standard error less keeps less.
+    assert one_se.residual_scale_ < residual_slope(decoded, targets) < 1
+
+
+def test_residual_slope_rejects_an_unknown_rule():
+    with pytest.raises(ValueError, match="rule must be one of"):
+        residual_slope(np.ones(3), np.ones(3), rule="median")
 
 
 def test_auto_residual_scale_is_the_calibration_rows_slope(numeric, tiny_model_dir):
@@ -836,6 +852,53 @@ def test_at_scale_zero_every_rows_out_of_fold_residual_calibrates(numeric, tiny_
     # A kept correction is calibrated on the held-out rows only, as before.
     kept = small(tiny_model_dir, **params, residual_scale=0.5).fit(X, y)
     assert 0 < kept.calibration_.n_rows < len(y)
+
+
+def test_at_scale_zero_nothing_is_decoded(numeric, tiny_model_dir, monkeypatch):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor="ridge", validation_fraction=0.7, residual_scale=0.0)
+    reg.fit(X, y)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("rows were decoded at a residual scale of 0")
+
+    for method in ("predict", "draw", "quantiles", "calibration_draws"):
+        monkeypatch.setattr(Sampler, method, refuse)
+    point = reg.anchor_.predict(X)
+    np.testing.assert_array_equal(reg.predict(X), point)
+    np.testing.assert_array_equal(reg.sample(X, n_samples=3), np.repeat(point[:, None], 3, 1))
+    np.testing.assert_array_equal(reg.predict_quantiles(X, [0.1, 0.9])[:, 1], point)
+    reg.set_params(n_samples="exact")
+    np.testing.assert_array_equal(reg.predict_quantiles(X, [0.5])[:, 0], point)
+    reg.set_params(n_samples=2)
+    interval = reg.predict_interval(X, 0.5)
+    np.testing.assert_allclose(interval.mean(axis=1), point)
+
+
+def test_a_fitted_scale_of_zero_calibrates_on_every_row(numeric, tiny_model_dir, monkeypatch):
+    X, y = numeric
+    # The default rule, made to find nothing worth keeping.
+    monkeypatch.setattr(estimator_module, "residual_slope", lambda *args: 0.0)
+    reg = small(tiny_model_dir, anchor="ridge", validation_fraction=0.7).fit(X, y)
+    assert reg.residual_scale_ == 0 and reg.calibration_.n_rows == len(y)
+    # At most OUT_OF_FOLD_CALIBRATION_ROWS of them, drawn with the fit's seed.
+    monkeypatch.setattr(estimator_module, "OUT_OF_FOLD_CALIBRATION_ROWS", 10)
+    capped = small(tiny_model_dir, anchor="ridge", validation_fraction=0.7).fit(X, y)
+    assert capped.calibration_.n_rows == 10
+    assert set(capped.calibration_.targets) < set(reg.calibration_.targets)
+    # Without calibration nothing is added.
+    none = small(tiny_model_dir, anchor="ridge", residual_scale=0.0, interval_calibration=None)
+    assert none.fit(X, y).calibration_ is None
+
+
+def test_an_every_row_calibration_survives_save_and_load(numeric, tiny_model_dir, tmp_path):
+    X, y = numeric
+    reg = small(tiny_model_dir, anchor="ridge", validation_fraction=0.7, residual_scale=0.0)
+    reg.fit(X, y)
+    reg.save(tmp_path / "model")
+    loaded = LLMRegressor.load(tmp_path / "model")
+    assert loaded.calibration_.n_rows == len(y)
+    np.testing.assert_array_equal(loaded.predict_interval(X, 0.8), reg.predict_interval(X, 0.8))
 
 
 def test_auto_residual_scale_without_calibration_rows_warns_and_adds_everything(

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from llmregressor import LLMRegressor
-from llmregressor.cli import _cli_params, _converter, main
+from llmregressor.cli import _cli_params, _converter, _describe_calibration, main
 from llmregressor.persistence import FORMAT_VERSION, MANIFEST_FILE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,3 +275,11 @@ def test_python_dash_m(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert "is not a model folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_info_names_the_rows_that_calibrate():
+    calibration = {"targets": [0.5] * 30, "n_samples": 16}
+    held_out = {"calibration_": calibration, "residual_scale_": 0.25}
+    every_row = {"calibration_": calibration, "residual_scale_": 0.0}
+    assert _describe_calibration(held_out) == "30 held-out rows, n_samples=16"
+    assert _describe_calibration(every_row) == "30 out-of-fold rows, n_samples=16"
