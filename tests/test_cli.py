@@ -103,7 +103,13 @@ def calibrated(houses, tiny_model_dir, tmp_path_factory):
     """A model folder fitted with calibration (24 of 60 rows), and its data as CSV."""
     frame, y = houses(60, missing=False)
     reg = LLMRegressor(
-        model=tiny_model_dir, sft_epochs=1, n_samples=2, validation_fraction=0.4, random_state=0
+        model=tiny_model_dir,
+        sft_epochs=1,
+        n_samples=2,
+        validation_fraction=0.4,
+        # The whole decoded residual: raw intervals of some width, held-out rows calibrating.
+        residual_scale=1.0,
+        random_state=0,
     ).fit(frame, y)
     folder = tmp_path_factory.mktemp("calibrated")
     reg.save(folder / "model")
