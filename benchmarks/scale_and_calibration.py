@@ -13,7 +13,8 @@ draws) once per (dataset, seed) (256 training rows, up to 1000 test rows,
 - two rules for the scale lambda, each from the calibration rows' mean draws ``d`` and true
   residuals ``r``: ``slope``, the least-squares slope of ``r`` on ``d`` through the origin
   clipped to [0, 1] (``llmregressor.anchor.residual_slope``, ``residual_scale="auto"`` until
-  2026-12-02), and ``one_se``, that slope minus its standard error, clipped to [0, 1];
+  2026-12-02), and ``one_se``, that slope minus its standard error, clipped to [0, 1]
+  (``residual_scale="one_se"`` since);
 - R^2 of the anchor alone and of each rule's prediction (the mean of the scaled draws);
 - for each rule, the calibrated 80% and 90% intervals two ways: ``held-out`` (CQR on the
   calibration rows, as ``predict_interval`` does) and ``all rows`` (where lambda is 0 the
@@ -56,17 +57,6 @@ METHODS = ("held_out", "all_rows")
 COVERAGES = (0.9, 0.8)
 
 
-def one_se_slope(decoded: np.ndarray, residuals: np.ndarray) -> float:
-    """The through-origin slope minus its standard error, clipped to [0, 1]."""
-    power = float(decoded @ decoded)
-    if power == 0:
-        return 1.0
-    slope = decoded @ residuals / power
-    dof = max(len(decoded) - 1, 1)
-    se = np.sqrt(np.sum((residuals - slope * decoded) ** 2) / dof / power)
-    return float(np.clip(slope - se, 0.0, 1.0))
-
-
 def run_one(name: str, seed: int, label: str) -> dict:
     """Fit once and score both rules and both calibrations on one split."""
     X, y = public_datasets.load(name)
@@ -83,7 +73,7 @@ def run_one(name: str, seed: int, label: str) -> dict:
     record = {"r2_anchor": r2_score(y_te, estimate)}
     lambdas = {
         "slope": residual_slope(cal.draws.mean(axis=1), cal.targets),
-        "one_se": one_se_slope(cal.draws.mean(axis=1), cal.targets),
+        "one_se": residual_slope(cal.draws.mean(axis=1), cal.targets, rule="one_se"),
     }
     for rule, scale in lambdas.items():
         draws = estimate[:, None] + scale * decoded
