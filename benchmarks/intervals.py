@@ -11,10 +11,13 @@ default ``LLMRegressor(random_state=seed)`` (or, with ``--config``, the default 
 ``fit_speed.py``'s overrides, such as ``anchor="ridge",rl_algorithm=null``, the table
 naming them) and scores its 90% and 80% intervals on the
 test rows: the calibrated ones (``predict_interval``, split-conformal CQR on the rows the
-fit held out) and the raw ones (``calibrated=False``): coverage (share of targets inside),
-mean width, and mean pinball loss of the two bounds at their levels ((1 - c) / 2 and
-(1 + c) / 2). Beside it, on the same split, trained on the same rows and calibrated on the
-same held-out rows (``llmregressor.engine.calibration_rows`` with the fit's seed):
+fit held out, or where a residual anchor's correction is scaled to 0, on every training
+row's out-of-fold residual) and the raw ones (``calibrated=False``): coverage (share of
+targets inside), mean width, and mean pinball loss of the two bounds at their levels
+((1 - c) / 2 and (1 + c) / 2). Beside it, on the same split, trained on the same rows and
+calibrated on the same held-out rows (``llmregressor.engine.calibration_rows`` with the
+fit's seed; not like for like where the LM calibrates on every row, as the 'cal rows'
+column shows):
 
 - Ridge with split-conformal intervals (absolute residuals; its "raw" interval is the point);
 - quantile HistGradientBoosting: one model per bound (``loss="quantile"``) and CQR, raw
