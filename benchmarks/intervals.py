@@ -209,7 +209,7 @@ def summary_rows(records: list[dict]) -> list[list]:
             train_rows,
             model,
             len(values),
-            "/".join(sorted({str(r["n_cal"]) for r in values})),
+            "/".join(map(str, sorted({r["n_cal"] for r in values}))),
         ]
         for coverage in COVERAGES:
             key = f"{coverage:g}"
