@@ -162,7 +162,7 @@ def run_one(name: str, seed: int, rows: int, args: argparse.Namespace) -> list[d
     # decodes what an anchor leaves, so the count is what compares across modes), or every
     # training row where the residual scale is 0.
     assert reg.calibration_.n_rows == (
-        rows if reg.__dict__.get("residual_scale_") == 0 else len(split[3])
+        rows if getattr(reg, "residual_scale_", None) == 0 else len(split[3])
     )
     if not getattr(reg, "residual_anchor_", False):
         np.testing.assert_array_equal(split[3], reg.calibration_.targets)
