@@ -106,6 +106,30 @@ def reference_epoch_s(reg: LLMRegressor, X_tr) -> float:
     return time.perf_counter() - start
 
 
+def anchored(model: LLMRegressor, X_te, y_te: np.ndarray) -> dict:
+    """An anchored fit's anchor alone on the test rows, its residual scale and per-epoch scales.
+
+    ``sft_residual_scales`` is the scale fitted after each SFT epoch where
+    ``residual_patience`` checks it (a patience above ``sft_epochs`` records them without
+    stopping): the epoch at which any patience would have stopped the same fit, whose
+    predictions would then have been the anchor's. Nothing without an anchor.
+    """
+    if getattr(model, "anchor_", None) is None:
+        return {}
+    sft = [r for r in model.history_ if r.get("phase") == "sft"]
+    checked = {}
+    if sft and "residual_scale" in sft[0]:
+        checked = {
+            "sft_residual_scales": [r["residual_scale"] for r in sft],
+            "sft_epoch_s": [r["time_s"] for r in sft],
+        }
+    return {
+        "anchor_r2": r2_score(y_te, model.anchor_.predict(X_te)),
+        "residual_scale": model.residual_scale_,
+        **checked,
+    }
+
+
 def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
     """Fit every configuration on one (dataset, seed) split, then time the reference epoch."""
     X, y = public_datasets.load(name)
@@ -128,6 +152,7 @@ def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
                 "r2": r2_score(y_te, pred),
                 "rmse": float(np.sqrt(np.mean((pred - y_te) ** 2))),
                 "epoch_s": epochs,
+                **anchored(reg, X_te, y_te),
             }
         )
         fitted = reg

@@ -49,7 +49,7 @@ from sklearn.metrics import r2_score
 
 import public_datasets
 from _report import append_records, markdown_table, newest_records, write_section
-from fit_speed import parse_config
+from fit_speed import anchored, parse_config
 from llmregressor import LLMRegressor
 from llmregressor.conformal import (
     central_levels,
@@ -110,7 +110,7 @@ def llm_record(reg: LLMRegressor, X_te, y_te: np.ndarray) -> dict:
         )
         record.update(interval_scores(y_te, calibrated, coverage, ""))
         record.update(interval_scores(y_te, raw, coverage, "raw_"))
-    return record
+    return {**record, **anchored(reg, X_te, y_te)}
 
 
 def ridge_record(X_fit, y_fit, X_cal, y_cal, X_te, y_te: np.ndarray) -> dict:

@@ -39,7 +39,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
 import public_datasets
 from _report import append_records, markdown_table, newest_records, write_section
-from fit_speed import parse_config
+from fit_speed import anchored, parse_config
 from llmregressor import LLMRegressor, LMCellEmbeddings
 
 # The embedded model's layer whose cell embeddings ``tfidf_or_lm`` offers (the middle one).
@@ -123,16 +123,6 @@ def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
         )
         print(json.dumps(records[-1]), flush=True)
     return records
-
-
-def anchored(model, X_te, y_te: np.ndarray) -> dict:
-    """An anchored LLM's anchor alone on the test rows and its residual scale (else nothing)."""
-    if getattr(model, "anchor_", None) is None:
-        return {}
-    return {
-        "anchor_r2": r2_score(y_te, model.anchor_.predict(X_te)),
-        "residual_scale": model.residual_scale_,
-    }
 
 
 def main() -> None:

@@ -222,6 +222,7 @@ def run_phase(
     parallel: DataParallel | None = None,
     checkpoint: PhaseCheckpoint | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
+    check: Callable[[int], dict] | None = None,
 ) -> list[dict]:
     """Train ``policy`` in place for up to ``config.epochs`` epochs of ``phase``.
 
@@ -250,6 +251,10 @@ def run_phase(
         Saves the training state after every epoch and resumes from it.
     on_epoch_end : callable, optional
         Called with each epoch's record after it is logged and checkpointed.
+    check : callable, optional
+        Called with the epoch's index after its training, before its record is logged:
+        returns fields to add to the record. A true ``"stop"`` among them (not kept in the
+        record) ends the phase after this epoch, which is then checkpointed as finished.
 
     Returns
     -------
@@ -318,11 +323,14 @@ def run_phase(
             where["step"] += 1
         if not all(torch.isfinite(w).all() for w in weights):
             raise diverged("the trained weights hold NaN or infinite values")
+        checked = check(epoch) if check is not None else {}
+        stop = bool(checked.pop("stop", False))
         record = {
             "phase": phase.name,
             "epoch": epoch,
             **phase.end_epoch(),
             "val_rmse": validate() if validate is not None else None,
+            **checked,
             "lr": scheduler.get_last_lr()[0],
             "time_s": time.perf_counter() - start,
         }
@@ -332,13 +340,16 @@ def run_phase(
         if record["val_rmse"] is not None:
             best.update(record["val_rmse"], epoch)
         if checkpoint is not None:
-            checkpoint.save(epoch, history, best.should_stop or epoch + 1 == epochs)
+            checkpoint.save(epoch, history, stop or best.should_stop or epoch + 1 == epochs)
         if on_epoch_end is not None:
             on_epoch_end(dict(record))  # a copy: the history stays as checkpointed
         if best.should_stop:
             logger.info(
                 "%s early stop after epoch %d (best %s)", phase.title, epoch, best.best_epoch
             )
+            break
+        if stop:
+            logger.info("%s stopped by its check after epoch %d: %s", phase.title, epoch, checked)
             break
     best.restore()
     return history + phase.end(best)

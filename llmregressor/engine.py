@@ -634,6 +634,11 @@ class Trainer:
         Called after every epoch.
     checkpoints : FitCheckpoints, optional
         Save every epoch and resume from the folder's checkpoint.
+    sft_check : callable, optional
+        Called with the epoch's index after every SFT epoch (the ``check`` of
+        :func:`~llmregressor._training.run_phase`): the fields it returns join the epoch's
+        record, and a true ``"stop"`` ends SFT there. The estimator's
+        ``residual_patience`` is one.
 
     Attributes
     ----------
@@ -659,8 +664,10 @@ class Trainer:
         verbose: int = 0,
         callbacks: Sequence[Callback] = (),
         checkpoints: FitCheckpoints | None = None,
+        sft_check: Callable[[int], dict] | None = None,
     ) -> None:
         self.policy, self.codec, self.sampler = policy, codec, sampler
+        self.sft_check = sft_check
         self.parallel = parallel or DataParallel()
         self.verbose = verbose if self.parallel.is_main else 0
         self.callbacks = list(callbacks)
@@ -691,7 +698,13 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_epoch_end(self, record)
 
-    def _run(self, phase: Phase, config: PhaseConfig, rng: np.random.Generator) -> list[dict]:
+    def _run(
+        self,
+        phase: Phase,
+        config: PhaseConfig,
+        rng: np.random.Generator,
+        check: Callable[[int], dict] | None = None,
+    ) -> list[dict]:
         return run_phase(
             phase,
             self.policy,
@@ -703,6 +716,7 @@ class Trainer:
             parallel=self.parallel,
             checkpoint=self.checkpoints.phase(phase.name) if self.checkpoints else None,
             on_epoch_end=self._on_epoch_end,
+            check=check,
         )
 
     def sft(self, config: SFTConfig, rng: np.random.Generator) -> list[dict]:
@@ -720,7 +734,7 @@ class Trainer:
         history : list of dict
             One record per epoch: ``phase``, ``epoch``, ``train_loss``, ``val_rmse``,
             ``lr``, ``time_s``; with a number-aware term also ``train_ce`` and
-            ``train_term``.
+            ``train_term``; with ``sft_check``, the fields it returned.
 
         Raises
         ------
@@ -733,7 +747,7 @@ class Trainer:
             backbone.caching_prompts(),
             backbone.gradient_checkpointing(config.gradient_checkpointing),
         ):
-            return self._run(phase, config, rng)
+            return self._run(phase, config, rng, check=self.sft_check)
 
     def rl(self, config: RLConfig, reward: RewardFn, rng: np.random.Generator) -> list[dict]:
         """Run the RL phase (ReMax or GRPO) from the policy's current state.

@@ -231,6 +231,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         anchor_folds: int = 5,
         anchor_mode: str = "residual",
         residual_scale: float | str = "auto",
+        residual_patience: int | None = None,
         row_format: str = "compact",
         prompt_template: str | None = None,
         significant_digits: int = 4,
@@ -291,6 +292,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.anchor_folds = anchor_folds
         self.anchor_mode = anchor_mode
         self.residual_scale = residual_scale
+        self.residual_patience = residual_patience
         self.row_format = row_format
         self.prompt_template = prompt_template
         self.significant_digits = significant_digits
@@ -457,7 +459,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
                     "the decoded target is constant (%g): the model is not trained", targets[0]
                 )
             else:
-                trainer = self._make_trainer(X, targets, is_val, is_cal, parallel, checkpoints)
+                sft_check = self._residual_check(X[is_cal], targets[is_cal], parallel)
+                trainer = self._make_trainer(
+                    X, targets, is_val, is_cal, parallel, checkpoints, sft_check
+                )
                 rng = np.random.default_rng(self.seed_)
                 reward = make_reward(self.reward, codec)
                 configs = sft_config(params, codec), rl_config(params)
@@ -573,6 +578,32 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             draws = np.zeros((len(targets), draws.shape[1]))
         self.calibration_ = Calibration(draws, targets, calibration.n_samples)
 
+    def _residual_check(
+        self, X: np.ndarray, targets: np.ndarray, parallel: DataParallel
+    ) -> Callable[[int], dict] | None:
+        """Return the SFT check of ``residual_patience`` on the calibration rows, or None.
+
+        After every SFT epoch it decodes the calibration rows as :meth:`_calibrate` does
+        after the fit and fits the residual scale on them, as :meth:`_fit_residual_scale`
+        will: SFT stops once that scale has been 0 for ``residual_patience`` epochs in a
+        row, so a stopped fit ends with a scale of 0. Decoding draws nothing from the fit's
+        random streams: a check that never stops leaves the fit as it would be without it.
+        """
+        rule, patience = self.residual_scale, self.residual_patience
+        fitted_scale = isinstance(rule, str) and getattr(self, "residual_anchor_", False)
+        if patience is None or not fitted_scale or len(targets) == 0:
+            return None
+        zeros_in_a_row = 0
+
+        def check(epoch: int) -> dict:
+            nonlocal zeros_in_a_row
+            calibration = self._calibrate(X, targets, parallel)
+            scale = residual_slope(calibration.draws.mean(axis=1), calibration.targets, rule)
+            zeros_in_a_row = zeros_in_a_row + 1 if scale == 0 else 0
+            return {"residual_scale": scale, "stop": zeros_in_a_row >= patience}
+
+        return check
+
     def _decode(
         self, decode: Callable[[], np.ndarray], n_rows: int, width: int | None = None
     ) -> np.ndarray:
@@ -637,11 +668,13 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         is_cal: np.ndarray,
         parallel: DataParallel,
         checkpoints: FitCheckpoints | None = None,
+        sft_check: Callable[[int], dict] | None = None,
     ) -> Trainer:
         """Build the engine of a fit on validated rows, with this estimator's split.
 
         Rows held out only for calibration do not reach the engine at all; validation rows
-        (which may calibrate as well) reach it as its validation split.
+        (which may calibrate as well) reach it as its validation split. ``sft_check`` is
+        the engine's (:meth:`_residual_check`).
         """
         policy = self.policy_.policy
         keep = ~is_cal | is_val
@@ -656,6 +689,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             verbose=self.verbose,
             callbacks=self.callbacks or (),
             checkpoints=checkpoints,
+            sft_check=sft_check,
         )
 
     def trainer(self, X, y) -> Trainer:

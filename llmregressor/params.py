@@ -340,6 +340,22 @@ PARAMETERS: tuple[Param, ...] = (
         """,
     ),
     Param(
+        "residual_patience",
+        "Anchor",
+        "int or None",
+        optional(int_in(1)),
+        """
+        With a residual anchor and a fitted ``residual_scale`` (``"auto"``, ``"one_se"``),
+        the scale is fitted on the calibration rows after every SFT epoch too (a decode of
+        those rows, recorded as ``residual_scale`` in the epoch's ``history_`` record), and
+        SFT stops once it has come out 0 after this many epochs in a row: the model has
+        shown nothing the anchor lacks, the fit ends with a scale of 0, and training on
+        would only cost time. None: every epoch runs, unchecked. A patience above
+        ``sft_epochs`` records the scales without ever stopping. Ignored without
+        calibration rows.
+        """,
+    ),
+    Param(
         "row_format",
         "Prompt",
         _choices(ROW_FORMATS),

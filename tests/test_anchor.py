@@ -891,6 +891,89 @@ def test_a_fitted_scale_of_zero_calibrates_on_every_row(numeric, tiny_model_dir,
     assert none.fit(X, y).calibration_ is None
 
 
+def sft_records(reg):
+    return [r for r in reg.history_ if r["phase"] == "sft"]
+
+
+def test_residual_patience_records_each_epochs_scale_without_changing_the_fit(
+    numeric, tiny_model_dir
+):
+    X, y = numeric
+    params = dict(anchor="ridge", validation_fraction=0.7, sft_epochs=3)
+    plain = small(tiny_model_dir, **params).fit(X, y)
+    # A patience above sft_epochs checks every epoch and never stops.
+    checked = small(tiny_model_dir, **params, residual_patience=4).fit(X, y)
+    assert [r["epoch"] for r in sft_records(checked)] == [0, 1, 2]
+    assert all(0 <= r["residual_scale"] <= 1 for r in sft_records(checked))
+    assert not any("residual_scale" in r for r in sft_records(plain))
+    # Checking decodes without drawing from the fit's streams: the same training.
+    for a, b in zip(sft_records(plain), sft_records(checked), strict=True):
+        assert a["train_loss"] == b["train_loss"]
+    np.testing.assert_array_equal(checked.predict(X), plain.predict(X))
+    # The last check saw the final model, as the fit's own scale does.
+    assert sft_records(checked)[-1]["residual_scale"] == checked.residual_scale_
+
+
+def scripted_slopes(monkeypatch, slopes):
+    """Make the residual scale rule return ``slopes`` in turn, then 0."""
+    queue = list(slopes)
+    monkeypatch.setattr(
+        estimator_module, "residual_slope", lambda *args: queue.pop(0) if queue else 0.0
+    )
+
+
+def test_residual_patience_stops_sft_after_that_many_zero_scales_in_a_row(
+    numeric, tiny_model_dir, monkeypatch
+):
+    X, y = numeric
+    params = dict(anchor="ridge", validation_fraction=0.7, sft_epochs=5, residual_patience=2)
+    scripted_slopes(monkeypatch, [0.0, 0.5, 0.0, 0.0])
+    reg = small(tiny_model_dir, **params).fit(X, y)
+    # The zero of epoch 0 is followed by a kept scale; epochs 2 and 3 stop it.
+    assert [r["residual_scale"] for r in sft_records(reg)] == [0.0, 0.5, 0.0, 0.0]
+    # It ends as any fit at scale 0: the anchor's estimates, every row calibrating.
+    assert reg.residual_scale_ == 0
+    np.testing.assert_array_equal(reg.predict(X), reg.anchor_.predict(X))
+    assert reg.calibration_.n_rows == len(y)
+    # Patience 1 stops at the first zero; None never checks.
+    scripted_slopes(monkeypatch, [0.5, 0.0])
+    eager = small(tiny_model_dir, **{**params, "residual_patience": 1}).fit(X, y)
+    assert len(sft_records(eager)) == 2
+    scripted_slopes(monkeypatch, [])
+    unchecked = small(tiny_model_dir, **{**params, "residual_patience": None}).fit(X, y)
+    assert len(sft_records(unchecked)) == 5
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(residual_scale=0.5),  # nothing to fit
+        dict(anchor=None),  # nothing to scale
+        dict(interval_calibration=None),  # no rows to fit it on
+    ],
+)
+def test_residual_patience_checks_only_a_fitted_scale(numeric, tiny_model_dir, params, recwarn):
+    X, y = numeric
+    base = dict(anchor="ridge", validation_fraction=0.7, sft_epochs=2, residual_patience=1)
+    reg = small(tiny_model_dir, **{**base, **params}).fit(X, y)
+    assert len(sft_records(reg)) == 2
+    assert not any("residual_scale" in r for r in sft_records(reg))
+
+
+def test_a_fit_stopped_by_its_residual_check_resumes_as_stopped(
+    numeric, tiny_model_dir, tmp_path, monkeypatch
+):
+    X, y = numeric
+    params = dict(validation_fraction=0.7, residual_patience=1)
+    scripted_slopes(monkeypatch, [0.0])
+    stopped = checkpointed(tiny_model_dir, tmp_path, **params).fit(X, y)
+    assert len(sft_records(stopped)) == 1
+    # Its checkpoint says SFT finished: resuming trains no further epoch.
+    scripted_slopes(monkeypatch, [0.5, 0.5, 0.5, 0.0])
+    resumed = checkpointed(tiny_model_dir, tmp_path, resume=True, **params).fit(X, y)
+    assert sft_records(resumed) == sft_records(stopped)
+
+
 def test_an_every_row_calibration_survives_save_and_load(numeric, tiny_model_dir, tmp_path):
     X, y = numeric
     reg = small(tiny_model_dir, anchor="ridge", validation_fraction=0.7, residual_scale=0.0)
