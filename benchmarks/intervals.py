@@ -51,6 +51,7 @@ import public_datasets
 from _report import append_records, markdown_table, newest_records, write_section
 from fit_speed import anchored, parse_config
 from llmregressor import LLMRegressor
+from llmregressor.anchor import residual_slope
 from llmregressor.conformal import (
     central_levels,
     conformal_margin,
@@ -110,7 +111,27 @@ def llm_record(reg: LLMRegressor, X_te, y_te: np.ndarray) -> dict:
         )
         record.update(interval_scores(y_te, calibrated, coverage, ""))
         record.update(interval_scores(y_te, raw, coverage, "raw_"))
-    return {**record, **anchored(reg, X_te, y_te)}
+    return {**record, **anchored(reg, X_te, y_te), **one_se_counterfactual(reg, X_te, draws, y_te)}
+
+
+def one_se_counterfactual(reg: LLMRegressor, X_te, draws: np.ndarray, y_te: np.ndarray) -> dict:
+    """The scale ``residual_scale="one_se"`` would have chosen for this fit, and its test R^2.
+
+    Both rules fit the scale on the same calibration draws, which the fit stores scaled by
+    its own scale: dividing by it recovers them, and the test draws' decoded residuals
+    likewise (exact: the draws are the anchor's estimate plus the scale times the decoded
+    residual). At a scale of 0 the slope was not positive, so one SE less is 0 too.
+    Nothing for a fit without a fitted scale.
+    """
+    if not getattr(reg, "residual_anchor_", False) or not isinstance(reg.residual_scale, str):
+        return {}
+    scale, estimates = reg.residual_scale_, reg.anchor_.predict(X_te)
+    if scale == 0:
+        return {"scale_one_se": 0.0, "r2_one_se": r2_score(y_te, estimates)}
+    calibration = reg.calibration_
+    one_se = residual_slope(calibration.draws.mean(axis=1) / scale, calibration.targets, "one_se")
+    decoded = (draws.mean(axis=1) - estimates) / scale
+    return {"scale_one_se": one_se, "r2_one_se": r2_score(y_te, estimates + one_se * decoded)}
 
 
 def ridge_record(X_fit, y_fit, X_cal, y_cal, X_te, y_te: np.ndarray) -> dict:

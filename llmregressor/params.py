@@ -349,7 +349,8 @@ PARAMETERS: tuple[Param, ...] = (
         the scale is fitted on the calibration rows after every SFT epoch too (a decode of
         those rows, recorded as ``residual_scale`` in the epoch's ``history_`` record), and
         SFT stops once it has come out 0 after this many epochs in a row: the model has
-        shown nothing the anchor lacks, the fit ends with a scale of 0, and training on
+        shown nothing the anchor lacks, the fit ends with a scale of 0 (with early
+        stopping, the scale of the restored best epoch is fitted again), and training on
         would only cost time. None: every epoch runs, unchecked. A patience above
         ``sft_epochs`` records the scales without ever stopping. Ignored without
         calibration rows.
