@@ -115,9 +115,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     columns and the words, cells and base-LM embeddings of the others, each reading
     kept only where cross-validation supports it), a residual decoded after SFT alone
     (``rl_algorithm=None``), and ``residual_scale="auto"``, which keeps only the share
-    of the decoded correction that held-out rows support. On the public tables of
-    docs/benchmarks.md that share was mostly 0: the default's accuracy there is its
-    anchor's, and the language model contributes through the embeddings of text cells.
+    of the decoded correction that held-out rows support; SFT stops early once that
+    share has come out 0 after three epochs in a row (``residual_patience=3``). On the
+    public tables of docs/benchmarks.md that share was mostly 0: the default's accuracy
+    there is its anchor's, and the language model contributes through the embeddings of
+    text cells.
     ``anchor=None, rl_algorithm="remax"`` is the method's plain form.
 
     Launched with ``torchrun`` or ``accelerate launch``, :meth:`fit` trains data-parallel
@@ -231,7 +233,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         anchor_folds: int = 5,
         anchor_mode: str = "residual",
         residual_scale: float | str = "auto",
-        residual_patience: int | None = None,
+        residual_patience: int | None = 3,
         row_format: str = "compact",
         prompt_template: str | None = None,
         significant_digits: int = 4,
