@@ -1,6 +1,7 @@
 """Screen: where would ``residual_patience`` have stopped SFT, and what would it have cost?
 
-    python benchmarks/residual_patience.py [--patience 2 3] [--print-only]
+    python benchmarks/residual_patience.py [--patience 2 3] [--config residual_patience=7]
+                                           [--print-only]
 
 Fits nothing. It reads the records of fits made with a ``residual_patience`` above
 ``sft_epochs`` (which checks the residual scale after every SFT epoch and never stops, so
@@ -14,6 +15,8 @@ stopped fit ends at a scale of 0, where every output is the anchor's estimate: i
 is the record's ``anchor_r2``, exactly, and its calibrated intervals are the anchor's with
 every training row calibrating, as ``anchor_calibration.py`` computes them for the same
 split (its ``all_rows`` records, numeric tables). A fit that does not stop is the full one.
+Where the records hold it (``intervals.py``'s ``r2_one_se``), the table also sets the R^2
+the same fit would have had with ``residual_scale="one_se"`` beside the plain slope's.
 The table per split and the summary per table go to the experiment log.
 """
 
@@ -41,14 +44,18 @@ def stop_epoch(scales: list[float], patience: int) -> int | None:
     return None
 
 
-def checked_records() -> list[dict]:
-    """The newest record per (dataset, seed, rows) of the fits that checked every epoch."""
+def checked_records(config: str) -> list[dict]:
+    """The newest record per (dataset, seed, rows) of the fits of ``config``.
+
+    Only fits that checked every epoch without stopping are the default's full fits: the
+    records of other patiences (a stopped fit's, say) are left out.
+    """
     records = []
     for source in SOURCES:
         records += newest_records(
             RESULTS / source,
             ("dataset", "seed", "train_rows"),
-            lambda r: "sft_residual_scales" in r,
+            lambda r: "sft_residual_scales" in r and r["model"].endswith(" " + config),
         )
     return sorted(records, key=lambda r: (r["dataset"], r["train_rows"], r["seed"]))
 
@@ -79,28 +86,40 @@ def outcome(record: dict, patience: int, anchors: dict) -> dict:
 
 
 def cell(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    # Adding 0.0 turns a rounded -0.0 into 0.0.
+    return "-" if value is None else f"{round(value, digits) + 0.0:.{digits}f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--patience", nargs="+", type=int, default=[2, 3])
+    parser.add_argument(
+        "--config",
+        default="residual_patience=7",
+        help="the configuration whose fits checked every epoch without stopping",
+    )
     parser.add_argument("--print-only", action="store_true", help="print, write no section")
     args = parser.parse_args()
-    records, anchors = checked_records(), anchor_intervals()
-    header = ["dataset", "seed", "scale per epoch", "full R^2", "anchor R^2", "full SFT s"]
+    records, anchors = checked_records(args.config), anchor_intervals()
+    header = ["dataset", "seed", "scale per epoch", "full R^2", "anchor R^2", "one-SE scale"]
+    header += ["one-SE R^2", "full SFT s"]
     for p in args.patience:
         header += [f"p={p} stops after", f"p={p} R^2", f"p={p} SFT s", f"p={p} cov 90/80"]
-    rows, summary = [], {}
+    rows, summary, one_se = [], {}, {}
     for record in records:
         row = [
             record["dataset"],
             record["seed"],
-            " ".join(f"{s:.2f}" for s in record["sft_residual_scales"]),
+            # Two significant digits: a small kept scale (0.0043) must not read as a 0.
+            " ".join(f"{s:.2g}" for s in record["sft_residual_scales"]),
             cell(record["r2"], 4),
             cell(record["anchor_r2"], 4),
+            cell(record.get("scale_one_se"), 2),
+            cell(record.get("r2_one_se"), 4),
             f"{sum(record['sft_epoch_s']):.0f}",
         ]
+        if "r2_one_se" in record:
+            one_se.setdefault(record["dataset"], []).append(record["r2_one_se"] - record["r2"])
         for p in args.patience:
             result = outcome(record, p, anchors)
             stopped = "-" if result["stop"] is None else f"epoch {result['stop'] + 1}"
@@ -141,6 +160,15 @@ def main() -> None:
         + markdown_table(header, rows)
         + "\n\nPer table: change of R^2 against the full fits, and the share of SFT time a "
         "stopped fit keeps.\n\n" + markdown_table(summary_header, summary_rows)
+    )
+    one_se_rows = [
+        [dataset, len(changes), cell(float(np.mean(changes)), 4), cell(float(min(changes)), 4)]
+        for dataset, changes in sorted(one_se.items())
+    ]
+    body += (
+        '\n\nOne SE against the plain slope (`"auto"`) on the same fits, where recorded: '
+        "change of test R^2.\n\n"
+        + markdown_table(["dataset", "splits", "mean R^2 change", "worst split"], one_se_rows)
     )
     if args.print_only:
         print(body)
