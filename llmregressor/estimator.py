@@ -553,9 +553,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             if not isinstance(self.residual_scale, str):
                 scale = float(self.residual_scale)
             elif calibration is not None:
-                scale = residual_slope(
-                    calibration.draws.mean(axis=1), calibration.targets, self.residual_scale
-                )
+                scale = self._fitted_scale(calibration)
             elif warn and self.interval_calibration is None:
                 # With too few rows to hold any out, the calibration warning has been given.
                 warnings.warn(
@@ -580,6 +578,15 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             draws = np.zeros((len(targets), draws.shape[1]))
         self.calibration_ = Calibration(draws, targets, calibration.n_samples)
 
+    def _fitted_scale(self, calibration: Calibration) -> float:
+        """Return the scale that ``residual_scale``'s rule fits on unscaled calibration draws.
+
+        The one place it is fitted: the per-epoch check and the fit's final scale must
+        agree, so that a fit stopped at a scale of 0 ends at 0.
+        """
+        decoded = calibration.draws.mean(axis=1)
+        return residual_slope(decoded, calibration.targets, self.residual_scale)
+
     def _residual_check(
         self, X: np.ndarray, targets: np.ndarray, parallel: DataParallel
     ) -> Callable[[int], dict] | None:
@@ -591,16 +598,15 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         row, so a stopped fit ends with a scale of 0. Decoding draws nothing from the fit's
         random streams: a check that never stops leaves the fit as it would be without it.
         """
-        rule, patience = self.residual_scale, self.residual_patience
-        fitted_scale = isinstance(rule, str) and getattr(self, "residual_anchor_", False)
-        if patience is None or not fitted_scale or len(targets) == 0:
+        patience = self.residual_patience
+        fitted = isinstance(self.residual_scale, str) and getattr(self, "residual_anchor_", False)
+        if patience is None or not fitted or len(targets) == 0:
             return None
         zeros_in_a_row = 0
 
         def check(epoch: int) -> dict:
             nonlocal zeros_in_a_row
-            calibration = self._calibrate(X, targets, parallel)
-            scale = residual_slope(calibration.draws.mean(axis=1), calibration.targets, rule)
+            scale = self._fitted_scale(self._calibrate(X, targets, parallel))
             zeros_in_a_row = zeros_in_a_row + 1 if scale == 0 else 0
             return {"residual_scale": scale, "stop": zeros_in_a_row >= patience}
 
