@@ -115,13 +115,16 @@ def llm_record(reg: LLMRegressor, X_te, y_te: np.ndarray) -> dict:
 
 
 def one_se_counterfactual(reg: LLMRegressor, X_te, draws: np.ndarray, y_te: np.ndarray) -> dict:
-    """The scale ``residual_scale="one_se"`` would have chosen for this fit, and its test R^2.
+    """The scale ``residual_scale="one_se"`` would have chosen for this fit, and what it gives.
 
     Both rules fit the scale on the same calibration draws, which the fit stores scaled by
     its own scale: dividing by it recovers them, and the test draws' decoded residuals
     likewise (exact: the draws are the anchor's estimate plus the scale times the decoded
-    residual). At a scale of 0 the slope was not positive, so one SE less is 0 too.
-    Nothing for a fit without a fitted scale.
+    residual). At a scale of 0 the slope was not positive, so one SE less is 0 too. Where
+    the one-SE scale is above 0, its intervals are calibrated on the same held-out rows
+    (``one_se_`` fields); at 0 they are the anchor's with every training row calibrating,
+    which ``anchor_calibration.py`` derives for the same split. Nothing for a fit without
+    a fitted scale.
     """
     if not getattr(reg, "residual_anchor_", False) or not isinstance(reg.residual_scale, str):
         return {}
@@ -130,8 +133,17 @@ def one_se_counterfactual(reg: LLMRegressor, X_te, draws: np.ndarray, y_te: np.n
         return {"scale_one_se": 0.0, "r2_one_se": r2_score(y_te, estimates)}
     calibration = reg.calibration_
     one_se = residual_slope(calibration.draws.mean(axis=1) / scale, calibration.targets, "one_se")
-    decoded = (draws.mean(axis=1) - estimates) / scale
-    return {"scale_one_se": one_se, "r2_one_se": r2_score(y_te, estimates + one_se * decoded)}
+    ratio = one_se / scale
+    one_se_draws = estimates[:, None] + ratio * (draws - estimates[:, None])
+    record = {"scale_one_se": one_se, "r2_one_se": r2_score(y_te, one_se_draws.mean(axis=1))}
+    if one_se > 0:
+        for coverage in COVERAGES:
+            levels = central_levels(coverage)
+            cal_raw = sample_quantiles(calibration.draws * ratio, levels)
+            raw = sample_quantiles(one_se_draws, levels)
+            calibrated = cqr(cal_raw, calibration.targets, raw, coverage)
+            record.update(interval_scores(y_te, calibrated, coverage, "one_se_"))
+    return record
 
 
 def ridge_record(X_fit, y_fit, X_cal, y_cal, X_te, y_te: np.ndarray) -> dict:
