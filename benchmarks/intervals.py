@@ -91,14 +91,26 @@ def cqr(cal_bounds, y_cal, bounds, coverage) -> np.ndarray:
     return conformalize(bounds, margin)
 
 
+def sampled_intervals(
+    cal_draws: np.ndarray, cal_targets: np.ndarray, draws: np.ndarray, coverage: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The raw central interval of ``draws`` at ``coverage``, and its CQR-calibrated one.
+
+    The calibration rows' draws and targets may be residuals while ``draws`` are targets:
+    the conformity scores do not change when a row's draws and target move together.
+    """
+    levels = central_levels(coverage)
+    raw = sample_quantiles(draws, levels)
+    return raw, cqr(sample_quantiles(cal_draws, levels), cal_targets, raw, coverage)
+
+
 def llm_record(reg: LLMRegressor, X_te, y_te: np.ndarray) -> dict:
     draws = reg.sample(X_te)  # the draws predict_interval takes: the fit's n_samples
     record = {"r2": r2_score(y_te, draws.mean(axis=1)), "n_cal": reg.calibration_.n_rows}
     for coverage in COVERAGES:
-        levels = central_levels(coverage)
-        raw = sample_quantiles(draws, levels)
-        cal_raw = sample_quantiles(reg.calibration_.draws, levels)
-        calibrated = cqr(cal_raw, reg.calibration_.targets, raw, coverage)
+        raw, calibrated = sampled_intervals(
+            reg.calibration_.draws, reg.calibration_.targets, draws, coverage
+        )
         # What predict_interval returns, checked on a few rows rather than sampled again. In
         # bfloat16 a row's draws change with the batch it is decoded in (docs/reliability.md),
         # and a bound moved by up to 1.6% of the targets' spread on the runs of 2026-12-02: a wrong
@@ -138,10 +150,9 @@ def one_se_counterfactual(reg: LLMRegressor, X_te, draws: np.ndarray, y_te: np.n
     record = {"scale_one_se": one_se, "r2_one_se": r2_score(y_te, one_se_draws.mean(axis=1))}
     if one_se > 0:
         for coverage in COVERAGES:
-            levels = central_levels(coverage)
-            cal_raw = sample_quantiles(calibration.draws * ratio, levels)
-            raw = sample_quantiles(one_se_draws, levels)
-            calibrated = cqr(cal_raw, calibration.targets, raw, coverage)
+            _, calibrated = sampled_intervals(
+                calibration.draws * ratio, calibration.targets, one_se_draws, coverage
+            )
             record.update(interval_scores(y_te, calibrated, coverage, "one_se_"))
     return record
 
