@@ -25,13 +25,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from residual_patience import anchor_intervals, cell
+from residual_patience import COVERAGES, anchor_intervals, cell
 
 from _report import markdown_table, newest_records, write_section
+from llmregressor import LLMRegressor
 
 RESULTS = Path(__file__).resolve().parent / "results" / "intervals.jsonl"
-COVERAGES = (0.9, 0.8)
-SFT_EPOCHS = 6
+# The epochs a default fit plans: one that ran fewer was stopped by its patience.
+SFT_EPOCHS = LLMRegressor().sft_epochs
 
 
 def one_se_outcome(record: dict, anchors: dict) -> dict:
@@ -59,12 +60,11 @@ def main() -> None:
         lambda r: (
             r["model"] == f"LLMRegressor {args.config}"
             and r["seed"] in args.seeds
+            and r["train_rows"] == 256
             and "scale_one_se" in r
         ),
     )
-    records = sorted(
-        (r for r in records if r["train_rows"] == 256), key=lambda r: (r["dataset"], r["seed"])
-    )
+    records.sort(key=lambda r: (r["dataset"], r["seed"]))
     anchors = anchor_intervals()
     header = ["dataset", "seed", "scale per epoch", "anchor R^2", '"auto" R^2', '"auto" cov 90/80']
     header += ["one-SE scale", "one-SE R^2 (low / high)", "one-SE cov 90/80"]
