@@ -51,7 +51,7 @@ import public_datasets
 from _report import append_records, markdown_table, newest_records, write_section
 from fit_speed import anchored, parse_config
 from llmregressor import LLMRegressor
-from llmregressor.anchor import residual_slope
+from llmregressor.anchor import cross_fit, make_anchor, residual_slope
 from llmregressor.conformal import (
     central_levels,
     conformal_margin,
@@ -104,7 +104,9 @@ def sampled_intervals(
     return raw, cqr(sample_quantiles(cal_draws, levels), cal_targets, raw, coverage)
 
 
-def llm_record(reg: LLMRegressor, X_te, y_te: np.ndarray) -> dict:
+def llm_record(
+    reg: LLMRegressor, X_tr, y_tr: np.ndarray, X_te, y_te: np.ndarray, arrays: Path | None
+) -> dict:
     draws = reg.sample(X_te)  # the draws predict_interval takes: the fit's n_samples
     record = {"r2": r2_score(y_te, draws.mean(axis=1)), "n_cal": reg.calibration_.n_rows}
     for coverage in COVERAGES:
@@ -123,7 +125,59 @@ def llm_record(reg: LLMRegressor, X_te, y_te: np.ndarray) -> dict:
         )
         record.update(interval_scores(y_te, calibrated, coverage, ""))
         record.update(interval_scores(y_te, raw, coverage, "raw_"))
-    return {**record, **anchored(reg, X_te, y_te), **one_se_counterfactual(reg, X_te, draws, y_te)}
+    return {
+        **record,
+        **anchored(reg, X_te, y_te),
+        **one_se_counterfactual(reg, X_te, draws, y_te),
+        **every_row_counterfactual(reg, X_tr, y_tr, draws, y_te, arrays),
+    }
+
+
+def every_row_counterfactual(
+    reg: LLMRegressor, X_tr, y_tr: np.ndarray, draws, y_te, arrays: Path | None
+) -> dict:
+    """Intervals of a kept correction calibrated on every training row (``every_row_`` fields).
+
+    Where the residual scale is above 0, the fit calibrates on its held-out rows only. The
+    candidate scores every training row instead, as a scale of 0 does: a held-out row by
+    its distance from the fit's prediction (out-of-fold estimate plus the scaled mean
+    decoded residual), any other row by its distance from its out-of-fold estimate (the
+    language model trained on it, so its decoded residual is not a fair one), and new
+    rows' intervals are the point prediction plus or minus the conformal margin of those
+    scores. The out-of-fold estimates are cross-fitted again with the fit's seed, and
+    checked against the held-out rows' stored residual targets. Nothing at a scale of 0,
+    where the fit already calibrates on every row, or without a fitted scale. With
+    ``arrays``, the per-row arrays behind these numbers are saved there (``.npz``), so that
+    other calibration rules can be scored on the same fit without fitting it again.
+    """
+    if not getattr(reg, "residual_anchor_", False) or reg.residual_scale_ == 0:
+        return {}
+    estimates, _ = cross_fit(
+        make_anchor(reg.anchor, reg.model), X_tr, y_tr, reg.anchor_folds, reg.seed_
+    )
+    residuals = y_tr - estimates
+    is_val = validation_rows(len(y_tr), reg.early_stopping, reg.validation_fraction, reg.seed_)
+    is_cal = calibration_rows(is_val, reg.validation_fraction, reg.seed_)
+    np.testing.assert_array_equal(residuals[is_cal], reg.calibration_.targets)
+    decoded = np.zeros(len(y_tr))
+    decoded[is_cal] = reg.calibration_.draws.mean(axis=1)  # already scaled by the fit's scale
+    cal_bounds = np.column_stack([decoded, decoded])
+    point = draws.mean(axis=1)
+    record = {"every_row_n_cal": len(y_tr)}
+    for coverage in COVERAGES:
+        bounds = cqr(cal_bounds, residuals, np.column_stack([point, point]), coverage)
+        record.update(interval_scores(y_te, bounds, coverage, "every_row_"))
+    if arrays is not None:
+        arrays.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            arrays,
+            y_te=y_te,
+            draws=draws,
+            residuals=residuals,
+            is_cal=is_cal,
+            cal_draws=reg.calibration_.draws,
+        )
+    return record
 
 
 def one_se_counterfactual(reg: LLMRegressor, X_te, draws: np.ndarray, y_te: np.ndarray) -> dict:
@@ -197,7 +251,14 @@ def run_one(name: str, seed: int, rows: int, args: argparse.Namespace) -> list[d
     if reg.calibration_ is None:
         raise RuntimeError(f"the fit on {rows} rows held out too few rows to calibrate")
     label = LLM if args.config == "after" else f"{LLM} {args.config}"
-    records = [{"model": label, **llm_record(reg, X_te, y_te), "fit_s": reg.fit_time_}]
+    arrays = args.arrays and args.arrays / f"{name}_{seed}_{rows}.npz"
+    records = [
+        {
+            "model": label,
+            **llm_record(reg, X_tr, y_tr, X_te, y_te, arrays),
+            "fit_s": reg.fit_time_,
+        }
+    ]
     # The rows the LM's fit held out calibrate the baselines too; they train on the rest.
     is_val = validation_rows(rows, reg.early_stopping, reg.validation_fraction, reg.seed_)
     is_cal = calibration_rows(is_val, reg.validation_fraction, reg.seed_)
@@ -292,6 +353,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--print-only", action="store_true", help="print the table, write no docs section"
+    )
+    parser.add_argument(
+        "--arrays", type=Path, help="save kept corrections' per-row arrays (.npz) here"
     )
     args = parser.parse_args()
     args.results.parent.mkdir(parents=True, exist_ok=True)
