@@ -29,12 +29,16 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "CENTERS",
     "Calibration",
     "central_levels",
     "conformal_margin",
     "conformalize",
     "conformity_scores",
 ]
+
+#: How a calibration turns a row's draws into raw bounds (:class:`Calibration`).
+CENTERS = ("quantiles", "mean")
 
 
 def central_levels(coverage: float) -> tuple[float, float]:
@@ -177,17 +181,23 @@ class Calibration:
         for the exact distribution's quantiles at the midpoints of equal strata (see
         :meth:`~llmregressor.engine.Sampler.calibration_draws`). New rows' draws must be
         made the same way for the scores to be exchangeable.
+    center : {"quantiles", "mean"}, default="quantiles"
+        How a row's raw bounds come from its draws, for calibration and new rows alike:
+        their central quantiles at the requested coverage (CQR), or their mean, twice (a
+        zero-width interval: split conformal on absolute residuals, every interval the
+        prediction plus or minus one margin).
 
     Raises
     ------
     ValueError
-        If the shapes disagree, there are no rows or draws, a value is not finite, or an
-        int ``n_samples`` is not the number of draws per row.
+        If the shapes disagree, there are no rows or draws, a value is not finite, an int
+        ``n_samples`` is not the number of draws per row, or ``center`` is unknown.
     """
 
     draws: np.ndarray
     targets: np.ndarray
     n_samples: int | str
+    center: str = "quantiles"
 
     def __post_init__(self) -> None:
         # Copies: the caller's arrays may change, the calibration may not.
@@ -205,6 +215,8 @@ class Calibration:
                 f"a calibration made with n_samples={self.n_samples!r} has "
                 f"{draws.shape[1]} draws per row"
             )
+        if self.center not in CENTERS:
+            raise ValueError(f"center must be one of {CENTERS}, got {self.center!r}")
         object.__setattr__(self, "draws", draws)
         object.__setattr__(self, "targets", targets)
 

@@ -52,6 +52,7 @@ __all__ = [
     "check_exact_outcomes",
     "distribution_mean",
     "distribution_quantiles",
+    "raw_bounds",
     "sample_quantiles",
     "validation_rows",
 ]
@@ -127,6 +128,29 @@ def sample_quantiles(draws: np.ndarray, levels: Sequence[float]) -> np.ndarray:
     """
     levels = np.asarray(levels, dtype=np.float64)
     return _reduce_finite(lambda d: np.quantile(d, levels, axis=1).T, draws)
+
+
+def raw_bounds(draws: np.ndarray, levels: Sequence[float], center: str) -> np.ndarray:
+    """Each row's raw interval from its draws, before conformal calibration.
+
+    Parameters
+    ----------
+    draws : ndarray of shape (n_rows, n_draws)
+        Raw-scale draws.
+    levels : sequence of float
+        The lower and upper quantile levels (:func:`~llmregressor.conformal.central_levels`).
+    center : {"quantiles", "mean"}
+        A :class:`~llmregressor.conformal.Calibration`'s ``center``: the draws' quantiles
+        at ``levels``, or their mean as both bounds (``levels`` unused).
+
+    Returns
+    -------
+    bounds : ndarray of shape (n_rows, 2)
+    """
+    if center == "mean":
+        point = aggregate(draws, "mean")
+        return np.column_stack([point, point])
+    return sample_quantiles(draws, levels)
 
 
 def check_exact_outcomes(n_outcomes: int) -> None:

@@ -40,7 +40,9 @@ from .engine import (
     Callback,
     Sampler,
     Trainer,
+    aggregate,
     calibration_rows,
+    raw_bounds,
     sample_quantiles,
     validation_rows,
 )
@@ -473,7 +475,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             # After the whole fit (a resumed one too), so the draws describe the final model.
             self.calibration_ = self._calibrate(X[is_cal], targets[is_cal], parallel)
             if getattr(self, "anchor_", None) is not None:
-                self._fit_residual_scale(oof_residuals=targets)
+                self._fit_residual_scale(oof_residuals=targets, is_cal=is_cal)
         self.fit_time_ = time.perf_counter() - start
         logger.info("LLMRegressor fitted on %d rows in %.1f s", len(y), self.fit_time_)
 
@@ -527,7 +529,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         return estimates
 
     def _fit_residual_scale(
-        self, warn: bool = True, oof_residuals: np.ndarray | None = None
+        self,
+        warn: bool = True,
+        oof_residuals: np.ndarray | None = None,
+        is_cal: np.ndarray | None = None,
     ) -> None:
         """Set ``residual_scale_``; scale the calibration rows' draws by it, or replace them.
 
@@ -545,7 +550,12 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             targets). At a scale of 0 every prediction is the full anchor's estimate, and
             each of these is as fair a conformity score as a held-out row's (the fold
             anchor that estimated the row never saw it): they replace the calibration
-            rows, up to :data:`OUT_OF_FOLD_CALIBRATION_ROWS` of them.
+            rows, up to :data:`OUT_OF_FOLD_CALIBRATION_ROWS` of them. With
+            ``interval_calibration="every_row"`` they do at any scale
+            (:meth:`_every_row_calibration`).
+        is_cal : ndarray of bool, shape (n_rows,), optional
+            Which of those rows the calibration draws belong to (needed with
+            ``oof_residuals`` under ``"every_row"``).
         """
         scale = 1.0
         calibration = getattr(self, "calibration_", None)
@@ -565,18 +575,49 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
                     stacklevel=3,
                 )
         self.residual_scale_ = scale
-        if calibration is None or scale == 1.0:
+        if calibration is None:
             return
-        draws, targets = calibration.draws * scale, calibration.targets
-        if scale == 0 and oof_residuals is not None:
-            targets = oof_residuals
-            if len(targets) > OUT_OF_FOLD_CALIBRATION_ROWS:
-                rng = np.random.default_rng(self.seed_)
-                keep = rng.choice(len(targets), OUT_OF_FOLD_CALIBRATION_ROWS, replace=False)
-                targets = targets[np.sort(keep)]
-            # Every draw adds 0 times the decoded residual, in-sample or not.
-            draws = np.zeros((len(targets), draws.shape[1]))
-        self.calibration_ = Calibration(draws, targets, calibration.n_samples)
+        every_row = self.interval_calibration == "every_row" and is_cal is not None
+        if self.residual_anchor_ and oof_residuals is not None and (scale == 0 or every_row):
+            self.calibration_ = self._every_row_calibration(
+                calibration.draws, scale, oof_residuals, is_cal, calibration.n_samples
+            )
+        elif scale != 1.0:
+            self.calibration_ = Calibration(
+                calibration.draws * scale, calibration.targets, calibration.n_samples
+            )
+
+    def _every_row_calibration(
+        self,
+        cal_draws: np.ndarray,
+        scale: float,
+        oof_residuals: np.ndarray,
+        is_cal: np.ndarray | None,
+        n_samples: int | str,
+    ) -> Calibration:
+        """Calibrate a residual anchor's intervals on every training row.
+
+        A held-out row is scored by its distance from its prediction (its out-of-fold
+        estimate plus ``scale`` times its mean decoded residual, from its unscaled
+        ``cal_draws``); every other row by its distance from its out-of-fold estimate
+        alone, as the model trained on it and its decoded residual would not be a fair one.
+        At a scale of 0 the two agree. Each row's raw interval is its mean draw
+        (``center="mean"``), so intervals are the prediction plus or minus one margin; at
+        a scale of 0, where every draw is the estimate, its quantiles give the same bounds
+        and are kept (``"quantiles"``, as before this option existed, to the last bit). Up
+        to :data:`OUT_OF_FOLD_CALIBRATION_ROWS` rows, drawn with the fit's seed.
+        """
+        decoded = np.zeros(len(oof_residuals))
+        if is_cal is not None:
+            decoded[is_cal] = aggregate(cal_draws * scale, "mean")
+        targets = oof_residuals
+        if len(targets) > OUT_OF_FOLD_CALIBRATION_ROWS:
+            rng = np.random.default_rng(self.seed_)
+            keep = np.sort(rng.choice(len(targets), OUT_OF_FOLD_CALIBRATION_ROWS, replace=False))
+            targets, decoded = targets[keep], decoded[keep]
+        draws = np.repeat(decoded[:, None], cal_draws.shape[1], axis=1)
+        center = "mean" if scale > 0 else "quantiles"
+        return Calibration(draws, targets, n_samples, center=center)
 
     def _fitted_scale(self, calibration: Calibration) -> float:
         """Return the scale that ``residual_scale``'s rule fits on unscaled calibration draws.
@@ -1001,8 +1042,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             calibration.draws.shape[1],
         )
         draws = self._to_targets(decoded, offsets)
-        bounds = sample_quantiles(draws, levels)
-        scores = conformity_scores(sample_quantiles(calibration.draws, levels), calibration.targets)
+        bounds = raw_bounds(draws, levels, calibration.center)
+        cal_bounds = raw_bounds(calibration.draws, levels, calibration.center)
+        scores = conformity_scores(cal_bounds, calibration.targets)
         margin = conformal_margin(scores, coverage)
         if math.isinf(margin):
             n = calibration.n_rows

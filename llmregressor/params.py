@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 REWARD_ON = ("auto", "sample", "mean")
-INTERVAL_CALIBRATIONS = ("conformal",)
+INTERVAL_CALIBRATIONS = ("conformal", "every_row")
 SCALE_REWARDS = ("group", "none")
 DTYPES = ("auto", *COMPUTE_DTYPES)
 
@@ -790,8 +790,14 @@ PARAMETERS: tuple[Param, ...] = (
         instead (up to 4096 rows): the cross-validation form of conformal prediction,
         without split conformal's finite-sample guarantee but with ten times the rows at
         256 (slightly conservative, as the fold anchors see fewer rows than the final one).
-        ``None`` trains on every row, as fits did before calibration existed, and
-        intervals stay raw.
+        ``"every_row"``: the same, and where a residual anchor's correction is kept (a
+        scale above 0) every training row calibrates too: a held-out row by its distance
+        from its prediction, any other row by its distance from its out-of-fold estimate
+        (the model trained on it), and each interval is the prediction plus or minus one
+        margin. That leaves the correction's effect out of most scores, a bias as small
+        as what the correction changes, for ten times the rows; without a residual anchor
+        it is ``"conformal"``. ``None`` trains on every row, as fits did before
+        calibration existed, and intervals stay raw.
         """,
     ),
     Param(

@@ -51,7 +51,10 @@ a warning, and their base fingerprint (configuration and output-embedding sum on
 checked as such, with a warning too. Saving them again writes version 3.
 ``fitted.calibration_`` came within version 3: a folder without it loads without
 calibration (its ``predict_interval`` warns and returns raw quantiles), and a reader
-from before it ignores it, as it did not calibrate intervals anyway.
+from before it ignores it, as it did not calibrate intervals anyway. Its ``center`` came
+within version 3 too: a folder without it calibrated on quantiles, and only
+``interval_calibration="every_row"`` writes ``"mean"``, a value a reader from before
+``center`` refuses as an unknown parameter value rather than misreading the calibration.
 """
 
 from __future__ import annotations
@@ -343,6 +346,7 @@ def _calibration_to_json(calibration: Calibration | None) -> dict | None:
         return None
     return {
         "n_samples": calibration.n_samples,
+        "center": calibration.center,
         "draws": calibration.draws.tolist(),
         "targets": calibration.targets.tolist(),
     }
@@ -360,7 +364,9 @@ def _calibration_from_json(data: dict | None, folder: Path) -> Calibration | Non
             f"positive int nor {EXACT!r}"
         )
     try:
-        return Calibration(np.array(data["draws"]), np.array(data["targets"]), n_samples)
+        # Folders saved before ``center`` existed calibrated on quantiles.
+        center = data.get("center", "quantiles")
+        return Calibration(np.array(data["draws"]), np.array(data["targets"]), n_samples, center)
     except (TypeError, ValueError) as err:
         raise ModelFormatError(f"{folder} holds a damaged calibration: {err}") from err
 

@@ -854,6 +854,58 @@ def test_at_scale_zero_every_rows_out_of_fold_residual_calibrates(numeric, tiny_
     assert 0 < kept.calibration_.n_rows < len(y)
 
 
+def test_every_row_calibrates_a_kept_correction_on_every_row(numeric, tiny_model_dir, tmp_path):
+    X, y = numeric
+    params = dict(anchor="ridge", validation_fraction=0.7, residual_scale=0.5)
+    held_out = small(tiny_model_dir, **params).fit(X, y)
+    reg = small(tiny_model_dir, **params, interval_calibration="every_row").fit(X, y)
+    # The same fit: only its calibration differs.
+    np.testing.assert_array_equal(reg.predict(X), held_out.predict(X))
+    assert 0 < held_out.calibration_.n_rows < len(y) == reg.calibration_.n_rows
+    assert reg.calibration_.center == "mean"
+    # A held-out row's score is its distance from its prediction, any other row's from its
+    # out-of-fold estimate; the held-out rows are those the other fit calibrated on.
+    estimates, _ = cross_fit("ridge", X, y, reg.anchor_folds, reg.seed_)
+    residuals = y - estimates
+    is_cal = np.isin(residuals, held_out.calibration_.targets)
+    assert is_cal.sum() == held_out.calibration_.n_rows
+    decoded = np.zeros(len(y))
+    decoded[is_cal] = held_out.calibration_.draws.mean(axis=1)  # already scaled by 0.5
+    assert decoded[is_cal].any()
+    scores = np.sort(np.abs(residuals - decoded))
+    # Each interval is the prediction plus or minus the 24th of 30 scores (75%).
+    point = reg.sample(X).mean(axis=1)
+    np.testing.assert_allclose(
+        reg.predict_interval(X, coverage=0.75),
+        np.column_stack([point - scores[23], point + scores[23]]),
+    )
+    # A saved model keeps the calibration's center, and so its intervals.
+    reg.save(tmp_path / "model")
+    loaded = LLMRegressor.load(tmp_path / "model")
+    assert loaded.calibration_.center == "mean"
+    np.testing.assert_array_equal(loaded.predict_interval(X, 0.75), reg.predict_interval(X, 0.75))
+    # At a scale of 0 it is the default's calibration, to the last bit.
+    zero = dict(params, residual_scale=0.0)
+    every = small(tiny_model_dir, **zero, interval_calibration="every_row").fit(X, y)
+    default = small(tiny_model_dir, **zero).fit(X, y)
+    assert every.calibration_.center == default.calibration_.center == "quantiles"
+    np.testing.assert_array_equal(every.predict_interval(X, 0.8), default.predict_interval(X, 0.8))
+
+
+def test_every_row_without_a_residual_anchor_calibrates_on_held_out_rows(numeric, tiny_model_dir):
+    X, y = numeric
+    for params in (dict(anchor=None), dict(anchor="ridge", anchor_mode="field")):
+        plain = small(tiny_model_dir, validation_fraction=0.7, **params).fit(X, y)
+        every = small(
+            tiny_model_dir, validation_fraction=0.7, interval_calibration="every_row", **params
+        ).fit(X, y)
+        assert every.calibration_.n_rows == plain.calibration_.n_rows < len(y)
+        assert every.calibration_.center == "quantiles"
+        np.testing.assert_array_equal(
+            every.predict_interval(X, 0.8), plain.predict_interval(X, 0.8)
+        )
+
+
 def test_at_scale_zero_nothing_is_decoded(numeric, tiny_model_dir, monkeypatch):
     X, y = numeric
     reg = small(tiny_model_dir, anchor="ridge", validation_fraction=0.7, residual_scale=0.0)

@@ -12,6 +12,7 @@ from llmregressor.conformal import (
     conformalize,
     conformity_scores,
 )
+from llmregressor.engine import raw_bounds, sample_quantiles
 from llmregressor.metrics import interval_coverage
 
 
@@ -119,6 +120,18 @@ def test_calibration_checks_and_copies_its_arrays():
     ):
         with pytest.raises(ValueError, match="calibration"):
             Calibration(*bad)
+    assert calibration.center == "quantiles"
+    with pytest.raises(ValueError, match="center"):
+        Calibration(draws, targets, 2, center="median")
+
+
+def test_raw_bounds_are_the_draws_quantiles_or_their_mean_twice():
+    draws = np.array([[0.0, 1.0, 2.0, 9.0], [4.0, 4.0, 4.0, 4.0]])
+    levels = central_levels(0.5)
+    np.testing.assert_array_equal(
+        raw_bounds(draws, levels, "quantiles"), sample_quantiles(draws, levels)
+    )
+    np.testing.assert_array_equal(raw_bounds(draws, levels, "mean"), [[3.0, 3.0], [4.0, 4.0]])
 
 
 def overconfident_model(rng, n_rows, n_draws=16, sigma=2.0, shrink=0.3):
