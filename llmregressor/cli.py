@@ -415,6 +415,13 @@ def _describe_calibration(fitted: dict) -> str:
     if calibration is None:
         return "none (raw intervals)"
     n_rows = len(calibration["targets"])
-    # At a residual scale of 0 the training rows' out-of-fold residuals calibrate.
-    rows = "out-of-fold rows" if fitted.get("residual_scale_") == 0 else "held-out rows"
+    # At a residual scale of 0 the training rows' out-of-fold residuals calibrate; under
+    # interval_calibration="every_row" they do at any scale, with the held-out rows'
+    # predictions (a "mean" center).
+    if fitted.get("residual_scale_") == 0:
+        rows = "out-of-fold rows"
+    elif calibration.get("center") == "mean":
+        rows = "training rows (held-out and out-of-fold)"
+    else:
+        rows = "held-out rows"
     return f"{n_rows} {rows}, n_samples={calibration['n_samples']!r}"

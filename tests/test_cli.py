@@ -289,3 +289,7 @@ def test_info_names_the_rows_that_calibrate():
     every_row = {"calibration_": calibration, "residual_scale_": 0.0}
     assert _describe_calibration(held_out) == "30 held-out rows, n_samples=16"
     assert _describe_calibration(every_row) == "30 out-of-fold rows, n_samples=16"
+    kept = {"calibration_": {**calibration, "center": "mean"}, "residual_scale_": 0.25}
+    assert _describe_calibration(kept) == (
+        "30 training rows (held-out and out-of-fold), n_samples=16"
+    )
