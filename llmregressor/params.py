@@ -795,9 +795,11 @@ PARAMETERS: tuple[Param, ...] = (
         from its prediction, any other row by its distance from its out-of-fold estimate
         (the model trained on it), and each interval is the prediction plus or minus one
         margin. That leaves the correction's effect out of most scores, a bias as small
-        as what the correction changes, for ten times the rows; without a residual anchor
-        it is ``"conformal"``. ``None`` trains on every row, as fits did before
-        calibration existed, and intervals stay raw.
+        as what the correction changes, for ten times the rows: coverage nearer the
+        requested share from fit to fit, but intervals of one width, which lose the
+        draws' shape where it tracks the noise (see the user guide's calibrated
+        intervals); without a residual anchor it is ``"conformal"``. ``None`` trains on
+        every row, as fits did before calibration existed, and intervals stay raw.
         """,
     ),
     Param(
