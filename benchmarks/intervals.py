@@ -148,7 +148,9 @@ def every_row_counterfactual(
     checked against the held-out rows' stored residual targets. Nothing at a scale of 0,
     where the fit already calibrates on every row, or without a fitted scale. With
     ``arrays``, the per-row arrays behind these numbers are saved there (``.npz``), so that
-    other calibration rules can be scored on the same fit without fitting it again.
+    other calibration rules can be scored on the same fit without fitting it again; they
+    include the training rows' own draws (decoded for this, in-sample for the model) and
+    full-anchor estimates, for rules that score every row on the draws' shape.
     """
     if not getattr(reg, "residual_anchor_", False) or reg.residual_scale_ == 0:
         return {}
@@ -176,6 +178,8 @@ def every_row_counterfactual(
             residuals=residuals,
             is_cal=is_cal,
             cal_draws=reg.calibration_.draws,
+            train_draws=reg.sample(X_tr),
+            train_estimates=reg.anchor_.predict(X_tr),
         )
     return record
 
