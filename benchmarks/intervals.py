@@ -105,7 +105,13 @@ def sampled_intervals(
 
 
 def llm_record(
-    reg: LLMRegressor, X_tr, y_tr: np.ndarray, X_te, y_te: np.ndarray, arrays: Path | None
+    reg: LLMRegressor,
+    X_tr,
+    y_tr: np.ndarray,
+    is_cal: np.ndarray,
+    X_te,
+    y_te: np.ndarray,
+    arrays: Path | None,
 ) -> dict:
     draws = reg.sample(X_te)  # the draws predict_interval takes: the fit's n_samples
     record = {"r2": r2_score(y_te, draws.mean(axis=1)), "n_cal": reg.calibration_.n_rows}
@@ -129,12 +135,12 @@ def llm_record(
         **record,
         **anchored(reg, X_te, y_te),
         **one_se_counterfactual(reg, X_te, draws, y_te),
-        **every_row_counterfactual(reg, X_tr, y_tr, draws, y_te, arrays),
+        **every_row_counterfactual(reg, X_tr, y_tr, is_cal, draws, y_te, arrays),
     }
 
 
 def every_row_counterfactual(
-    reg: LLMRegressor, X_tr, y_tr: np.ndarray, draws, y_te, arrays: Path | None
+    reg: LLMRegressor, X_tr, y_tr: np.ndarray, is_cal: np.ndarray, draws, y_te, arrays: Path | None
 ) -> dict:
     """Intervals of a kept correction calibrated on every training row (``every_row_`` fields).
 
@@ -158,8 +164,6 @@ def every_row_counterfactual(
         make_anchor(reg.anchor, reg.model), X_tr, y_tr, reg.anchor_folds, reg.seed_
     )
     residuals = y_tr - estimates
-    is_val = validation_rows(len(y_tr), reg.early_stopping, reg.validation_fraction, reg.seed_)
-    is_cal = calibration_rows(is_val, reg.validation_fraction, reg.seed_)
     np.testing.assert_array_equal(residuals[is_cal], reg.calibration_.targets)
     decoded = np.zeros(len(y_tr))
     decoded[is_cal] = reg.calibration_.draws.mean(axis=1)  # already scaled by the fit's scale
@@ -255,17 +259,17 @@ def run_one(name: str, seed: int, rows: int, args: argparse.Namespace) -> list[d
     if reg.calibration_ is None:
         raise RuntimeError(f"the fit on {rows} rows held out too few rows to calibrate")
     label = LLM if args.config == "after" else f"{LLM} {args.config}"
+    # The rows the fit held out: they calibrate the baselines too, which train on the rest.
+    is_val = validation_rows(rows, reg.early_stopping, reg.validation_fraction, reg.seed_)
+    is_cal = calibration_rows(is_val, reg.validation_fraction, reg.seed_)
     arrays = args.arrays and args.arrays / f"{name}_{seed}_{rows}.npz"
     records = [
         {
             "model": label,
-            **llm_record(reg, X_tr, y_tr, X_te, y_te, arrays),
+            **llm_record(reg, X_tr, y_tr, is_cal, X_te, y_te, arrays),
             "fit_s": reg.fit_time_,
         }
     ]
-    # The rows the LM's fit held out calibrate the baselines too; they train on the rest.
-    is_val = validation_rows(rows, reg.early_stopping, reg.validation_fraction, reg.seed_)
-    is_cal = calibration_rows(is_val, reg.validation_fraction, reg.seed_)
     split = X_tr[~is_cal], y_tr[~is_cal], X_tr[is_cal], y_tr[is_cal], X_te, y_te
     # The same rows the fit held out (their targets are stored as residuals when the fit
     # decodes what an anchor leaves, so the count is what compares across modes), or every
