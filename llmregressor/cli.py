@@ -397,7 +397,7 @@ def _describe(manifest: dict, model_dir: Path) -> str:
         f"reads up to {FORMAT_VERSION})",
         f"base model:      {base['model']} (fingerprint {base['fingerprint']})",
         f"training rows:   {fitted.get('n_samples_fit_', 'unknown')}",
-        f"calibration:     {_describe_calibration(fitted)}",
+        f"calibration:     {_describe_calibration(fitted, saved_params(manifest))}",
         f"features:        {fitted['n_features_in_']}"
         + (f" ({', '.join(names)})" if names else ""),
         f"fit time:        {fitted['fit_time_']:.1f} s "
@@ -408,7 +408,7 @@ def _describe(manifest: dict, model_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _describe_calibration(fitted: dict) -> str:
+def _describe_calibration(fitted: dict, params: dict) -> str:
     if "calibration_" not in fitted:
         return "none (saved before calibrated intervals)"
     calibration = fitted["calibration_"]
@@ -417,11 +417,13 @@ def _describe_calibration(fitted: dict) -> str:
     n_rows = len(calibration["targets"])
     # At a residual scale of 0 the training rows' out-of-fold residuals calibrate; under
     # interval_calibration="every_row" they do at any scale, with the held-out rows'
-    # predictions (a "mean" center).
+    # predictions (a "mean" center), and under "every_row_cqr" with every row's draws.
     if fitted.get("residual_scale_") == 0:
         rows = "out-of-fold rows"
     elif calibration.get("center") == "mean":
         rows = "training rows (held-out and out-of-fold)"
+    elif params.get("interval_calibration") == "every_row_cqr" and fitted.get("residual_anchor_"):
+        rows = "training rows (held-out and decoded in-sample)"
     else:
         rows = "held-out rows"
     return f"{n_rows} {rows}, n_samples={calibration['n_samples']!r}"

@@ -439,6 +439,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         with checkpoints or nullcontext(), FIT_LOCK, forked_torch_rng():
             # After the checkpoint is opened: a resumed fit cross-fits with its checkpoint's
             # seed, and the folder is unlocked if the anchor fails.
+            X_rows = X
             X, offsets = self._fit_anchor(X_given, X, y, parallel, checkpoints)
             # What the model decodes: the target, or with a residual anchor what is left of it.
             targets = y - offsets
@@ -476,6 +477,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
             self.calibration_ = self._calibrate(X[is_cal], targets[is_cal], parallel)
             if getattr(self, "anchor_", None) is not None:
                 self._fit_residual_scale(oof_residuals=targets, is_cal=is_cal)
+                if self._calibrates_training_rows_on_draws():
+                    self.calibration_ = self._every_row_cqr_calibration(
+                        X_rows, X_given, targets, is_cal, parallel
+                    )
         self.fit_time_ = time.perf_counter() - start
         logger.info("LLMRegressor fitted on %d rows in %.1f s", len(y), self.fit_time_)
 
@@ -618,6 +623,71 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         draws = np.repeat(decoded[:, None], cal_draws.shape[1], axis=1)
         center = "mean" if scale > 0 else "quantiles"
         return Calibration(draws, targets, n_samples, center=center)
+
+    def _calibrates_training_rows_on_draws(self) -> bool:
+        """Whether ``interval_calibration="every_row_cqr"`` decodes the training rows.
+
+        Only where a residual anchor's correction is kept: at a scale of 0 every row's
+        out-of-fold residual already calibrates, and without held-out rows there is no
+        calibration to extend.
+        """
+        return (
+            self.interval_calibration == "every_row_cqr"
+            and self.residual_anchor_
+            and self.residual_scale_ > 0
+            and self.calibration_ is not None
+        )
+
+    def _every_row_cqr_calibration(
+        self,
+        X: np.ndarray,
+        X_given: object,
+        oof_residuals: np.ndarray,
+        is_cal: np.ndarray,
+        parallel: DataParallel,
+    ) -> Calibration:
+        """Calibrate a kept correction on every training row, each by its own draws' shape.
+
+        The held-out rows keep their scaled draws. Every other training row is decoded as
+        a new row would be (its prompt carries the full anchor's estimate, not the
+        out-of-fold one it trained with) and scored by CQR like a held-out row: its raw
+        interval is the scaled decoded residuals' quantiles, its target its out-of-fold
+        residual. The model trained on these rows, so their decoded residuals may be
+        closer to their targets than a new row's, which makes their scores optimistic;
+        the out-of-fold estimate they are measured from never saw them. Up to
+        :data:`OUT_OF_FOLD_CALIBRATION_ROWS` rows in all, the other rows drawn with the
+        fit's seed.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_rows, n_features)
+            The validated training rows, without estimates.
+        X_given : object
+            The rows as given to ``fit``, which the anchor reads.
+        oof_residuals : ndarray of shape (n_rows,)
+            Every training row's target less its out-of-fold estimate.
+        is_cal : ndarray of bool, shape (n_rows,)
+            The held-out rows that ``calibration_`` already holds.
+        parallel : DataParallel
+            Shares the decoding among processes.
+        """
+        held_out = self.calibration_
+        rows = np.flatnonzero(~is_cal)
+        room = max(OUT_OF_FOLD_CALIBRATION_ROWS - held_out.n_rows, 0)
+        if len(rows) > room:
+            rng = np.random.default_rng(self.seed_)
+            rows = np.sort(rng.choice(rows, room, replace=False))
+        estimates = anchor_estimates(self.anchor_, X_given, len(X))
+        trained = self._calibrate(
+            with_estimates(X[rows], estimates[rows]), oof_residuals[rows], parallel
+        )
+        if trained is None:
+            return held_out
+        return Calibration(
+            np.vstack([held_out.draws, trained.draws * self.residual_scale_]),
+            np.concatenate([held_out.targets, trained.targets]),
+            held_out.n_samples,
+        )
 
     def _fitted_scale(self, calibration: Calibration) -> float:
         """Return the scale that ``residual_scale``'s rule fits on unscaled calibration draws.

@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 REWARD_ON = ("auto", "sample", "mean")
-INTERVAL_CALIBRATIONS = ("conformal", "every_row")
+INTERVAL_CALIBRATIONS = ("conformal", "every_row", "every_row_cqr")
 SCALE_REWARDS = ("group", "none")
 DTYPES = ("auto", *COMPUTE_DTYPES)
 
@@ -798,8 +798,14 @@ PARAMETERS: tuple[Param, ...] = (
         as what the correction changes, for ten times the rows: coverage nearer the
         requested share from fit to fit, but intervals of one width, which lose the
         draws' shape where it tracks the noise (see the user guide's calibrated
-        intervals); without a residual anchor it is ``"conformal"``. ``None`` trains on
-        every row, as fits did before calibration existed, and intervals stay raw.
+        intervals); without a residual anchor it is ``"conformal"``.
+        ``"every_row_cqr"``: as ``"every_row"``, but every training row is scored by CQR
+        on its own draws, as a held-out row is: after training, the fit decodes the rows
+        it trained on as new rows (an extra decode of up to 4096 rows, only where the
+        correction is kept), and intervals keep the draws' shape. Those rows' decoded
+        residuals come from a model that trained on them, which can make their scores
+        optimistic; their out-of-fold estimates never saw them. ``None`` trains on every
+        row, as fits did before calibration existed, and intervals stay raw.
         """,
     ),
     Param(

@@ -28,6 +28,12 @@ from llmregressor.anchor import (
     with_estimates,
 )
 from llmregressor.backbones import LanguageModelBackbone
+from llmregressor.conformal import (
+    central_levels,
+    conformal_margin,
+    conformalize,
+    conformity_scores,
+)
 from llmregressor.engine import Sampler
 from llmregressor.features import TEXT_CARDINALITY, free_text_columns, make_feature_preprocessor
 from llmregressor.mlp_decoder import MLPDecoderBackbone
@@ -892,18 +898,81 @@ def test_every_row_calibrates_a_kept_correction_on_every_row(numeric, tiny_model
     np.testing.assert_array_equal(every.predict_interval(X, 0.8), default.predict_interval(X, 0.8))
 
 
+def test_every_row_cqr_calibrates_a_kept_correction_on_every_rows_draws(
+    numeric, tiny_model_dir, tmp_path
+):
+    X, y = numeric
+    params = dict(anchor="ridge", validation_fraction=0.7, residual_scale=0.5)
+    held_out = small(tiny_model_dir, **params).fit(X, y)
+    reg = small(tiny_model_dir, **params, interval_calibration="every_row_cqr").fit(X, y)
+    # The same fit: only its calibration differs, which now holds every training row.
+    np.testing.assert_array_equal(reg.predict(X), held_out.predict(X))
+    n_cal = held_out.calibration_.n_rows
+    assert 0 < n_cal < len(y) == reg.calibration_.n_rows
+    assert reg.calibration_.center == "quantiles"
+    # The held-out rows first, as the default calibrates on them.
+    np.testing.assert_array_equal(reg.calibration_.draws[:n_cal], held_out.calibration_.draws)
+    np.testing.assert_array_equal(reg.calibration_.targets[:n_cal], held_out.calibration_.targets)
+    # Then every other row, its target its out-of-fold residual...
+    estimates, _ = cross_fit("ridge", X, y, reg.anchor_folds, reg.seed_)
+    residuals = y - estimates
+    is_cal = np.isin(residuals, held_out.calibration_.targets)
+    assert is_cal.sum() == n_cal
+    np.testing.assert_allclose(reg.calibration_.targets[n_cal:], residuals[~is_cal])
+    # ...its draws the scaled decoded residuals of the row decoded as a new row: the raw
+    # interval predict_interval gives it, less the full anchor's estimate.
+    raw = reg.predict_interval(X[~is_cal], 0.5, calibrated=False)
+    levels = central_levels(0.5)
+    np.testing.assert_allclose(
+        raw - reg.anchor_.predict(X[~is_cal])[:, None],
+        np.quantile(reg.calibration_.draws[n_cal:], levels, axis=1).T,
+    )
+    # Each interval is CQR on all of those rows' scores.
+    scores = conformity_scores(
+        np.quantile(reg.calibration_.draws, levels, axis=1).T, reg.calibration_.targets
+    )
+    expected = conformalize(
+        reg.predict_interval(X, 0.5, calibrated=False), conformal_margin(scores, 0.5)
+    )
+    np.testing.assert_allclose(reg.predict_interval(X, 0.5), expected)
+    # A saved model keeps it.
+    reg.save(tmp_path / "model")
+    loaded = LLMRegressor.load(tmp_path / "model")
+    np.testing.assert_array_equal(loaded.predict_interval(X, 0.5), reg.predict_interval(X, 0.5))
+    # At a scale of 0 it is the default's calibration, to the last bit, decoding nothing.
+    zero = dict(params, residual_scale=0.0)
+    every = small(tiny_model_dir, **zero, interval_calibration="every_row_cqr").fit(X, y)
+    default = small(tiny_model_dir, **zero).fit(X, y)
+    np.testing.assert_array_equal(every.calibration_.targets, default.calibration_.targets)
+    np.testing.assert_array_equal(every.predict_interval(X, 0.8), default.predict_interval(X, 0.8))
+
+
 def test_every_row_without_a_residual_anchor_calibrates_on_held_out_rows(numeric, tiny_model_dir):
     X, y = numeric
     for params in (dict(anchor=None), dict(anchor="ridge", anchor_mode="field")):
         plain = small(tiny_model_dir, validation_fraction=0.7, **params).fit(X, y)
-        every = small(
-            tiny_model_dir, validation_fraction=0.7, interval_calibration="every_row", **params
-        ).fit(X, y)
-        assert every.calibration_.n_rows == plain.calibration_.n_rows < len(y)
-        assert every.calibration_.center == "quantiles"
-        np.testing.assert_array_equal(
-            every.predict_interval(X, 0.8), plain.predict_interval(X, 0.8)
-        )
+        for calibration in ("every_row", "every_row_cqr"):
+            every = small(
+                tiny_model_dir, validation_fraction=0.7, interval_calibration=calibration, **params
+            ).fit(X, y)
+            assert every.calibration_.n_rows == plain.calibration_.n_rows < len(y)
+            assert every.calibration_.center == "quantiles"
+            np.testing.assert_array_equal(
+                every.predict_interval(X, 0.8), plain.predict_interval(X, 0.8)
+            )
+
+
+def test_every_row_cqr_keeps_the_held_out_rows_within_the_row_limit(
+    numeric, tiny_model_dir, monkeypatch
+):
+    X, y = numeric
+    monkeypatch.setattr(estimator_module, "OUT_OF_FOLD_CALIBRATION_ROWS", 25)
+    params = dict(anchor="ridge", validation_fraction=0.7, residual_scale=0.5)
+    held_out = small(tiny_model_dir, **params).fit(X, y)
+    reg = small(tiny_model_dir, **params, interval_calibration="every_row_cqr").fit(X, y)
+    n_cal = held_out.calibration_.n_rows
+    assert n_cal < 25 == reg.calibration_.n_rows
+    np.testing.assert_array_equal(reg.calibration_.targets[:n_cal], held_out.calibration_.targets)
 
 
 def test_at_scale_zero_nothing_is_decoded(numeric, tiny_model_dir, monkeypatch):

@@ -287,9 +287,17 @@ def test_info_names_the_rows_that_calibrate():
     calibration = {"targets": [0.5] * 30, "n_samples": 16}
     held_out = {"calibration_": calibration, "residual_scale_": 0.25}
     every_row = {"calibration_": calibration, "residual_scale_": 0.0}
-    assert _describe_calibration(held_out) == "30 held-out rows, n_samples=16"
-    assert _describe_calibration(every_row) == "30 out-of-fold rows, n_samples=16"
+    default = {"interval_calibration": "conformal"}
+    assert _describe_calibration(held_out, default) == "30 held-out rows, n_samples=16"
+    assert _describe_calibration(every_row, default) == "30 out-of-fold rows, n_samples=16"
     kept = {"calibration_": {**calibration, "center": "mean"}, "residual_scale_": 0.25}
-    assert _describe_calibration(kept) == (
+    assert _describe_calibration(kept, {"interval_calibration": "every_row"}) == (
         "30 training rows (held-out and out-of-fold), n_samples=16"
     )
+    cqr = {"interval_calibration": "every_row_cqr"}
+    assert _describe_calibration({**held_out, "residual_anchor_": True}, cqr) == (
+        "30 training rows (held-out and decoded in-sample), n_samples=16"
+    )
+    # Without a residual anchor the option calibrates on the held-out rows.
+    assert _describe_calibration(held_out, cqr) == "30 held-out rows, n_samples=16"
+    assert _describe_calibration(every_row, cqr) == "30 out-of-fold rows, n_samples=16"
