@@ -1,6 +1,7 @@
 """Screen: a kept correction calibrated on every training row, keeping the draws' shape.
 
-    python benchmarks/draws_shape_calibration.py --arrays DIR [--seeds 0 1 2] [--print-only]
+    python benchmarks/draws_shape_calibration.py --arrays DIR [--seeds 0 1 2] [--section TITLE]
+                                                 [--print-only]
 
 Fits nothing. It reads the records of ``benchmarks/results/intervals.jsonl`` as
 ``every_row_calibration.py`` does (the newest record of the default per numeric table and
@@ -25,22 +26,20 @@ from pathlib import Path
 
 import numpy as np
 
-from _report import markdown_table, newest_records, write_section
+from _report import markdown_table, write_section
 from every_row_calibration import (
-    BANDS,
     COVERAGES,
-    DATASETS,
-    DEFAULT_LABELS,
-    RESULTS,
-    RIDGE,
+    RULE_NAMES,
+    default_fits,
     outcomes,
     scale_of,
+    summary,
 )
 from intervals import cqr, interval_scores
 from llmregressor.conformal import central_levels
 from llmregressor.engine import sample_quantiles
 
-RULES = ("conformal", "every_row", "draws_shape")
+NAMES = {**RULE_NAMES, "draws_shape": "draws-shape"}
 
 
 def draws_shape(arrays: dict, coverage: float) -> dict:
@@ -71,101 +70,55 @@ def main() -> None:
     parser.add_argument("--arrays", type=Path, required=True, help="intervals.py's --arrays DIR")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--print-only", action="store_true", help="print, write no section")
-    args = parser.parse_args()
-    records = newest_records(
-        RESULTS,
-        ("dataset", "seed", "train_rows", "model"),
-        lambda r: r["train_rows"] == 256 and r["seed"] in args.seeds and r["dataset"] in DATASETS,
+    parser.add_argument(
+        "--section", default="Screening: draws-shape calibration", help="the log section's title"
     )
-    by_split: dict[tuple, dict[str, dict]] = {}
-    for record in records:
-        by_split.setdefault((record["dataset"], record["seed"]), {})[record["model"]] = record
+    args = parser.parse_args()
     rows, fits = [], []
-    for name in DATASETS:
-        for seed in args.seeds:
-            models = by_split.get((name, seed), {})
-            labels = [label for label in DEFAULT_LABELS if label in models]
-            if not labels or RIDGE not in models:
+    for name, seed, record, _, ridge in default_fits(args.seeds):
+        fit = {"dataset": name, "seed": seed, **outcomes(record), "ridge": ridge}
+        widths = ["-", "-"]
+        if scale_of(record) > 0:
+            path = args.arrays / f"{name}_{seed}_256.npz"
+            if not path.exists():
+                print(f"{name} {seed}: a kept correction without arrays, left out")
                 continue
-            record = models[labels[0]]
-            fit = {"dataset": name, "seed": seed, **outcomes(record), "ridge": models[RIDGE]}
-            widths = ["-", "-"]
-            if scale_of(record) > 0:
-                path = args.arrays / f"{name}_{seed}_256.npz"
-                if not path.exists():
-                    print(f"{name} {seed}: a kept correction without arrays, left out")
-                    continue
-                arrays = dict(np.load(path))
+            arrays = dict(np.load(path))
+            for c in COVERAGES:
+                scored = draws_shape(arrays, float(c))
+                if scored["today_coverage"] != record[f"coverage_{c}"]:
+                    raise ValueError(f"{path} does not reproduce its record's coverage")
+                fit["draws_shape", "cov", c] = scored[f"coverage_{c}"]
+                fit["draws_shape", "pinball", c] = scored[f"pinball_{c}"]
+            scored = draws_shape(arrays, 0.9)
+            widths = [f"{scored['held_out_width']:.3g}", f"{scored['in_sample_width']:.3g}"]
+        else:
+            for kind in ("cov", "pinball"):
                 for c in COVERAGES:
-                    scored = draws_shape(arrays, float(c))
-                    if scored["today_coverage"] != record[f"coverage_{c}"]:
-                        raise ValueError(f"{path} does not reproduce its record's coverage")
-                    fit["draws_shape", "cov", c] = scored[f"coverage_{c}"]
-                    fit["draws_shape", "pinball", c] = scored[f"pinball_{c}"]
-                scored = draws_shape(arrays, 0.9)
-                widths = [f"{scored['held_out_width']:.3g}", f"{scored['in_sample_width']:.3g}"]
-            else:
-                for kind in ("cov", "pinball"):
-                    for c in COVERAGES:
-                        fit["draws_shape", kind, c] = fit["conformal", kind, c]
-            fits.append(fit)
-            rows.append(
-                [
-                    name,
-                    seed,
-                    f"{scale_of(record):.2g}",
-                    *widths,
-                    *(f"{fit[rule, 'cov', c]:.3f}" for rule in RULES for c in COVERAGES),
-                    *(f"{fit[rule, 'pinball', c]:.3g}" for rule in RULES for c in COVERAGES),
-                ]
-            )
-    names = {"conformal": "held-out", "every_row": "every-row", "draws_shape": "draws-shape"}
+                    fit["draws_shape", kind, c] = fit["conformal", kind, c]
+        fits.append(fit)
+        rows.append(
+            [
+                name,
+                seed,
+                f"{scale_of(record):.2g}",
+                *widths,
+                *(f"{fit[rule, 'cov', c]:.3f}" for rule in NAMES for c in COVERAGES),
+                *(f"{fit[rule, 'pinball', c]:.3g}" for rule in NAMES for c in COVERAGES),
+            ]
+        )
     header = ["dataset", "seed", "scale", "held-out raw width 90%", "in-sample raw width 90%"]
-    header += [f"{names[r]} cov {c[2]}0%" for r in RULES for c in COVERAGES]
-    header += [f"{names[r]} pinball {c[2]}0%" for r in RULES for c in COVERAGES]
-    body = markdown_table(header, rows) + "\n\n" + summary(fits, names)
+    header += [f"{NAMES[r]} cov {float(c):.0%}" for r in NAMES for c in COVERAGES]
+    header += [f"{NAMES[r]} pinball {float(c):.0%}" for r in NAMES for c in COVERAGES]
+    note = (
+        "Raw widths: the mean width of the held-out rows' and the other training rows' raw "
+        "90% intervals (their scaled decoded residuals' central quantiles)."
+    )
+    body = markdown_table(header, rows) + "\n\n" + note + " " + summary(fits, NAMES, ".4g")
     if args.print_only:
         print(body)
         return
-    write_section("Screening: draws-shape calibration", "python " + " ".join(sys.argv), body)
-
-
-def summary(fits: list[dict], names: dict[str, str]) -> str:
-    """Per-table means over the seeds, and each rule's distance from nominal coverage."""
-    rows = []
-    for name in DATASETS:
-        table = [f for f in fits if f["dataset"] == name]
-        if not table:
-            continue
-        row = [name, len(table)]
-        for rule in RULES:
-            for c in COVERAGES:
-                mean = np.mean([f[rule, "cov", c] for f in table])
-                low, high = BANDS[c]
-                row.append(f"{mean:.3f}" + ("" if low <= mean <= high else " (out)"))
-        for rule in RULES:
-            for c in COVERAGES:
-                row.append(f"{np.mean([f[rule, 'pinball', c] for f in table]):.4g}")
-        for c in COVERAGES:
-            row.append(f"{np.mean([f['ridge'][f'pinball_{c}'] for f in table]):.4g}")
-        rows.append(row)
-    header = ["dataset", "splits"]
-    header += [f"{names[r]} cov {c[2]}0%" for r in RULES for c in COVERAGES]
-    header += [f"{names[r]} pinball {c[2]}0%" for r in RULES for c in COVERAGES]
-    header += [f"Ridge pinball {c[2]}0%" for c in COVERAGES]
-    distance = {
-        rule: np.mean([abs(f[rule, "cov", c] - float(c)) for f in fits for c in COVERAGES])
-        for rule in RULES
-    }
-    return (
-        "Means over the splits of each table ('(out)': outside issue 24's band, 0.87-0.93 or "
-        "0.77-0.83). Raw widths: the mean width of the held-out rows' and the other training "
-        "rows' raw 90% intervals (scaled decoded residuals), at 90%.\n\n"
-        + markdown_table(header, rows)
-        + f"\n\nMean |coverage - nominal| over the {len(fits)} splits and both levels: "
-        + ", ".join(f"{names[r]} {distance[r]:.4f}" for r in RULES)
-        + "."
-    )
+    write_section(args.section, "python " + " ".join(sys.argv), body)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ DEFAULT_LABELS = (
     'LLMRegressor anchor="additive",anchor_mode="residual",rl_algorithm=null,residual_scale="auto"',
 )
 RIDGE = "Ridge, split conformal"
+# Each calibration rule a fit is scored under, and its name in the tables.
+RULE_NAMES = {"conformal": "held-out", "every_row": "every-row"}
 
 
 def scale_of(record: dict) -> float:
@@ -65,47 +67,58 @@ def reproduced(record: dict, earlier: list[dict]) -> str:
     return "yes" if same else "no"
 
 
+def default_fits(seeds: list[int]) -> list[tuple[str, int, dict, list[dict], dict]]:
+    """Each numeric split's newest default record at 256 rows, with its earlier ones and Ridge's.
+
+    Returns ``(table, seed, record, earlier records of the same split under the default's
+    other labels, Ridge's record)`` for every split that has both a default and a Ridge
+    record, tables in :data:`DATASETS` order and seeds as given.
+    """
+    records = newest_records(
+        RESULTS,
+        ("dataset", "seed", "train_rows", "model"),
+        lambda r: r["train_rows"] == 256 and r["seed"] in seeds and r["dataset"] in DATASETS,
+    )
+    by_split: dict[tuple, dict[str, dict]] = {}
+    for record in records:
+        by_split.setdefault((record["dataset"], record["seed"]), {})[record["model"]] = record
+    fits = []
+    for name in DATASETS:
+        for seed in seeds:
+            models = by_split.get((name, seed), {})
+            labels = [label for label in DEFAULT_LABELS if label in models]
+            if labels and RIDGE in models:
+                earlier = [models[label] for label in labels[1:]]
+                fits.append((name, seed, models[labels[0]], earlier, models[RIDGE]))
+    return fits
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--print-only", action="store_true", help="print, write no section")
     args = parser.parse_args()
-    records = newest_records(
-        RESULTS,
-        ("dataset", "seed", "train_rows", "model"),
-        lambda r: r["train_rows"] == 256 and r["seed"] in args.seeds and r["dataset"] in DATASETS,
-    )
-    by_split: dict[tuple, dict[str, dict]] = {}
-    for record in records:
-        by_split.setdefault((record["dataset"], record["seed"]), {})[record["model"]] = record
     rows, fits = [], []
-    for name in DATASETS:
-        for seed in args.seeds:
-            models = by_split.get((name, seed), {})
-            labels = [label for label in DEFAULT_LABELS if label in models]
-            if not labels or RIDGE not in models:
-                continue
-            record, ridge = models[labels[0]], models[RIDGE]
-            if scale_of(record) > 0 and "every_row_coverage_0.9" not in record:
-                print(f"{name} {seed}: a kept correction without every_row_ fields, left out")
-                continue
-            earlier = [models[label] for label in labels[1:]]
-            fit = {"dataset": name, "seed": seed, **outcomes(record), "ridge": ridge}
-            fits.append(fit)
-            rows.append(
-                [
-                    name,
-                    seed,
-                    f"{scale_of(record):.2g}",
-                    f"{record['r2']:.4f}",
-                    reproduced(record, earlier),
-                    *(f"{fit['conformal', 'cov', c]:.3f}" for c in COVERAGES),
-                    *(f"{fit['every_row', 'cov', c]:.3f}" for c in COVERAGES),
-                    *(f"{fit['conformal', 'pinball', c]:.3g}" for c in COVERAGES),
-                    *(f"{fit['every_row', 'pinball', c]:.3g}" for c in COVERAGES),
-                    *(f"{ridge[f'pinball_{c}']:.3g}" for c in COVERAGES),
-                ]
-            )
+    for name, seed, record, earlier, ridge in default_fits(args.seeds):
+        if scale_of(record) > 0 and "every_row_coverage_0.9" not in record:
+            print(f"{name} {seed}: a kept correction without every_row_ fields, left out")
+            continue
+        fit = {"dataset": name, "seed": seed, **outcomes(record), "ridge": ridge}
+        fits.append(fit)
+        rows.append(
+            [
+                name,
+                seed,
+                f"{scale_of(record):.2g}",
+                f"{record['r2']:.4f}",
+                reproduced(record, earlier),
+                *(f"{fit['conformal', 'cov', c]:.3f}" for c in COVERAGES),
+                *(f"{fit['every_row', 'cov', c]:.3f}" for c in COVERAGES),
+                *(f"{fit['conformal', 'pinball', c]:.3g}" for c in COVERAGES),
+                *(f"{fit['every_row', 'pinball', c]:.3g}" for c in COVERAGES),
+                *(f"{ridge[f'pinball_{c}']:.3g}" for c in COVERAGES),
+            ]
+        )
     header = ["dataset", "seed", "scale", "R^2", "same as earlier record"]
     header += ["held-out cov 90%", "held-out cov 80%", "every-row cov 90%", "every-row cov 80%"]
     header += ["held-out pinball 90%", "held-out pinball 80%"]
@@ -118,41 +131,45 @@ def main() -> None:
     write_section("Screening: every-row calibration", "python " + " ".join(sys.argv), body)
 
 
-def summary(fits: list[dict]) -> str:
-    """Per-table means over the seeds, and the two rules' distance from nominal coverage."""
+def summary(fits: list[dict], names: dict[str, str] = RULE_NAMES, pinball: str = ".3g") -> str:
+    """Per-table means over the seeds, and each rule's distance from nominal coverage.
+
+    ``names`` maps each calibration rule in ``fits`` to its column name, and ``pinball``
+    formats the mean pinball losses.
+    """
     rows = []
     for name in DATASETS:
         table = [f for f in fits if f["dataset"] == name]
         if not table:
             continue
         row = [name, len(table)]
-        for rule in ("conformal", "every_row"):
+        for rule in names:
             for c in COVERAGES:
                 mean = np.mean([f[rule, "cov", c] for f in table])
                 low, high = BANDS[c]
                 row.append(f"{mean:.3f}" + ("" if low <= mean <= high else " (out)"))
-        for rule in ("conformal", "every_row"):
+        for rule in names:
             for c in COVERAGES:
-                row.append(f"{np.mean([f[rule, 'pinball', c] for f in table]):.3g}")
+                row.append(format(np.mean([f[rule, "pinball", c] for f in table]), pinball))
         for c in COVERAGES:
-            row.append(f"{np.mean([f['ridge'][f'pinball_{c}'] for f in table]):.3g}")
+            row.append(format(np.mean([f["ridge"][f"pinball_{c}"] for f in table]), pinball))
         rows.append(row)
-    header = ["dataset", "splits", "held-out cov 90%", "held-out cov 80%"]
-    header += ["every-row cov 90%", "every-row cov 80%"]
-    header += ["held-out pinball 90%", "held-out pinball 80%"]
-    header += ["every-row pinball 90%", "every-row pinball 80%"]
-    header += ["Ridge pinball 90%", "Ridge pinball 80%"]
+    percents = {c: f"{float(c):.0%}" for c in COVERAGES}
+    header = ["dataset", "splits"]
+    header += [f"{names[r]} cov {percents[c]}" for r in names for c in COVERAGES]
+    header += [f"{names[r]} pinball {percents[c]}" for r in names for c in COVERAGES]
+    header += [f"Ridge pinball {percents[c]}" for c in COVERAGES]
     distance = {
         rule: np.mean([abs(f[rule, "cov", c] - float(c)) for f in fits for c in COVERAGES])
-        for rule in ("conformal", "every_row")
+        for rule in names
     }
     return (
         "Means over the splits of each table ('(out)': outside issue 24's band, 0.87-0.93 or "
         "0.77-0.83).\n\n"
         + markdown_table(header, rows)
-        + "\n\nMean |coverage - nominal| over the "
-        + f"{len(fits)} splits and both levels: held-out {distance['conformal']:.4f}, "
-        + f"every-row {distance['every_row']:.4f}."
+        + f"\n\nMean |coverage - nominal| over the {len(fits)} splits and both levels: "
+        + ", ".join(f"{names[r]} {distance[r]:.4f}" for r in names)
+        + "."
     )
 
 
