@@ -76,13 +76,13 @@ def main() -> None:
     args = parser.parse_args()
     rows, fits = [], []
     for name, seed, record, _, ridge in default_fits(args.seeds):
+        path = args.arrays / f"{name}_{seed}_256.npz"
+        if scale_of(record) > 0 and not path.exists():
+            print(f"{name} {seed}: a kept correction without arrays, left out")
+            continue
         fit = {"dataset": name, "seed": seed, **outcomes(record), "ridge": ridge}
         widths = ["-", "-"]
         if scale_of(record) > 0:
-            path = args.arrays / f"{name}_{seed}_256.npz"
-            if not path.exists():
-                print(f"{name} {seed}: a kept correction without arrays, left out")
-                continue
             arrays = dict(np.load(path))
             for c in COVERAGES:
                 scored = draws_shape(arrays, float(c))
