@@ -38,6 +38,7 @@ from every_row_calibration import (
 from intervals import cqr, interval_scores
 from llmregressor.conformal import central_levels
 from llmregressor.engine import sample_quantiles
+from llmregressor.metrics import interval_coverage
 
 NAMES = {**RULE_NAMES, "draws_shape": "draws-shape"}
 
@@ -56,9 +57,8 @@ def draws_shape(arrays: dict, coverage: float) -> dict:
     cal_raw[is_cal] = sample_quantiles(arrays["cal_draws"], levels)
     today = cqr(cal_raw[is_cal], residuals[is_cal], test_raw, coverage)
     shape = cqr(cal_raw, residuals, test_raw, coverage)
-    key = f"{coverage:g}"
     return {
-        "today_coverage": interval_scores(arrays["y_te"], today, coverage, "")[f"coverage_{key}"],
+        "today_coverage": interval_coverage(arrays["y_te"], today),
         "in_sample_width": float(np.mean(np.diff(cal_raw[~is_cal], axis=1))),
         "held_out_width": float(np.mean(np.diff(cal_raw[is_cal], axis=1))),
         **interval_scores(arrays["y_te"], shape, coverage, ""),
@@ -84,14 +84,13 @@ def main() -> None:
         widths = ["-", "-"]
         if scale_of(record) > 0:
             arrays = dict(np.load(path))
+            scored = {c: draws_shape(arrays, float(c)) for c in COVERAGES}
             for c in COVERAGES:
-                scored = draws_shape(arrays, float(c))
-                if scored["today_coverage"] != record[f"coverage_{c}"]:
+                if scored[c]["today_coverage"] != record[f"coverage_{c}"]:
                     raise ValueError(f"{path} does not reproduce its record's coverage")
-                fit["draws_shape", "cov", c] = scored[f"coverage_{c}"]
-                fit["draws_shape", "pinball", c] = scored[f"pinball_{c}"]
-            scored = draws_shape(arrays, 0.9)
-            widths = [f"{scored['held_out_width']:.3g}", f"{scored['in_sample_width']:.3g}"]
+                fit["draws_shape", "cov", c] = scored[c][f"coverage_{c}"]
+                fit["draws_shape", "pinball", c] = scored[c][f"pinball_{c}"]
+            widths = [f"{scored['0.9'][k]:.3g}" for k in ("held_out_width", "in_sample_width")]
         else:
             for kind in ("cov", "pinball"):
                 for c in COVERAGES:
