@@ -1,12 +1,13 @@
 """Screen: a kept correction calibrated on every training row, keeping the draws' shape.
 
-    python benchmarks/draws_shape_calibration.py --arrays DIR [--seeds 0 1 2] [--section TITLE]
-                                                 [--print-only]
+    python benchmarks/draws_shape_calibration.py --arrays DIR [--seeds 0 1 2] [--rows 256]
+                                                 [--section TITLE] [--print-only]
 
 Fits nothing. It reads the records of ``benchmarks/results/intervals.jsonl`` as
 ``every_row_calibration.py`` does (the newest record of the default per numeric table and
-seed at 256 training rows), and for each split whose fit kept a correction the per-row
-arrays ``intervals.py --arrays DIR`` saved from the same fit (``DIR/<table>_<seed>_256.npz``).
+seed at ``--rows`` training rows), and for each split whose fit kept a correction the
+per-row arrays ``intervals.py --arrays DIR`` saved from the same fit
+(``DIR/<table>_<seed>_<rows>.npz``).
 From them it scores candidate S (docs/experiment_log.md, rules 16-19): every training row
 calibrates by CQR on its own draws' shape. A held-out row's raw bounds are, as today, the
 quantiles of its decoded residuals (scaled by the fit's scale), its target its out-of-fold
@@ -69,14 +70,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arrays", type=Path, required=True, help="intervals.py's --arrays DIR")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--rows", type=int, default=256, help="the fits' training rows")
     parser.add_argument("--print-only", action="store_true", help="print, write no section")
     parser.add_argument(
         "--section", default="Screening: draws-shape calibration", help="the log section's title"
     )
     args = parser.parse_args()
     rows, fits = [], []
-    for name, seed, record, _, ridge in default_fits(args.seeds):
-        path = args.arrays / f"{name}_{seed}_256.npz"
+    for name, seed, record, _, ridge in default_fits(args.seeds, args.rows):
+        path = args.arrays / f"{name}_{seed}_{args.rows}.npz"
         if scale_of(record) > 0 and not path.exists():
             print(f"{name} {seed}: a kept correction without arrays, left out")
             continue

@@ -67,8 +67,10 @@ def reproduced(record: dict, earlier: list[dict]) -> str:
     return "yes" if same else "no"
 
 
-def default_fits(seeds: list[int]) -> list[tuple[str, int, dict, list[dict], dict]]:
-    """Each numeric split's newest default record at 256 rows, with its earlier ones and Ridge's.
+def default_fits(
+    seeds: list[int], rows: int = 256
+) -> list[tuple[str, int, dict, list[dict], dict]]:
+    """Each numeric split's newest default record at ``rows`` rows, with earlier ones and Ridge's.
 
     Returns ``(table, seed, record, earlier records of the same split under the default's
     other labels, Ridge's record)`` for every split that has both a default and a Ridge
@@ -77,7 +79,7 @@ def default_fits(seeds: list[int]) -> list[tuple[str, int, dict, list[dict], dic
     records = newest_records(
         RESULTS,
         ("dataset", "seed", "train_rows", "model"),
-        lambda r: r["train_rows"] == 256 and r["seed"] in seeds and r["dataset"] in DATASETS,
+        lambda r: r["train_rows"] == rows and r["seed"] in seeds and r["dataset"] in DATASETS,
     )
     by_split: dict[tuple, dict[str, dict]] = {}
     for record in records:
