@@ -103,8 +103,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     :meth:`predict_interval` a central interval of given coverage, calibrated by default:
     the fit keeps a few rows out of training (``interval_calibration``) and the raw
     quantiles are widened or narrowed by split-conformal CQR so that the intervals cover
-    what they claim (:mod:`llmregressor.conformal`; where an anchor's correction is
-    scaled to 0, every row's out-of-fold residual calibrates instead).
+    what they claim (:mod:`llmregressor.conformal`). With a residual anchor every
+    training row calibrates too (``interval_calibration="every_row_cqr"``): where the
+    anchor's correction is scaled to 0 by its out-of-fold residual, elsewhere by CQR on
+    its own draws, which costs one more decode of the rows the fit trained on.
     :meth:`save` writes a fitted estimator to a folder (JSON and safetensors, no pickle)
     that :meth:`load` reads back.
 
@@ -274,7 +276,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         scale_rewards: str = "group",
         predict_mode: str = "mean",
         n_samples: int | str = 16,
-        interval_calibration: str | None = "conformal",
+        interval_calibration: str | None = "every_row_cqr",
         device: str = "auto",
         dtype: str = "auto",
         attn_implementation: str = "auto",

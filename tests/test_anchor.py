@@ -703,8 +703,9 @@ def test_a_residual_anchor_trains_on_what_the_estimate_leaves(numeric, tiny_mode
         tiny_model_dir,
         anchor=anchor,
         anchor_mode="residual",
-        residual_scale=1.0,  # the held-out rows calibrate (at 0 every row would)
+        residual_scale=1.0,
         validation_fraction=0.7,
+        interval_calibration="conformal",  # the held-out rows alone calibrate
     )
     reg.fit(X, y)
     oof = cross_val_predict(anchor, X, y, cv=KFold(5, shuffle=True, random_state=reg.seed_))
@@ -796,7 +797,13 @@ def test_one_se_residual_slope_is_the_slope_less_its_standard_error(decoded, res
 
 def test_one_se_residual_scale_keeps_less_than_auto(numeric, tiny_model_dir):
     X, y = numeric
-    params = dict(anchor="ridge", anchor_mode="residual", validation_fraction=0.7)
+    # The scale is fitted on the held-out rows, which "conformal" keeps as its calibration.
+    params = dict(
+        anchor="ridge",
+        anchor_mode="residual",
+        validation_fraction=0.7,
+        interval_calibration="conformal",
+    )
     full = small(tiny_model_dir, **params, residual_scale=1.0).fit(X, y)
     one_se = small(tiny_model_dir, **params, residual_scale="one_se").fit(X, y)
     decoded, targets = full.calibration_.draws.mean(axis=1), full.calibration_.targets
@@ -814,7 +821,13 @@ def test_residual_slope_rejects_an_unknown_rule():
 
 def test_auto_residual_scale_is_the_calibration_rows_slope(numeric, tiny_model_dir):
     X, y = numeric
-    params = dict(anchor="ridge", anchor_mode="residual", validation_fraction=0.7)
+    # The scale is fitted on the held-out rows, which "conformal" keeps as its calibration.
+    params = dict(
+        anchor="ridge",
+        anchor_mode="residual",
+        validation_fraction=0.7,
+        interval_calibration="conformal",
+    )
     full = small(tiny_model_dir, **params, residual_scale=1.0).fit(X, y)
     auto = small(tiny_model_dir, **params, residual_scale="auto").fit(X, y)
     decoded = full.calibration_.draws.mean(axis=1)
@@ -855,15 +868,18 @@ def test_at_scale_zero_every_rows_out_of_fold_residual_calibrates(numeric, tiny_
     np.testing.assert_allclose(
         reg.predict_interval(X, coverage=0.75), np.column_stack([point - margin, point + margin])
     )
-    # A kept correction is calibrated on the held-out rows only, as before.
-    kept = small(tiny_model_dir, **params, residual_scale=0.5).fit(X, y)
-    assert 0 < kept.calibration_.n_rows < len(y)
+    # A kept correction is calibrated on every row by default, on the held-out rows only
+    # with "conformal".
+    kept = small(tiny_model_dir, **params, residual_scale=0.5)
+    assert kept.fit(X, y).calibration_.n_rows == len(y)
+    kept.set_params(interval_calibration="conformal")
+    assert 0 < kept.fit(X, y).calibration_.n_rows < len(y)
 
 
 def test_every_row_calibrates_a_kept_correction_on_every_row(numeric, tiny_model_dir, tmp_path):
     X, y = numeric
     params = dict(anchor="ridge", validation_fraction=0.7, residual_scale=0.5)
-    held_out = small(tiny_model_dir, **params).fit(X, y)
+    held_out = small(tiny_model_dir, **params, interval_calibration="conformal").fit(X, y)
     reg = small(tiny_model_dir, **params, interval_calibration="every_row").fit(X, y)
     # The same fit: only its calibration differs.
     np.testing.assert_array_equal(reg.predict(X), held_out.predict(X))
@@ -890,12 +906,14 @@ def test_every_row_calibrates_a_kept_correction_on_every_row(numeric, tiny_model
     loaded = LLMRegressor.load(tmp_path / "model")
     assert loaded.calibration_.center == "mean"
     np.testing.assert_array_equal(loaded.predict_interval(X, 0.75), reg.predict_interval(X, 0.75))
-    # At a scale of 0 it is the default's calibration, to the last bit.
+    # At a scale of 0 it is "conformal"'s calibration, to the last bit.
     zero = dict(params, residual_scale=0.0)
     every = small(tiny_model_dir, **zero, interval_calibration="every_row").fit(X, y)
-    default = small(tiny_model_dir, **zero).fit(X, y)
-    assert every.calibration_.center == default.calibration_.center == "quantiles"
-    np.testing.assert_array_equal(every.predict_interval(X, 0.8), default.predict_interval(X, 0.8))
+    conformal = small(tiny_model_dir, **zero, interval_calibration="conformal").fit(X, y)
+    assert every.calibration_.center == conformal.calibration_.center == "quantiles"
+    np.testing.assert_array_equal(
+        every.predict_interval(X, 0.8), conformal.predict_interval(X, 0.8)
+    )
 
 
 def test_every_row_cqr_calibrates_a_kept_correction_on_every_rows_draws(
@@ -903,14 +921,15 @@ def test_every_row_cqr_calibrates_a_kept_correction_on_every_rows_draws(
 ):
     X, y = numeric
     params = dict(anchor="ridge", validation_fraction=0.7, residual_scale=0.5)
-    held_out = small(tiny_model_dir, **params).fit(X, y)
-    reg = small(tiny_model_dir, **params, interval_calibration="every_row_cqr").fit(X, y)
+    held_out = small(tiny_model_dir, **params, interval_calibration="conformal").fit(X, y)
+    reg = small(tiny_model_dir, **params).fit(X, y)  # the default, "every_row_cqr"
+    assert reg.interval_calibration == "every_row_cqr"
     # The same fit: only its calibration differs, which now holds every training row.
     np.testing.assert_array_equal(reg.predict(X), held_out.predict(X))
     n_cal = held_out.calibration_.n_rows
     assert 0 < n_cal < len(y) == reg.calibration_.n_rows
     assert reg.calibration_.center == "quantiles"
-    # The held-out rows first, as the default calibrates on them.
+    # The held-out rows first, as "conformal" calibrates on them.
     np.testing.assert_array_equal(reg.calibration_.draws[:n_cal], held_out.calibration_.draws)
     np.testing.assert_array_equal(reg.calibration_.targets[:n_cal], held_out.calibration_.targets)
     # Then every other row, its target its out-of-fold residual...
@@ -939,12 +958,14 @@ def test_every_row_cqr_calibrates_a_kept_correction_on_every_rows_draws(
     reg.save(tmp_path / "model")
     loaded = LLMRegressor.load(tmp_path / "model")
     np.testing.assert_array_equal(loaded.predict_interval(X, 0.5), reg.predict_interval(X, 0.5))
-    # At a scale of 0 it is the default's calibration, to the last bit, decoding nothing.
+    # At a scale of 0 it is "conformal"'s calibration, to the last bit, decoding nothing.
     zero = dict(params, residual_scale=0.0)
-    every = small(tiny_model_dir, **zero, interval_calibration="every_row_cqr").fit(X, y)
-    default = small(tiny_model_dir, **zero).fit(X, y)
-    np.testing.assert_array_equal(every.calibration_.targets, default.calibration_.targets)
-    np.testing.assert_array_equal(every.predict_interval(X, 0.8), default.predict_interval(X, 0.8))
+    every = small(tiny_model_dir, **zero).fit(X, y)  # the default
+    conformal = small(tiny_model_dir, **zero, interval_calibration="conformal").fit(X, y)
+    np.testing.assert_array_equal(every.calibration_.targets, conformal.calibration_.targets)
+    np.testing.assert_array_equal(
+        every.predict_interval(X, 0.8), conformal.predict_interval(X, 0.8)
+    )
 
 
 def test_every_row_without_a_residual_anchor_calibrates_on_held_out_rows(numeric, tiny_model_dir):
@@ -968,7 +989,7 @@ def test_every_row_cqr_keeps_the_held_out_rows_within_the_row_limit(
     X, y = numeric
     monkeypatch.setattr(estimator_module, "OUT_OF_FOLD_CALIBRATION_ROWS", 25)
     params = dict(anchor="ridge", validation_fraction=0.7, residual_scale=0.5)
-    held_out = small(tiny_model_dir, **params).fit(X, y)
+    held_out = small(tiny_model_dir, **params, interval_calibration="conformal").fit(X, y)
     reg = small(tiny_model_dir, **params, interval_calibration="every_row_cqr").fit(X, y)
     n_cal = held_out.calibration_.n_rows
     assert n_cal < 25 == reg.calibration_.n_rows

@@ -212,7 +212,8 @@ def test_a_resumed_fit_calibrates_as_the_uninterrupted_one(
         with pytest.raises(KeyboardInterrupt):
             reg.fit(X, y)
     resumed = make(tiny_model_dir, tmp_path / "cut", resume=True, **params).fit(X, y)
-    assert full.calibration_.n_rows == 20
+    # The 20 held-out rows, then (the correction kept) the 30 trained on, decoded again.
+    assert full.calibration_.n_rows == 50
     np.testing.assert_array_equal(resumed.calibration_.draws, full.calibration_.draws)
     np.testing.assert_array_equal(resumed.calibration_.targets, full.calibration_.targets)
     np.testing.assert_array_equal(resumed.predict_interval(X), full.predict_interval(X))

@@ -100,14 +100,15 @@ def test_predict_writes_predictions_and_intervals(model_dir, csv_file, tmp_path,
 
 @pytest.fixture(scope="module")
 def calibrated(houses, tiny_model_dir, tmp_path_factory):
-    """A model folder fitted with calibration (24 of 60 rows), and its data as CSV."""
+    """A model folder fitted with calibration (all 60 rows, 24 held out), and its data as CSV."""
     frame, y = houses(60, missing=False)
     reg = LLMRegressor(
         model=tiny_model_dir,
         sft_epochs=1,
         n_samples=2,
         validation_fraction=0.4,
-        # The whole decoded residual: raw intervals of some width, held-out rows calibrating.
+        # The whole decoded residual: raw intervals of some width, and by default every
+        # row calibrating, the 36 trained on decoded again.
         residual_scale=1.0,
         random_state=0,
     ).fit(frame, y)
@@ -135,7 +136,8 @@ def test_intervals_are_calibrated_unless_raw_ones_are_asked_for(calibrated, tmp_
         ["predict", str(model), str(data), "--raw-interval"], capsys
     )
     assert main(["info", str(model)]) == 0
-    assert "calibration:     24 held-out rows, n_samples=2" in capsys.readouterr().out
+    calibration = "calibration:     60 training rows (held-out and decoded in-sample), n_samples=2"
+    assert calibration in capsys.readouterr().out
 
 
 def test_info_describes_the_model(model_dir, tiny_model_dir, capsys):
@@ -287,9 +289,9 @@ def test_info_names_the_rows_that_calibrate():
     calibration = {"targets": [0.5] * 30, "n_samples": 16}
     held_out = {"calibration_": calibration, "residual_scale_": 0.25}
     every_row = {"calibration_": calibration, "residual_scale_": 0.0}
-    default = {"interval_calibration": "conformal"}
-    assert _describe_calibration(held_out, default) == "30 held-out rows, n_samples=16"
-    assert _describe_calibration(every_row, default) == "30 out-of-fold rows, n_samples=16"
+    conformal = {"interval_calibration": "conformal"}
+    assert _describe_calibration(held_out, conformal) == "30 held-out rows, n_samples=16"
+    assert _describe_calibration(every_row, conformal) == "30 out-of-fold rows, n_samples=16"
     kept = {"calibration_": {**calibration, "center": "mean"}, "residual_scale_": 0.25}
     assert _describe_calibration(kept, {"interval_calibration": "every_row"}) == (
         "30 training rows (held-out and out-of-fold), n_samples=16"
