@@ -32,6 +32,7 @@ HEADLINE_SECTIONS = frozenset(
         "Fit speed: before and after",
         "SFT and RL step profile",
         "Calibrated intervals",
+        "Calibrated intervals: the default",
         "Text-rich tables",
     }
 )

@@ -10,11 +10,12 @@ For each dataset, seed and training size (a size runs where the dataset keeps at
 default ``LLMRegressor(random_state=seed)`` (or, with ``--config``, the default with
 ``fit_speed.py``'s overrides, such as ``anchor="ridge",rl_algorithm=null``, the table
 naming them) and scores its 90% and 80% intervals on the
-test rows: the calibrated ones (``predict_interval``, split-conformal CQR on the rows the
-fit held out, or where a residual anchor's correction is scaled to 0, on every training
-row's out-of-fold residual) and the raw ones (``calibrated=False``): coverage (share of
-targets inside), mean width, and mean pinball loss of the two bounds at their levels
-((1 - c) / 2 and (1 + c) / 2). Beside it, on the same split, trained on the same rows and
+test rows: the calibrated ones (``predict_interval``: CQR on the rows the fit held out
+and, with the default residual anchor and ``interval_calibration="every_row_cqr"``, on
+every training row, by its out-of-fold residual where the correction is scaled to 0 and
+by its own decoded draws where it is kept) and the raw ones (``calibrated=False``):
+coverage (share of targets inside), mean width, and mean pinball loss of the two bounds at
+their levels ((1 - c) / 2 and (1 + c) / 2). Beside it, on the same split, trained on the same rows and
 calibrated on the same held-out rows (``llmregressor.engine.calibration_rows`` with the
 fit's seed; not like for like where the LM calibrates on every row, as the 'cal rows'
 column shows):
@@ -134,9 +135,20 @@ def llm_record(
     return {
         **record,
         **anchored(reg, X_te, y_te),
-        **one_se_counterfactual(reg, X_te, draws, y_te),
+        **one_se_counterfactual(reg, is_cal, X_te, draws, y_te),
         **every_row_counterfactual(reg, X_tr, y_tr, is_cal, draws, y_te, arrays),
     }
+
+
+def held_out_calibration(reg: LLMRegressor, is_cal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out rows' calibration draws and targets (those the residual scale is fitted on).
+
+    ``calibration_`` holds them first: alone under ``interval_calibration="conformal"``,
+    followed by the rows the model trained on under the default ``"every_row_cqr"`` where
+    the correction is kept.
+    """
+    n_cal = int(is_cal.sum())
+    return reg.calibration_.draws[:n_cal], reg.calibration_.targets[:n_cal]
 
 
 def every_row_counterfactual(
@@ -164,9 +176,10 @@ def every_row_counterfactual(
         make_anchor(reg.anchor, reg.model), X_tr, y_tr, reg.anchor_folds, reg.seed_
     )
     residuals = y_tr - estimates
-    np.testing.assert_array_equal(residuals[is_cal], reg.calibration_.targets)
+    cal_draws, cal_targets = held_out_calibration(reg, is_cal)
+    np.testing.assert_array_equal(residuals[is_cal], cal_targets)
     decoded = np.zeros(len(y_tr))
-    decoded[is_cal] = reg.calibration_.draws.mean(axis=1)  # already scaled by the fit's scale
+    decoded[is_cal] = cal_draws.mean(axis=1)  # already scaled by the fit's scale
     cal_bounds = np.column_stack([decoded, decoded])
     point = draws.mean(axis=1)
     record = {"every_row_n_cal": len(y_tr)}
@@ -181,14 +194,16 @@ def every_row_counterfactual(
             draws=draws,
             residuals=residuals,
             is_cal=is_cal,
-            cal_draws=reg.calibration_.draws,
+            cal_draws=cal_draws,
             train_draws=reg.sample(X_tr),
             train_estimates=reg.anchor_.predict(X_tr),
         )
     return record
 
 
-def one_se_counterfactual(reg: LLMRegressor, X_te, draws: np.ndarray, y_te: np.ndarray) -> dict:
+def one_se_counterfactual(
+    reg: LLMRegressor, is_cal: np.ndarray, X_te, draws: np.ndarray, y_te: np.ndarray
+) -> dict:
     """The scale ``residual_scale="one_se"`` would have chosen for this fit, and what it gives.
 
     Both rules fit the scale on the same calibration draws, which the fit stores scaled by
@@ -205,15 +220,15 @@ def one_se_counterfactual(reg: LLMRegressor, X_te, draws: np.ndarray, y_te: np.n
     scale, estimates = reg.residual_scale_, reg.anchor_.predict(X_te)
     if scale == 0:
         return {"scale_one_se": 0.0, "r2_one_se": r2_score(y_te, estimates)}
-    calibration = reg.calibration_
-    one_se = residual_slope(calibration.draws.mean(axis=1) / scale, calibration.targets, "one_se")
+    cal_draws, cal_targets = held_out_calibration(reg, is_cal)
+    one_se = residual_slope(cal_draws.mean(axis=1) / scale, cal_targets, "one_se")
     ratio = one_se / scale
     one_se_draws = estimates[:, None] + ratio * (draws - estimates[:, None])
     record = {"scale_one_se": one_se, "r2_one_se": r2_score(y_te, one_se_draws.mean(axis=1))}
     if one_se > 0:
         for coverage in COVERAGES:
             _, calibrated = sampled_intervals(
-                calibration.draws * ratio, calibration.targets, one_se_draws, coverage
+                cal_draws * ratio, cal_targets, one_se_draws, coverage
             )
             record.update(interval_scores(y_te, calibrated, coverage, "one_se_"))
     return record
@@ -273,10 +288,12 @@ def run_one(name: str, seed: int, rows: int, args: argparse.Namespace) -> list[d
     split = X_tr[~is_cal], y_tr[~is_cal], X_tr[is_cal], y_tr[is_cal], X_te, y_te
     # The same rows the fit held out (their targets are stored as residuals when the fit
     # decodes what an anchor leaves, so the count is what compares across modes), or every
-    # training row where the residual scale is 0.
-    assert reg.calibration_.n_rows == (
-        rows if getattr(reg, "residual_scale_", None) == 0 else len(split[3])
+    # training row where the residual scale is 0 or where "every_row_cqr" (the default)
+    # adds the rows the model trained on to a kept correction's.
+    every_row = getattr(reg, "residual_anchor_", False) and (
+        reg.residual_scale_ == 0 or reg.interval_calibration == "every_row_cqr"
     )
+    assert reg.calibration_.n_rows == (rows if every_row else len(split[3]))
     if not getattr(reg, "residual_anchor_", False):
         np.testing.assert_array_equal(split[3], reg.calibration_.targets)
     for label, score in ((RIDGE, ridge_record), (HGB, hgb_record)):

@@ -35,7 +35,13 @@ from llmregressor import LLMRegressor
 from llmregressor.anchor import residual_slope
 
 RESULTS = Path(__file__).resolve().parent / "results" / "residual_shrinkage.jsonl"
-CONFIG = {"anchor": "ridge", "anchor_mode": "residual", "rl_algorithm": None}
+# The scale is screened on the held-out rows, which "conformal" keeps as calibration_.
+CONFIG = {
+    "anchor": "ridge",
+    "anchor_mode": "residual",
+    "rl_algorithm": None,
+    "interval_calibration": "conformal",
+}
 SCORES = ("anchor", "full", "shrunk", "chosen")
 
 

@@ -62,7 +62,9 @@ def run_one(name: str, seed: int, label: str) -> dict:
     X, y = public_datasets.load(name)
     X_tr, X_te, y_tr, y_te = public_datasets.split(X, y, seed, 256, 1000, "train_test_split")
     y_tr = np.asarray(y_tr, dtype=float)
-    reg = LLMRegressor(random_state=seed, **{**parse_config(label), "residual_scale": 1.0})
+    # calibration_ must hold the held-out rows alone, as "conformal" keeps it.
+    settings = {"residual_scale": 1.0, "interval_calibration": "conformal"}
+    reg = LLMRegressor(random_state=seed, **{**parse_config(label), **settings})
     reg.fit(X_tr, y_tr)
     estimate = anchor_estimates(reg.anchor_, X_te, len(X_te))
     decoded = reg.sample(X_te) - estimate[:, None]

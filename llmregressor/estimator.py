@@ -1038,7 +1038,10 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         residual anchor's correction is scaled to 0 (``residual_scale_``), the calibration
         rows are every training row, scored by its distance from its out-of-fold estimate:
         the cross-validation form of conformal prediction, without that finite-sample
-        guarantee and slightly conservative in the measurements. The raw
+        guarantee and slightly conservative in the measurements. Where the correction is
+        kept, the default ``interval_calibration="every_row_cqr"`` scores the rows the
+        model trained on too, each by CQR on its own draws, decoded after the fit: more
+        rows, at the risk of scores made optimistic by training on them. The raw
         bounds of new rows are then computed exactly as those of the calibration rows: from
         the fit's ``n_samples`` draws, or with ``n_samples="exact"`` from the exact
         distribution's quantiles at the midpoints of 200 equal strata.
