@@ -7,6 +7,7 @@ every other section goes to docs/experiment_log.md, the screening history.
 import json
 import platform
 import re
+import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -65,6 +66,14 @@ def write_section(name: str, command: str, body: str) -> None:
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
     report.parent.mkdir(exist_ok=True)
     report.write_text(text)
+
+
+def publish(name: str, body: str, print_only: bool) -> None:
+    """Print ``body``, or write it as section ``name`` under the command that made it."""
+    if print_only:
+        print(body)
+        return
+    write_section(name, "python " + " ".join(sys.argv), body)
 
 
 def append_records(path: Path, records: list[dict]) -> None:

@@ -14,12 +14,11 @@ calibration rows each fit holds and both fits' coverage at 90% and 80% on the te
 """
 
 import argparse
-import sys
 
 import numpy as np
 
 import public_datasets
-from _report import markdown_table, write_section
+from _report import markdown_table, publish
 from llmregressor import LLMRegressor
 from llmregressor.metrics import interval_coverage
 
@@ -79,10 +78,7 @@ def main() -> None:
         "split ran one after the other in one process and gave the same point predictions. "
         "'extra s': fit seconds beyond the conformal fit's."
     )
-    if args.print_only:
-        print(body)
-        return
-    write_section(args.section, "python " + " ".join(sys.argv), body)
+    publish(args.section, body, args.print_only)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,11 @@ docs/benchmarks.md ("Calibrated intervals: the default").
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from _report import markdown_table, newest_records, write_section
+from _report import markdown_table, newest_records, publish
 from every_row_calibration import (
     BANDS,
     COVERAGES,
@@ -177,10 +176,7 @@ def main() -> None:
     body = markdown_table(header, rows) + "\n\n" + note + " " + summary(fits, NAMES, ".4g")
     if args.headline:
         args.section, body = "Calibrated intervals: the default", headline(fits, args.rows)
-    if args.print_only:
-        print(body)
-        return
-    write_section(args.section, "python " + " ".join(sys.argv), body)
+    publish(args.section, body, args.print_only)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ reproduced its R^2 and coverage. The table goes to the experiment log.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from _report import markdown_table, newest_records, write_section
+from _report import markdown_table, newest_records, publish
 
 RESULTS = Path(__file__).resolve().parent / "results" / "intervals.jsonl"
 DATASETS = ("diabetes", "concrete", "auto_mpg", "abalone")
@@ -127,10 +126,7 @@ def main() -> None:
     header += ["every-row pinball 90%", "every-row pinball 80%"]
     header += ["Ridge pinball 90%", "Ridge pinball 80%"]
     body = markdown_table(header, rows) + "\n\n" + summary(fits)
-    if args.print_only:
-        print(body)
-        return
-    write_section("Screening: every-row calibration", "python " + " ".join(sys.argv), body)
+    publish("Screening: every-row calibration", body, args.print_only)
 
 
 def summary(fits: list[dict], names: dict[str, str] = RULE_NAMES, pinball: str = ".3g") -> str:

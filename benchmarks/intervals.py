@@ -15,10 +15,10 @@ and, with the default residual anchor and ``interval_calibration="every_row_cqr"
 every training row, by its out-of-fold residual where the correction is scaled to 0 and
 by its own decoded draws where it is kept) and the raw ones (``calibrated=False``):
 coverage (share of targets inside), mean width, and mean pinball loss of the two bounds at
-their levels ((1 - c) / 2 and (1 + c) / 2). Beside it, on the same split, trained on the same rows and
-calibrated on the same held-out rows (``llmregressor.engine.calibration_rows`` with the
-fit's seed; not like for like where the LM calibrates on every row, as the 'cal rows'
-column shows):
+their levels ((1 - c) / 2 and (1 + c) / 2). Beside it, on the same split, trained on the
+same rows and calibrated on the same held-out rows (``llmregressor.engine.calibration_rows``
+with the fit's seed; not like for like where the LM calibrates on every row, as the 'cal
+rows' column shows):
 
 - Ridge with split-conformal intervals (absolute residuals; its "raw" interval is the point);
 - quantile HistGradientBoosting: one model per bound (``loss="quantile"``) and CQR, raw

@@ -22,12 +22,11 @@ The table per split and the summary per table go to the experiment log.
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from _report import markdown_table, newest_records, write_section
+from _report import markdown_table, newest_records, publish
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SOURCES = ("intervals.jsonl", "text_tables.jsonl")
@@ -170,10 +169,7 @@ def main() -> None:
         "change of test R^2.\n\n"
         + markdown_table(["dataset", "splits", "mean R^2 change", "worst split"], one_se_rows)
     )
-    if args.print_only:
-        print(body)
-        return
-    write_section("Screening: residual patience", "python " + " ".join(sys.argv), body)
+    publish("Screening: residual patience", body, args.print_only)
 
 
 if __name__ == "__main__":

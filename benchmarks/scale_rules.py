@@ -21,13 +21,12 @@ rows' (the record's ``one_se_`` fields). The table goes to the experiment log.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from residual_patience import COVERAGES, anchor_intervals, cell
 
-from _report import markdown_table, newest_records, write_section
+from _report import markdown_table, newest_records, publish
 from llmregressor import LLMRegressor
 
 RESULTS = Path(__file__).resolve().parent / "results" / "intervals.jsonl"
@@ -116,10 +115,7 @@ def main() -> None:
         + "\n\nPer split:\n\n"
         + markdown_table(header, rows)
     )
-    if args.print_only:
-        print(body)
-        return
-    write_section("Screening: residual scale rules", "python " + " ".join(sys.argv), body)
+    publish("Screening: residual scale rules", body, args.print_only)
 
 
 if __name__ == "__main__":
