@@ -9,7 +9,7 @@ decodes the rows the fit trained on after training, as new rows: pick splits tha
 (the intervals records' ``residual_scale``). For each (table, seed) split the script fits
 the default ``LLMRegressor(random_state=seed)`` and then times that decode on its own,
 with the public ``sample`` on the same rows (the training rows the fit did not hold out,
-``llmregressor.engine.calibration_rows``) and the fit's ``n_samples``, so that the cost
+``intervals.held_out_rows``) and the fit's ``n_samples``, so that the cost
 reads as seconds and as a share of the rest of the fit, whatever else the machine runs.
 
 With ``--paired`` it first fits the same split with ``interval_calibration="conformal"``
@@ -27,8 +27,8 @@ import numpy as np
 
 import public_datasets
 from _report import markdown_table, publish
+from intervals import held_out_rows
 from llmregressor import LLMRegressor
-from llmregressor.engine import calibration_rows, validation_rows
 from llmregressor.metrics import interval_coverage
 
 
@@ -48,12 +48,11 @@ def split_costs(args: argparse.Namespace, name: str, seed: int) -> list:
         predictions = [reg.predict(X_te) for reg in fitted.values()]
         if not np.array_equal(*predictions):
             raise AssertionError(f"{name} {seed}: the two calibrations trained different models")
-    reg = fitted["every_row_cqr"]
-    is_val = validation_rows(args.rows, reg.early_stopping, reg.validation_fraction, reg.seed_)
-    trained = ~calibration_rows(is_val, reg.validation_fraction, reg.seed_)
-    start = time.perf_counter()
-    reg.sample(X_tr[trained])
-    decode = time.perf_counter() - start if reg.residual_scale_ > 0 else 0.0
+    reg, decode = fitted["every_row_cqr"], 0.0
+    if reg.residual_scale_ > 0:  # at 0 the default decodes nothing more
+        start = time.perf_counter()
+        reg.sample(X_tr[~held_out_rows(reg, args.rows)])
+        decode = time.perf_counter() - start
     table = []
     for calibration, fit in fitted.items():
         coverages = [interval_coverage(y_te, fit.predict_interval(X_te, c)) for c in (0.9, 0.8)]

@@ -139,22 +139,19 @@ def main() -> None:
             print(f"{name} {seed}: a kept correction without arrays, left out")
             continue
         fit = {"dataset": name, "seed": seed, **outcomes(record), "ridge": ridge}
-        widths = ["-", "-"]
+        # S's scores in a record's fields: at a scale of 0 the record's own.
+        scores, widths = record, ["-", "-"]
         if scale_of(record) > 0:
             arrays = dict(np.load(path))
             scored = {c: draws_shape(arrays, float(c)) for c in COVERAGES}
-            for c in COVERAGES:
-                if scored[c]["today_coverage"] != record[f"coverage_{c}"]:
-                    raise ValueError(f"{path} does not reproduce its record's coverage")
-                fit["draws_shape", "cov", c] = scored[c][f"coverage_{c}"]
-                fit["draws_shape", "pinball", c] = scored[c][f"pinball_{c}"]
-            fit["draws_shape"] = {k: v for c in COVERAGES for k, v in scored[c].items()}
+            if any(scored[c]["today_coverage"] != record[f"coverage_{c}"] for c in COVERAGES):
+                raise ValueError(f"{path} does not reproduce its record's coverage")
+            scores = {k: v for c in COVERAGES for k, v in scored[c].items() if k.endswith(c)}
             widths = [f"{scored['0.9'][k]:.3g}" for k in ("held_out_width", "in_sample_width")]
-        else:
-            for kind in ("cov", "pinball"):
-                for c in COVERAGES:
-                    fit["draws_shape", kind, c] = fit["conformal", kind, c]
-            fit["draws_shape"] = record
+        fit["draws_shape"] = scores
+        for c in COVERAGES:
+            fit["draws_shape", "cov", c] = scores[f"coverage_{c}"]
+            fit["draws_shape", "pinball", c] = scores[f"pinball_{c}"]
         fits.append(fit)
         rows.append(
             [

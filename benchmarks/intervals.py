@@ -140,6 +140,12 @@ def llm_record(
     }
 
 
+def held_out_rows(reg: LLMRegressor, rows: int) -> np.ndarray:
+    """The training rows a fit on ``rows`` rows held out to calibrate (a boolean mask)."""
+    is_val = validation_rows(rows, reg.early_stopping, reg.validation_fraction, reg.seed_)
+    return calibration_rows(is_val, reg.validation_fraction, reg.seed_)
+
+
 def held_out_calibration(reg: LLMRegressor, is_cal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The held-out rows' calibration draws and targets (those the residual scale is fitted on).
 
@@ -275,8 +281,7 @@ def run_one(name: str, seed: int, rows: int, args: argparse.Namespace) -> list[d
         raise RuntimeError(f"the fit on {rows} rows held out too few rows to calibrate")
     label = LLM if args.config == "after" else f"{LLM} {args.config}"
     # The rows the fit held out: they calibrate the baselines too, which train on the rest.
-    is_val = validation_rows(rows, reg.early_stopping, reg.validation_fraction, reg.seed_)
-    is_cal = calibration_rows(is_val, reg.validation_fraction, reg.seed_)
+    is_cal = held_out_rows(reg, rows)
     arrays = args.arrays and args.arrays / f"{name}_{seed}_{rows}.npz"
     records = [
         {

@@ -802,10 +802,11 @@ PARAMETERS: tuple[Param, ...] = (
         ``"every_row_cqr"`` (the default): as ``"every_row"``, but every training row is
         scored by CQR on its own draws, as a held-out row is: after training, the fit
         decodes the rows it trained on as new rows (an extra decode of up to 4096 rows,
-        only where the correction is kept), and intervals keep the draws' shape. Those rows' decoded
-        residuals come from a model that trained on them, which can make their scores
-        optimistic; their out-of-fold estimates never saw them. ``None`` trains on every
-        row, as fits did before calibration existed, and intervals stay raw.
+        only where the correction is kept), and intervals keep the draws' shape. Those
+        rows' decoded residuals come from a model that trained on them, which can make
+        their scores optimistic; their out-of-fold estimates never saw them. ``None``
+        trains on every row, as fits did before calibration existed, and intervals stay
+        raw.
         """,
     ),
     Param(
