@@ -34,6 +34,7 @@ HEADLINE_SECTIONS = frozenset(
         "SFT and RL step profile",
         "Calibrated intervals",
         "Calibrated intervals: the default",
+        "Calibrated intervals: the default at 1000 rows",
         "Text-rich tables",
     }
 )
