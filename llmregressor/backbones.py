@@ -452,16 +452,20 @@ def resolve_attn_implementation(attn_implementation: str, device: torch.device) 
 def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """Turn the estimator's ``dtype`` parameter into the autocast dtype.
 
-    ``"auto"`` picks bfloat16 where the hardware computes it natively (CUDA devices that
-    support it; CPUs with AVX-512 BF16 or AMX, where it is faster, see docs/benchmarks.md)
-    and float32 elsewhere, where emulated bf16 would be slower.
+    ``"auto"`` picks bfloat16 where the hardware computes it natively (CUDA devices of
+    compute capability 8.0 or later, Ampere on; CPUs with AVX-512 BF16 or AMX, where it is
+    faster, see docs/benchmarks.md) and float32 elsewhere, where emulated bf16 would be
+    slower.
     """
     if dtype in COMPUTE_DTYPES:
         return COMPUTE_DTYPES[dtype]
     if dtype != "auto":
         raise ValueError(f"dtype must be 'auto' or one of {sorted(COMPUTE_DTYPES)}, got {dtype!r}")
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        # torch.cuda.is_bf16_supported() also says yes where bf16 is only emulated (a V100
+        # or T4), and slower than float32 there.
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if major >= 8 else torch.float32
     # torch exposes these CPU feature probes only under private names; absent -> fp32.
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     native = any(getattr(torch.cpu, name, lambda: False)() for name in probes)

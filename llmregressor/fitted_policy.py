@@ -40,7 +40,8 @@ def resolve_device(device: str) -> torch.device:
     Raises
     ------
     ValueError
-        If ``device`` is no device name, or names CUDA on a machine without it.
+        If ``device`` is no device name, or names CUDA on a machine without it or a GPU
+        index the machine lacks.
     """
     if device == "auto":
         return local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -52,6 +53,11 @@ def resolve_device(device: str) -> torch.device:
         ) from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available here")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r} was requested but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s), numbered from 0"
+        )
     return local_device(resolved)
 
 

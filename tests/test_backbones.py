@@ -150,6 +150,31 @@ def test_an_embedded_models_weights_hash_is_kept_next_to_it(tiny_model_dir, tmp_
     assert fingerprint_now() != first
 
 
+@pytest.mark.parametrize(
+    ("capability", "expected"), [((7, 0), torch.float32), ((8, 0), torch.bfloat16)]
+)
+def test_auto_dtype_takes_bfloat16_only_on_gpus_that_compute_it_natively(
+    monkeypatch, capability, expected
+):
+    from llmregressor.backbones import resolve_compute_dtype
+
+    # A V100 (7.0) emulates bfloat16, which torch.cuda.is_bf16_supported() still accepts.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert resolve_compute_dtype("auto", torch.device("cuda")) == expected
+    assert resolve_compute_dtype("float32", torch.device("cuda")) == torch.float32
+
+
+def test_a_gpu_index_the_machine_lacks_is_refused(monkeypatch):
+    from llmregressor.fitted_policy import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match="has 1 CUDA device"):
+        resolve_device("cuda:1")
+
+
 def test_auto_attention_is_eager_for_gradients_on_cpu_and_sdpa_elsewhere():
     from llmregressor.backbones import resolve_attn_implementation
 
