@@ -22,6 +22,23 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 TINY_MODEL_DIR = Path(tempfile.mkdtemp(prefix="llmregressor-tiny-")) / "tiny-llama"
 
 
+def pytest_configure(config):
+    """Hide CUDA from the run unless it is ``-m gpu``.
+
+    The default suite asserts what fits do on the CPU (bit-identical refits and resumes,
+    the eager/sdpa kernel switch, gloo processes), and ``device="auto"`` would move them to
+    a GPU where one exists; it must pass alike on any machine and never need a GPU. The
+    CUDA tests (``tests/test_gpu.py``) run on their own, with ``pytest -m gpu``.
+    """
+    if config.getoption("markexpr").strip() == "gpu":
+        return
+    # Before torch first asks the driver, and inherited by the processes tests launch.
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    import torch
+
+    torch.cuda.is_available = lambda: False
+
+
 def build_tiny_model(target: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM

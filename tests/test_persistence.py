@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import safetensors.numpy
-import torch
 from sklearn.exceptions import NotFittedError
 
 from llmregressor import LLMRegressor, __version__
@@ -235,7 +234,6 @@ def test_refuses_folders_that_are_no_model(saved, tmp_path):
         LLMRegressor.load(folder, verify=False)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_gpu_fit_predicts_on_a_cpu_only_machine(fitted, saved, data, tmp_path):
     # A model whose fit ran with device="cuda" (the handle's record of it, as a GPU fit
     # leaves it) must fall back to the CPU here, with a warning.
