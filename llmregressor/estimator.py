@@ -26,6 +26,7 @@ from ._distributed import DataParallel, data_parallel
 from ._locks import FIT_LOCK
 from .anchor import anchor_estimates, cross_fit, make_anchor, residual_slope, with_estimates
 from .backbone_protocol import RowInputs, backbone_for
+from .backbones import resolve_compute_dtype
 from .conformal import (
     Calibration,
     central_levels,
@@ -423,13 +424,17 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         check_finite_features(X)
         y = np.asarray(y, dtype=np.float64)
         self.n_samples_fit_ = len(y)
-        parallel = data_parallel(resolve_device(self.device), self.micro_batch_size)
+        device = resolve_device(self.device)
+        parallel = data_parallel(device, self.micro_batch_size)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         # One seed for all processes: batch order, splits and samples must agree.
         self.seed_ = parallel.broadcast_seed(seed)
         checkpoints = None
         if self.checkpoint_dir is not None:
             shaping = {k: v for k, v in params.items() if k not in RESUMABLE}
+            # The precision computed in, not the parameter: the device may change on
+            # resume, and dtype="auto" is float32 on most CPUs but bfloat16 on a GPU.
+            shaping["dtype"] = str(resolve_compute_dtype(self.dtype, device)).removeprefix("torch.")
             names = getattr(self, "feature_names_in_", None)
             identity = fit_identity(shaping, X, y, names)
             checkpoints = FitCheckpoints(self.checkpoint_dir, identity, parallel)

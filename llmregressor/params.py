@@ -899,7 +899,8 @@ PARAMETERS: tuple[Param, ...] = (
         Continue from the checkpoint in ``checkpoint_dir``, if it holds one, to the same
         result as an uninterrupted fit. The checkpoint must come from a fit with the same
         parameters (``device``, ``verbose``, ``micro_batch_size``,
-        ``gradient_checkpointing`` and ``callbacks`` may differ), column names, data and
+        ``gradient_checkpointing`` and ``callbacks`` may differ, but ``dtype`` must give the
+        same precision there: ``"auto"`` is bfloat16 on a GPU), column names, data and
         base model; otherwise fit raises a ValueError. Without a checkpoint the fit starts
         from the beginning. A damaged latest epoch is skipped, with a warning, for the
         intact one before it; with no intact epoch fit raises a ValueError.

@@ -9,8 +9,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import count_saves, interrupt_after
 
+import llmregressor.estimator as estimator
 from llmregressor import LLMRegressor
 from llmregressor._checkpoint import fit_identity
 
@@ -131,6 +133,19 @@ def test_resume_refuses_other_params_or_data(data, tiny_model_dir, tmp_path):
         same.fit(X, y + 1)
     # Where and how fast the fit runs may change between runs.
     same.set_params(micro_batch_size=2, gradient_checkpointing=True, verbose=0).fit(X, y)
+
+
+def test_resume_refuses_another_precision_from_the_same_dtype(
+    data, tiny_model_dir, tmp_path, monkeypatch
+):
+    # dtype="auto" computes in float32 on most CPUs and in bfloat16 on a GPU, and device
+    # may change on resume: what must match is the precision, not the parameter.
+    X, y = data
+    make(tiny_model_dir, tmp_path, sft_epochs=1, rl_algorithm=None, dtype="float32").fit(X, y)
+    monkeypatch.setattr(estimator, "resolve_compute_dtype", lambda dtype, device: torch.bfloat16)
+    again = make(tiny_model_dir, tmp_path, sft_epochs=1, rl_algorithm=None, resume=True)
+    with pytest.raises(ValueError, match=r"other parameters \(dtype='float32' -> 'bfloat16'\)"):
+        again.fit(X, y)
 
 
 def test_a_checkpoint_older_than_a_parameter_resumes_with_its_default(
