@@ -8,6 +8,7 @@ import json
 import platform
 import re
 import sys
+import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -31,6 +32,7 @@ HEADLINE_SECTIONS = frozenset(
         "Compute precision on CPU",
         "Cost vs rows",
         "Fit speed: before and after",
+        "Fit speed: before and after (GPU)",
         "SFT and RL step profile",
         "Calibrated intervals",
         "Calibrated intervals: the default",
@@ -44,6 +46,16 @@ def machine() -> str:
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name()}"
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the work queued on ``device`` has run.
+
+    CUDA kernels run asynchronously: without waiting for them a timer stops early.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def report_for(name: str) -> Path:

@@ -22,14 +22,17 @@ configuration), at the estimator's compute precision. Machines of the same kind 
 
 Every finished (dataset, seed, configuration) appends a record to
 ``benchmarks/results/fit_speed.jsonl``; tables are built from all the records there (the
-newest per dataset, seed and configuration), so runs split across sessions add up.
+newest per dataset, seed and configuration), so runs split across sessions add up. Fits run
+where ``device="auto"`` puts them: on a machine with CUDA the records say so, the table
+keeps to them and goes to a section of its own (the name with " (GPU)" added), and every
+timer waits for the GPU's queued work.
 """
 
 import argparse
+import copy
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +40,13 @@ import torch
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import append_records, markdown_table, newest_records, write_section
+from _report import append_records, clock, markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.backbones import compute_autocast, load_pretrained, resolve_compute_dtype
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fit_speed.jsonl"
+# Where the estimator's device="auto" fits: a GPU when there is one.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # The default of 2026-11-30 (when issue 21 measured it), as parameters of today's estimator:
 # adapters on every layer, the fused attention kernel, every row trained on (none held out
 # to calibrate), no anchor, six SFT epochs then two of ReMax. Each is pinned, so that a
@@ -80,18 +85,21 @@ def parse_config(label: str) -> dict:
 
 def reference_epoch_s(reg: LLMRegressor, X_tr) -> float:
     """Seconds of one epoch of plain forward + backward of the frozen base over X_tr's prompts."""
-    causal_lm, _ = load_pretrained(reg.model)
     # The fitted backbone writes, tokenizes and left-pads the rows as the fit did, without an
     # anchor's estimate: the same workload whatever the configuration, a constant of the
-    # machine and the split.
+    # machine and the split; on the fit's device (collate moves the batches there).
     backbone = reg.policy_.policy.backbone
+    device = backbone.device
+    causal_lm, _ = load_pretrained(reg.model)
+    if device.type != "cpu":
+        # A copy: the cached CPU base also embeds the anchor's text cells.
+        causal_lm = copy.deepcopy(causal_lm).to(device)
     plain = dataclasses.replace(backbone.serializer, estimate=False)
     token_ids = backbone.tokenize(plain(X_tr.to_numpy(dtype=object)))
     embed = causal_lm.get_input_embeddings()
     decoder = causal_lm.get_submodule(causal_lm.base_model_prefix)
-    device = torch.device("cpu")
     autocast = compute_autocast(device, resolve_compute_dtype(reg.dtype, device))
-    start = time.perf_counter()
+    start = clock(device)
     for first in range(0, len(token_ids), BATCH):
         batch = backbone.collate(token_ids[first : first + BATCH])
         mask = batch["attention_mask"]
@@ -103,7 +111,7 @@ def reference_epoch_s(reg: LLMRegressor, X_tr) -> float:
                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
             ).last_hidden_state
         hidden[:, -1].float().sum().backward()
-    return time.perf_counter() - start
+    return clock(device) - start
 
 
 def anchored(model: LLMRegressor, X_te, y_te: np.ndarray) -> dict:
@@ -137,12 +145,12 @@ def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
     records, fitted = [], None
     for label in labels:
         reg = LLMRegressor(random_state=seed, **parse_config(label))
-        start = time.perf_counter()
+        start = clock(DEVICE)
         reg.fit(X_tr, y_tr)
-        fit_s = time.perf_counter() - start
-        start = time.perf_counter()
+        fit_s = clock(DEVICE) - start
+        start = clock(DEVICE)
         pred = reg.predict(X_te)
-        predict_s = time.perf_counter() - start
+        predict_s = clock(DEVICE) - start
         epochs = [r["time_s"] for r in reg.history_ if r.get("phase") in ("sft", "rl")]
         records.append(
             {
@@ -159,6 +167,7 @@ def run_one(name: str, seed: int, labels: list[str]) -> list[dict]:
     reference = reference_epoch_s(fitted, X_tr)
     for record in records:
         record.update(
+            device=DEVICE.type,
             dataset=name,
             seed=seed,
             train_rows=len(X_tr),
@@ -221,12 +230,17 @@ def main() -> None:
         for name in args.datasets:
             for seed in args.seeds:
                 append_records(RESULTS, run_one(name, seed, args.configs))
+    # Records before the device field were all CPU runs.
     records = newest_records(
-        RESULTS, ("dataset", "seed", "config"), lambda r: r["seed"] in args.seeds
+        RESULTS,
+        ("dataset", "seed", "config"),
+        lambda r: r["seed"] in args.seeds and r.get("device", "cpu") == DEVICE.type,
     )
     body = table(records, args.datasets, args.configs)
     print(body)
-    write_section(args.section, "python " + " ".join(sys.argv), body)
+    # A GPU run gets a section of its own instead of replacing the CPU numbers.
+    section = args.section + (" (GPU)" if DEVICE.type == "cuda" else "")
+    write_section(section, "python " + " ".join(sys.argv), body)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ then a policy-gradient pass over the S samples.
 
 import argparse
 import sys
-import time
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from peft import LoraConfig
 from sklearn.datasets import load_diabetes
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from _report import markdown_table, write_section
+from _report import clock, markdown_table, write_section
 from llmregressor.backbones import (
     LanguageModelBackbone,
     compute_autocast,
@@ -55,7 +54,7 @@ def naive_step(backbone, codec, prompts, samples, ids_allowed):
     batch = backbone.collate(backbone.tokenize(prompts))
     width = batch["input_ids"].shape[1]
     processor = LogitsProcessorList([GrammarMask(width, ids_allowed)])
-    start = time.perf_counter()
+    start = clock(backbone.device)
     with torch.no_grad(), compute_autocast(backbone.device, backbone.compute_dtype):
         common = dict(
             attention_mask=batch["attention_mask"],
@@ -73,7 +72,7 @@ def naive_step(backbone, codec, prompts, samples, ids_allowed):
             **common,
         )
         model.generate(input_ids=batch["input_ids"], do_sample=False, **common)
-    rollout_s = time.perf_counter() - start
+    rollout_s = clock(backbone.device) - start
     # Log-probs: every prompt+sample re-encoded, full-vocabulary log-softmax.
     attention = batch["attention_mask"].repeat_interleave(samples, 0)
     attention = torch.cat([attention, attention.new_ones((len(sampled), codec.length))], 1)
@@ -82,19 +81,19 @@ def naive_step(backbone, codec, prompts, samples, ids_allowed):
     log_probs = torch.log_softmax(logits[:, width - 1 : -1].float(), -1)
     chosen = log_probs.gather(-1, sampled[:, width:, None])[..., 0]
     (-chosen.sum()).backward()
-    return rollout_s, time.perf_counter() - start
+    return rollout_s, clock(backbone.device) - start
 
 
 def engine_step(policy, codec, prompts, samples):
     backbone = policy.backbone
     batch = backbone.collate(backbone.tokenize(prompts))
-    start = time.perf_counter()
+    start = clock(backbone.device)
     uniforms = torch.rand(len(prompts), samples, codec.length, device=backbone.device)
     rollout = policy.decode(batch, uniforms.double(), 1)
-    rollout_s = time.perf_counter() - start
+    rollout_s = clock(backbone.device) - start
     scores = policy.score(batch, rollout.tokens[:, 1:])
     (-scores.log_probs.sum()).backward()
-    return rollout_s, time.perf_counter() - start
+    return rollout_s, clock(backbone.device) - start
 
 
 def main() -> None:
