@@ -43,9 +43,15 @@ HEADLINE_SECTIONS = frozenset(
 
 
 def machine() -> str:
+    """The machine a section was measured on: its CPU, and its GPU where it has one.
+
+    Both where there is a GPU: some scripts compute on the CPU whatever the machine
+    (``trl_speed.py``, ``precision_speed.py``), and each section says where it computed.
+    """
+    cpu = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     if torch.cuda.is_available():
-        return f"GPU {torch.cuda.get_device_name()}"
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        return f"{cpu}, GPU {torch.cuda.get_device_name()}"
+    return cpu
 
 
 def clock(device: torch.device) -> float:
