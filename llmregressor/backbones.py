@@ -40,6 +40,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, 
 from transformers.models.auto.tokenization_auto import get_tokenizer_config
 from transformers.utils import logging as hf_logging
 
+from ._cache_name import cache_argument, output_cache
 from .backbone_protocol import EncodedRows, check_trainable_state, register_backbone
 from .codecs import NumberCodec
 from .frozen_prefix import FrozenPrefix, supports_split
@@ -695,7 +696,7 @@ class LanguageModelBackbone:
                     position_ids=position_ids,
                     use_cache=True,
                 )
-            cache, last_hidden_state = out.cache, out.last_hidden_state
+            cache, last_hidden_state = output_cache(out), out.last_hidden_state
         state = DecodeState(cache, mask, position_ids[:, -1] + 1)
         return state, last_hidden_state[:, -1].float()
 
@@ -768,8 +769,8 @@ class LanguageModelBackbone:
                 input_ids=token_ids,
                 attention_mask=state.attention_mask,
                 position_ids=position_ids,
-                cache=state.cache,
                 use_cache=True,
+                **cache_argument(state.cache),
             )
         state.next_position = state.next_position + steps
         return out.last_hidden_state.float()

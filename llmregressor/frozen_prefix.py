@@ -26,6 +26,8 @@ import torch
 from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask
 
+from ._cache_name import cache_argument
+
 __all__ = ["PROMPT_CACHE_BYTES", "SPLIT_MODEL_TYPES", "FrozenPrefix", "supports_split"]
 
 #: Model types whose decoder follows the Llama layer contract the split relies on.
@@ -227,8 +229,8 @@ class FrozenPrefix:
             config=self.decoder.config,
             inputs_embeds=hidden,
             attention_mask=mask,
-            cache=None,
             position_ids=position_ids,
+            **cache_argument(None),
         )
         position_embeddings = self.decoder.rotary_emb(hidden, position_ids=position_ids)
         for layer in layers:
@@ -237,7 +239,7 @@ class FrozenPrefix:
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
                 position_ids=position_ids,
-                cache=cache,
                 use_cache=True,
+                **cache_argument(cache),
             )
         return hidden

@@ -19,6 +19,23 @@ from llmregressor.decoding import NumberPolicy
 PROMPTS = ["a is 1, b is red\nThe target is ", "a is 22\nThe target is ", "b is x\nThe target is "]
 
 
+def test_the_cache_argument_is_the_one_this_transformers_declares():
+    # transformers 5.24 renamed past_key_values to cache; the name asked for must be one the
+    # decoder, its layers and the mask builder all take, and the decoder's outputs carry.
+    import inspect
+
+    from transformers.masking_utils import create_causal_mask
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaModel
+
+    from llmregressor._cache_name import CACHE_ARGUMENT, output_cache
+
+    for function in (LlamaModel.forward, LlamaDecoderLayer.forward, create_causal_mask):
+        assert CACHE_ARGUMENT in inspect.signature(function).parameters
+    cache = object()
+    assert output_cache(BaseModelOutputWithPast(**{CACHE_ARGUMENT: cache})) is cache
+
+
 def test_loading_a_local_model_draws_no_progress_bar(tiny_model_dir, capfd):
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.enable_progress_bar()
