@@ -146,6 +146,9 @@ def _materialize_embedded(name: str, embedded: EmbeddedModel) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(
             folder, gguf_file=embedded.gguf_file, trust_remote_code=False
         )
+        # Releases before transformers 5.24 read this GGUF's BPE tokenizer with WordPiece's
+        # space clean-up on, and warn at every later load that it is destructive for BPE.
+        tokenizer.clean_up_tokenization_spaces = False
         model = AutoModelForCausalLM.from_pretrained(
             folder, gguf_file=embedded.gguf_file, dtype=torch.float32, trust_remote_code=False
         )
