@@ -247,7 +247,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         lora_alpha: float = 16,
         lora_dropout: float = 0.0,
         lora_target_modules: str | Sequence[str] = "all-linear",
-        lora_layers: int | None = None,
+        lora_layers: int | str | None = "auto",
         mlp_hidden: Sequence[int] = (1024, 1024, 1024),
         d_model: int = 256,
         decoder_layers: int = 3,

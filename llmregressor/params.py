@@ -140,6 +140,12 @@ def _lora_target_modules(name: str, value: object) -> None:
         raise TypeError(f"{name} must be 'all-linear' or a list of module names, got {value!r}")
 
 
+def _lora_layers(name: str, value: object) -> None:
+    if isinstance(value, str) and value == "auto":
+        return
+    optional(int_in(1))(name, value)
+
+
 def _mlp_hidden(name: str, value: object) -> None:
     widths = isinstance(value, list | tuple) and all(
         isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1 for w in value
@@ -438,14 +444,18 @@ PARAMETERS: tuple[Param, ...] = (
     Param(
         "lora_layers",
         "LoRA",
-        "int or None",
-        optional(int_in(1)),
+        'int, "auto" or None',
+        _lora_layers,
         """
         Adapt only the top ``lora_layers`` decoder layers (None: all of them). The frozen
         layers below compute the same thing for a prompt in every epoch, so a fit computes
         them once per training prompt and then runs only the adapted layers over it
         (and all layers over the few number tokens); fewer adapted layers make a fit
-        faster. Larger than the model's number of layers is an error at fit.
+        faster. ``"auto"``: with an ``anchor``, the top 8, or every layer of a model
+        with 8 or fewer (and of one whose ``lora_target_modules`` is a pattern other than
+        ``"all-linear"``, which peft cannot restrict to some layers); without one, where
+        the language model alone predicts and needs every layer, all of them. An int
+        larger than the model's number of layers is an error at fit.
         """,
     ),
     Param(

@@ -493,6 +493,8 @@ def test_bad_training_data(tiny_model_dir, X, y, error, match):
         ("prompt_template", "no field", ValueError, "prompt_template"),
         ("row_format", "json", ValueError, "row_format"),
         ("lora_target_modules", 3, TypeError, "lora_target_modules"),
+        ("lora_layers", 0, ValueError, "lora_layers"),
+        ("lora_layers", "top", TypeError, "lora_layers"),
         ("device", "tpu", ValueError, "device"),
         ("reward_on", "median", ValueError, "reward_on"),
         ("model", "no-such/model-anywhere", ValueError, "Could not load the model"),

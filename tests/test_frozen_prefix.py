@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from llmregressor import LLMRegressor
-from llmregressor.backbones import LanguageModelSpec
+from llmregressor import LLMRegressor, backbones
+from llmregressor.backbones import LanguageModelSpec, adapted_layers
 from llmregressor.codecs import NormalizedCodec
 from llmregressor.decoding import NumberPolicy
 from llmregressor.serialize import RowSerializer
@@ -153,3 +153,33 @@ def test_more_lora_layers_than_the_model_has_is_refused(four_layer_model, houses
     X, y = houses(20)
     with pytest.raises(ValueError, match="lora_layers=5 exceeds the 4 decoder layers"):
         LLMRegressor(model=four_layer_model, lora_layers=5, sft_epochs=1).fit(X, y)
+
+
+def test_auto_adapts_the_top_layers_of_a_deeper_model():
+    top = backbones.AUTO_LORA_LAYERS
+    assert adapted_layers("auto", 30, "all-linear") == top
+    assert adapted_layers("auto", 30, ["q_proj", "v_proj"]) == top
+    assert adapted_layers("auto", top - 1, "all-linear") == top - 1
+    # peft restricts adapters to some layers by module name only, not under a pattern.
+    assert adapted_layers("auto", 30, "q_proj") == 30
+    assert adapted_layers(None, 30, "all-linear") == 30
+    assert adapted_layers(3, 30, "all-linear") == 3
+
+
+def adapted_layer_indices(reg):
+    return {int(k.split(".layers.")[1].split(".")[0]) for k in reg.policy_.trainable_weights()}
+
+
+def test_auto_lora_layers_adapts_the_top_layers_only_under_an_anchor(
+    four_layer_model, houses, monkeypatch
+):
+    # The 4-layer model stands for a model deeper than "auto"'s top layers.
+    monkeypatch.setattr(backbones, "AUTO_LORA_LAYERS", 2)
+    X, y = houses(40)
+    params = dict(model=four_layer_model, sft_epochs=1, n_samples=4, random_state=0)
+    anchored = LLMRegressor(**params).fit(X, y)
+    assert anchored.lora_layers == "auto" and adapted_layer_indices(anchored) == {2, 3}
+    assert anchored.policy_.policy.backbone.frozen_prefix is not None
+    # Without an anchor the language model alone predicts: every layer is adapted.
+    alone = LLMRegressor(anchor=None, **params).fit(X, y)
+    assert adapted_layer_indices(alone) == {0, 1, 2, 3}
