@@ -86,7 +86,9 @@ def measure(run, steps: int, rank: int) -> dict:
 
 def profile_config(label: str, X, y, steps: int) -> dict[str, dict]:
     """Fit on 16 rows (one SFT step builds the policy), then profile warm SFT and ReMax steps."""
-    reg = LLMRegressor(random_state=0, sft_epochs=1, rl_algorithm=None, **parse_config(label))
+    # One epoch and no RL whatever the configuration names: the fit only builds the policy.
+    overrides = {**parse_config(label), "sft_epochs": 1, "rl_algorithm": None}
+    reg = LLMRegressor(random_state=0, **overrides)
     reg.fit(X, y)
     trainer = reg.trainer(X, y)
     params = reg.get_params()
