@@ -824,10 +824,11 @@ def adapted_layers(lora_layers: int | str | None, n_layers: int, targets: str | 
     Parameters
     ----------
     lora_layers : int, "auto" or None
-        The estimator's parameter: None adapts every layer; ``"auto"`` the top
-        ``AUTO_LORA_LAYERS``, or every layer where the model has no more than that or
-        ``targets`` is a module pattern other than ``"all-linear"`` (peft restricts
-        adapters to some layers only by module name).
+        As the recipe holds it: the estimator's parameter, except that ``"auto"`` is
+        already None in a fit without an anchor (:meth:`LanguageModelSpec.from_params`).
+        None adapts every layer; ``"auto"`` the top ``AUTO_LORA_LAYERS``, or every layer
+        where the model has no more than that or ``targets`` is a module pattern other
+        than ``"all-linear"`` (peft restricts adapters to some layers only by module name).
     n_layers : int
         The model's number of decoder layers.
     targets : str or list of str
