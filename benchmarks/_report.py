@@ -29,6 +29,7 @@ HEADLINE_SECTIONS = frozenset(
         "RL rollout and step speed",
         "RL rollout and step speed (GPU)",
         "RL step against TRL GRPOTrainer",
+        "RL step against TRL GRPOTrainer (top 8 layers)",
         "Compute precision on CPU",
         "Cost vs rows",
         "Fit speed: before and after",

@@ -1,9 +1,12 @@
 """One RL step of this engine against TRL's ``GRPOTrainer``, at equal work, in one process.
 
     python benchmarks/trl_speed.py [--prompts 16] [--generations 4] [--steps 3] [--model NAME]
+                                   [--lora-layers N] [--section NAME]
 
-Both sides train LoRA adapters (r=8, alpha 16, every linear layer) on the same base model
-(the estimator's default unless ``--model`` names another) with the same diabetes prompts
+Both sides train LoRA adapters (r=8, alpha 16, every linear layer of every decoder layer,
+or of the top ``--lora-layers`` layers as the estimator's ``lora_layers`` places them) on
+the same base model (the estimator's default unless ``--model`` names another) with the
+same diabetes prompts
 (``RowSerializer`` rows), each step sampling ``--generations`` completions for each of
 ``--prompts`` prompts, scoring them against the row's target and taking one optimizer step
 on a group-relative policy gradient:
@@ -18,13 +21,19 @@ on a group-relative policy gradient:
   grammar (3-digit normalized, the estimator's default) sharing each prompt's KV cache, the
   package's squared reward and ``grpo_advantages`` credit them,
   ``NumberPolicy.score`` takes their log-probs with gradients, and one AdamW step follows,
-  under the same compute precision (bfloat16 autocast on CPU).
+  under the same compute precision (bfloat16 autocast on CPU). With ``--lora-layers`` its
+  backbone computes the frozen layers below the adapters once per prompt, as a fit does
+  (``frozen_layers``, ``caching_prompts``): the table then has two rows for it, the steps
+  inside one caching block (the frozen layers' results of the warm-up step reused, as a
+  fit's RL epochs reuse those of its SFT epochs) and the steps outside it (the frozen
+  layers computed in every step, as for prompts seen for the first time).
 
 The first step of each side is a warm-up; the table gives the mean of the others: seconds a
 step, completions a second, and for TRL the share of completions that held a number.
 """
 
 import argparse
+import contextlib
 import re
 import sys
 import time
@@ -47,8 +56,24 @@ from llmregressor.serialize import RowSerializer
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
-def lora() -> LoraConfig:
-    return LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+def lora(model: torch.nn.Module, adapted: int | None) -> LoraConfig:
+    """LoRA r=8 on every linear layer of the decoder, or of its top ``adapted`` layers."""
+    if adapted is None:
+        return LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+    layers = model.get_submodule(model.base_model_prefix).layers
+    # peft restricts adapters to some layers only when the targets are names.
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in layers.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
+    return LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules=sorted(names),
+        layers_to_transform=list(range(len(layers) - adapted, len(layers))),
+        task_type="CAUSAL_LM",
+    )
 
 
 class StepTimer(TrainerCallback):
@@ -119,21 +144,44 @@ def trl_steps(model_name: str, prompts: list[str], y: np.ndarray, args) -> tuple
         args=config,
         train_dataset=data,
         processing_class=tokenizer,
-        peft_config=lora(),
+        peft_config=lora(model, args.lora_layers),
         callbacks=[timer],
     )
     trainer.train()
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    print("TRL trainable parameters", trainable, flush=True)
     return timer.seconds, reward.numbers / max(reward.completions, 1)
 
 
-def engine_steps(model_name: str, prompts: list[str], y: np.ndarray, args) -> list[float]:
-    """Seconds of each GRPO step of this engine on the same prompts and work."""
+def engine_steps(
+    model_name: str, prompts: list[str], y: np.ndarray, args, cache_prompts: bool
+) -> list[float]:
+    """Seconds of each GRPO step of this engine on the same prompts and work.
+
+    With ``cache_prompts`` every step runs inside one ``caching_prompts`` block, so the
+    frozen layers' results of the warm-up step serve the later ones.
+    """
     codec = NormalizedCodec(10, 3).fit(y)
     device = torch.device("cpu")
     model, tokenizer = load_pretrained(model_name)
+    n_layers = model.config.num_hidden_layers
     backbone = LanguageModelBackbone(
-        model, tokenizer, codec.symbols, lora(), device, resolve_compute_dtype("auto", device)
+        model,
+        tokenizer,
+        codec.symbols,
+        lora(model, args.lora_layers),
+        device,
+        resolve_compute_dtype("auto", device),
+        frozen_layers=0 if args.lora_layers is None else n_layers - args.lora_layers,
     )
+    trainable = sum(p.numel() for p in backbone.trainable_parameters())
+    print("this engine's trainable parameters", trainable, flush=True)
+    with backbone.caching_prompts() if cache_prompts else contextlib.nullcontext():
+        return _timed_steps(backbone, codec, prompts, y, args)
+
+
+def _timed_steps(backbone, codec, prompts: list[str], y: np.ndarray, args) -> list[float]:
+    """Seconds of each GRPO step: decode, reward, advantages, scores, optimizer step."""
     policy = NumberPolicy(backbone, codec.allowed_mask())
     optimizer = torch.optim.AdamW(backbone.trainable_parameters(), lr=1e-4)
     batch = backbone.collate(backbone.tokenize(prompts))
@@ -161,36 +209,62 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="steps per side, the first a warm-up")
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument(
+        "--lora-layers", type=int, default=None, help="adapt the top N decoder layers only"
+    )
+    parser.add_argument("--section", default="RL step against TRL GRPOTrainer")
     parser.add_argument("--output-dir", default="/tmp/trl_speed")
     args = parser.parse_args()
     X, y = load_diabetes(return_X_y=True, as_frame=True, scaled=False)
     prompts = RowSerializer(list(X.columns))(X.to_numpy()[: args.prompts])
     y = y.to_numpy()[: args.prompts].astype(np.float64)
-    torch.manual_seed(0)
-    ours = engine_steps(args.model, prompts, y, args)
-    print("this engine", ours, flush=True)
+    ours = {}
+    for cache_prompts in [False] if args.lora_layers is None else [True, False]:
+        torch.manual_seed(0)
+        ours[cache_prompts] = engine_steps(args.model, prompts, y, args, cache_prompts)
+        print("this engine", "cached" if cache_prompts else "", ours[cache_prompts], flush=True)
     theirs, numeric_share = trl_steps(args.model, prompts, y, args)
     print("TRL", theirs, numeric_share, flush=True)
     completions = args.prompts * args.generations
-    ours_s, theirs_s = float(np.mean(ours[1:])), float(np.mean(theirs[1:]))
+    theirs_s = float(np.mean(theirs[1:]))
     rows = [
         [
             "TRL GRPOTrainer",
             round(theirs_s, 2),
             round(completions / theirs_s, 2),
+            "",
             f"{numeric_share:.0%}",
-        ],
-        ["this engine (GRPO step)", round(ours_s, 2), round(completions / ours_s, 2), "100%"],
+        ]
     ]
+    for cache_prompts, seconds in ours.items():
+        name = "this engine (GRPO step)"
+        if args.lora_layers is not None:
+            name += ", frozen layers " + ("cached" if cache_prompts else "computed each step")
+        ours_s = float(np.mean(seconds[1:]))
+        rows.append(
+            [
+                name,
+                round(ours_s, 2),
+                round(completions / ours_s, 2),
+                f"{theirs_s / ours_s:.1f}x",
+                "100%",
+            ]
+        )
+    adapters = (
+        "every linear layer"
+        if args.lora_layers is None
+        else f"every linear layer of the top {args.lora_layers} decoder layers"
+    )
     body = (
         f"{args.prompts} diabetes prompts x {args.generations} completions a step, model "
-        f"{args.model}, LoRA r=8 on every linear layer, bfloat16 autocast on the CPU, mean of "
-        f"{args.steps - 1} steps after a warm-up, both in this process.\n\n"
-        + markdown_table(["implementation", "s / step", "completions / s", "numbers"], rows)
-        + f"\n\nThroughput: this engine {theirs_s / ours_s:.1f}x TRL's."
+        f"{args.model}, LoRA r=8 on {adapters}, bfloat16 autocast on the CPU, mean of "
+        f"{args.steps - 1} steps after a warm-up, all in this process.\n\n"
+        + markdown_table(
+            ["implementation", "s / step", "completions / s", "throughput / TRL's", "numbers"], rows
+        )
     )
     print(body)
-    write_section("RL step against TRL GRPOTrainer", "python " + " ".join(sys.argv), body)
+    write_section(args.section, "python " + " ".join(sys.argv), body)
 
 
 if __name__ == "__main__":
