@@ -47,7 +47,12 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from _report import markdown_table, write_section
-from llmregressor.backbones import LanguageModelBackbone, load_pretrained, resolve_compute_dtype
+from llmregressor.backbones import (
+    LanguageModelBackbone,
+    layer_target_modules,
+    load_pretrained,
+    resolve_compute_dtype,
+)
 from llmregressor.codecs import NormalizedCodec
 from llmregressor.decoding import NumberPolicy
 from llmregressor.rl import grpo_advantages, make_reward
@@ -60,18 +65,12 @@ def lora(model: torch.nn.Module, adapted: int | None) -> LoraConfig:
     """LoRA r=8 on every linear layer of the decoder, or of its top ``adapted`` layers."""
     if adapted is None:
         return LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
-    layers = model.get_submodule(model.base_model_prefix).layers
-    # peft restricts adapters to some layers only when the targets are names.
-    names = {
-        name.rsplit(".", 1)[-1]
-        for name, module in layers.named_modules()
-        if isinstance(module, torch.nn.Linear)
-    }
+    n_layers = model.config.num_hidden_layers
     return LoraConfig(
         r=8,
         lora_alpha=16,
-        target_modules=sorted(names),
-        layers_to_transform=list(range(len(layers) - adapted, len(layers))),
+        target_modules=layer_target_modules(model, "all-linear"),
+        layers_to_transform=list(range(n_layers - adapted, n_layers)),
         task_type="CAUSAL_LM",
     )
 

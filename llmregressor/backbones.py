@@ -818,6 +818,11 @@ def is_legacy_fingerprint(value: str) -> bool:
 AUTO_LORA_LAYERS = 8
 
 
+def _restrictable(targets: str | list[str]) -> bool:
+    """Whether peft can put adapters on ``targets`` of some layers only: it does by name."""
+    return not isinstance(targets, str) or targets == "all-linear"
+
+
 def adapted_layers(lora_layers: int | str | None, n_layers: int, targets: str | list[str]) -> int:
     """Return how many of the top decoder layers get adapters.
 
@@ -842,25 +847,39 @@ def adapted_layers(lora_layers: int | str | None, n_layers: int, targets: str | 
     if lora_layers is None:
         return n_layers
     if lora_layers == "auto":
-        if isinstance(targets, str) and targets != "all-linear":
-            return n_layers
-        return min(AUTO_LORA_LAYERS, n_layers)
+        return min(AUTO_LORA_LAYERS, n_layers) if _restrictable(targets) else n_layers
     return int(lora_layers)
 
 
-def _layer_target_modules(causal_lm: PreTrainedModel, targets: str | list[str]) -> list[str]:
-    """Target modules as names, which peft requires when it adapts some layers only.
+def layer_target_modules(causal_lm: PreTrainedModel, targets: str | list[str]) -> list[str]:
+    """Return LoRA target modules as names, which peft needs to adapt some layers only.
 
-    ``"all-linear"`` becomes the names of the linear modules inside the decoder layers
-    (peft's own ``"all-linear"`` also excludes the output head, which is outside them).
+    Parameters
+    ----------
+    causal_lm : PreTrainedModel
+        The base model.
+    targets : str or list of str
+        The target modules: ``"all-linear"`` or a list of module names.
+
+    Returns
+    -------
+    names : list of str
+        ``targets`` itself when it is a list; for ``"all-linear"`` the names of the linear
+        modules inside the decoder layers (peft's own ``"all-linear"`` also leaves out the
+        output head, which is outside them).
+
+    Raises
+    ------
+    ValueError
+        If ``targets`` is any other module pattern.
     """
-    if not isinstance(targets, str):
-        return targets
-    if targets != "all-linear":
+    if not _restrictable(targets):
         raise ValueError(
             "lora_layers needs lora_target_modules to be 'all-linear' or a list of module "
             f"names (peft adapts chosen layers only by name), got the pattern {targets!r}"
         )
+    if not isinstance(targets, str):
+        return targets
     inner = causal_lm.get_submodule(causal_lm.base_model_prefix)
     return sorted(
         {
@@ -1038,7 +1057,7 @@ class LanguageModelSpec:
         lora = dict(self.lora)
         if adapted < n_layers:
             lora["layers_to_transform"] = list(range(n_layers - adapted, n_layers))
-            lora["target_modules"] = _layer_target_modules(causal_lm, lora["target_modules"])
+            lora["target_modules"] = layer_target_modules(causal_lm, lora["target_modules"])
         return LanguageModelBackbone(
             causal_lm,
             tokenizer,
