@@ -724,10 +724,18 @@ def _weights(values: object) -> np.ndarray:
     return weights
 
 
+def _additive_gp(language_model: str | None) -> BaseEstimator:
+    """Return the ``"additive"`` anchor blended with a Gaussian process."""
+    # kernel_anchor builds on this module, so it is imported when the anchor is made.
+    from .kernel_anchor import KernelBlendAnchor
+
+    return KernelBlendAnchor(ridge=ANCHORS["additive"](language_model))
+
+
 # The anchors ``anchor`` may name, each built from the LLMRegressor's language model (the
 # base LM that embeds text cells where the anchor does; None for a backbone without one);
 # any other value is an estimator of the user's.
-ANCHORS: dict[str, Callable[[str | None], RidgeAnchor]] = {
+ANCHORS: dict[str, Callable[[str | None], BaseEstimator]] = {
     "ridge": lambda language_model: RidgeAnchor(),
     "additive": lambda language_model: RidgeAnchor(
         numeric_basis="auto",
@@ -735,6 +743,7 @@ ANCHORS: dict[str, Callable[[str | None], RidgeAnchor]] = {
         text_embeddings="auto" if language_model else False,
         embedding_model=language_model or "smollm2-135m",
     ),
+    "additive_gp": _additive_gp,
 }
 
 # What the model decodes with an anchor (``anchor_mode``): the target, with the estimate as a

@@ -283,7 +283,10 @@ PARAMETERS: tuple[Param, ...] = (
         its cells, each only where 5-fold cross-validation on the training rows says it
         helps (``RidgeAnchor(numeric_basis="auto", text_cells="auto",
         text_embeddings="auto")``, embedding with ``model``; no embeddings with
-        ``"mlp-decoder"``). An
+        ``"mlp-decoder"``). ``"additive_gp"``: that, blended with a Gaussian process over
+        the numeric and categorical columns, the process's share chosen by 5-fold
+        cross-validation on the training rows
+        (:class:`~llmregressor.kernel_anchor.KernelBlendAnchor`). An
         estimator: cloned, fitted and asked to predict with ``X`` as ``fit`` and ``predict``
         got it (a DataFrame stays one); a model with it saves with pickle or joblib, not
         :meth:`save`. None: no anchor.

@@ -13,7 +13,10 @@ A model folder holds two files:
     :class:`~llmregressor.anchor.RidgeAnchor` of ``anchor="ridge"`` or ``"additive"`` as
     its function's weights, splines and embedding weights (see
     :meth:`~llmregressor.anchor.RidgeAnchor.to_json`; the base LM that embeds text cells
-    is named there and reloaded). An
+    is named there and reloaded), or the
+    :class:`~llmregressor.kernel_anchor.KernelBlendAnchor` of ``anchor="additive_gp"`` as
+    that ridge, the Gaussian process's training features, weights and kernel, and the
+    share of each (:meth:`~llmregressor.kernel_anchor.KernelBlendAnchor.to_json`). An
     estimator of the user's as ``anchor`` has no pickle-free format: such a model is
     pickled (``joblib.dump``), and :func:`save_estimator` refuses it.
 ``policy.safetensors``
@@ -81,6 +84,7 @@ from .codecs import CODECS, NumberCodec
 from .conformal import Calibration
 from .engine import EXACT
 from .fitted_policy import FittedPolicy
+from .kernel_anchor import KernelBlendAnchor
 from .params import validate_codec_params, validate_params
 from .serialize import RowSerializer
 
@@ -114,6 +118,11 @@ _CODECS: dict[str, type[NumberCodec]] = {c.__name__: c for c in CODECS.values()}
 
 # Fitted attributes stored as plain JSON values (feature_names_in_ only exists for named
 # columns); codec_, serializer_, policy_ and seed_ have their own entries.
+# How a model folder names the class of each named anchor: "ridge" for every RidgeAnchor
+# (anchor="ridge" and "additive"), "additive_gp" for the blend with a Gaussian process.
+_ANCHOR_KINDS = {RidgeAnchor: "ridge", KernelBlendAnchor: "additive_gp"}
+_ANCHOR_CLASSES = {kind: cls for cls, kind in _ANCHOR_KINDS.items()}
+
 # Each saved when the model has it (residual_anchor_ and residual_scale_ only with an
 # anchor; a folder written before residual_scale_ existed adds the whole residual).
 _FITTED_JSON = (
@@ -267,15 +276,15 @@ def _anchor_to_json(estimator: LLMRegressor) -> dict | None:
     anchor = getattr(estimator, "anchor_", None)
     if anchor is None:
         return None
-    if type(anchor) is not RidgeAnchor or not isinstance(estimator.anchor, str | None):
+    kind = _ANCHOR_KINDS.get(type(anchor))
+    if kind is None or not isinstance(estimator.anchor, str | None):
         raise TypeError(
             f"Cannot save a model whose anchor is an estimator ({type(anchor).__name__}): a "
-            "model folder stores only the named anchors ('ridge', 'additive'), without "
-            "pickle. Pickle it instead (joblib.dump(reg, 'model.joblib'), read back with "
-            "joblib.load), or fit with a named anchor."
+            f"model folder stores only the named anchors ({', '.join(map(repr, ANCHORS))}), "
+            "without pickle. Pickle it instead (joblib.dump(reg, 'model.joblib'), read back "
+            "with joblib.load), or fit with a named anchor."
         )
-    # Every named anchor is a RidgeAnchor, stored as its folded function: kind "ridge".
-    return {"kind": "ridge", "state": anchor.to_json()}
+    return {"kind": kind, "state": anchor.to_json()}
 
 
 def _param_to_json(name: str, value: object) -> object:
@@ -593,15 +602,15 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _anchor_from_json(data: dict, folder: Path) -> RidgeAnchor:
+def _anchor_from_json(data: dict, folder: Path) -> RidgeAnchor | KernelBlendAnchor:
     """Rebuild the fitted anchor of a manifest's ``anchor`` section."""
-    if data["kind"] not in ANCHORS:
+    if data["kind"] not in _ANCHOR_CLASSES:
         raise ModelFormatError(
             f"{folder} holds an anchor of the unknown kind {data['kind']!r}; this llmregressor "
-            f"{__version__} knows {sorted(ANCHORS)}"
+            f"{__version__} knows {sorted(_ANCHOR_CLASSES)}"
         )
     try:
-        return RidgeAnchor.from_json(data["state"])
+        return _ANCHOR_CLASSES[data["kind"]].from_json(data["state"])
     except ValueError as err:
         raise ModelFormatError(f"{folder} holds a damaged anchor: {err}") from err
 

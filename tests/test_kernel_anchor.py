@@ -1,0 +1,174 @@
+"""The Gaussian-process anchor and its blend with the additive ridge (anchor="additive_gp")."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.model_selection import KFold
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from llmregressor import LLMRegressor
+from llmregressor.anchor import make_anchor
+from llmregressor.features import TEXT_CARDINALITY
+from llmregressor.kernel_anchor import GaussianProcessAnchor, KernelBlendAnchor
+
+
+@parametrize_with_checks([GaussianProcessAnchor(), KernelBlendAnchor()])
+def test_kernel_anchors_are_scikit_learn_regressors(estimator, check):
+    check(estimator)
+
+
+def mixed_table(n_rows, seed=0):
+    """A number with a missing cell, a 3-level category and a free-text column."""
+    rng = np.random.default_rng(seed)
+    words = [f"note {i} about word{i % 7}" for i in range(n_rows)]
+    X = pd.DataFrame(
+        {
+            "size": rng.normal(size=n_rows),
+            "color": rng.choice(["red", "blue", "green"], n_rows),
+            "note": words,
+        }
+    )
+    X.loc[3, "size"] = np.nan
+    y = 2.0 * X["size"].fillna(0) + (X["color"] == "red") + rng.normal(0, 0.1, n_rows)
+    return X, y.to_numpy()
+
+
+def interaction_table(n_rows, seed=0):
+    """y = a * b: no additive model carries it."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"a": rng.uniform(-2, 2, n_rows), "b": rng.uniform(-2, 2, n_rows)})
+    return X, (X["a"] * X["b"]).to_numpy() + rng.normal(0, 0.05, n_rows)
+
+
+def test_the_process_reads_numbers_flags_and_categories_but_not_free_text():
+    X, y = mixed_table(3 * TEXT_CARDINALITY)
+    gp = GaussianProcessAnchor().fit(X, y)
+    assert gp.numeric_columns_.tolist() == [0]
+    assert gp.flagged_columns_.tolist() == [0]
+    assert gp.categorical_columns_.tolist() == [1]
+    assert gp.categories_ == [["blue", "green", "red"]]
+    # The value, its missing-flag and three one-hot columns; the notes are not read.
+    assert gp.train_features_.shape == (len(y), 5)
+    assert gp.length_scales_.shape == (5,)
+
+
+def test_the_process_predicts_the_posterior_mean_of_scikit_learns_process():
+    X, y = mixed_table(60)
+    gp = GaussianProcessAnchor().fit(X, y)
+    reference = GaussianProcessRegressor(gp.fitted_kernel, optimizer=None)
+    reference.fit(gp.train_features_, (y - gp.y_mean_) / gp.y_scale_)
+    new, _ = mixed_table(20, seed=1)
+    new.loc[0, "color"] = "purple"  # unseen: encodes as zeros
+    expected = gp.y_mean_ + gp.y_scale_ * reference.predict(gp._features(new.to_numpy(object)))
+    np.testing.assert_allclose(gp.predict(new), expected, rtol=1e-10, atol=1e-10)
+    # A missing cell reads as the mean with the flag up.
+    assert np.isfinite(gp.predict(new.assign(size=np.nan))).all()
+
+
+def test_out_of_fold_predictions_refit_the_fixed_kernel_without_each_fold():
+    X, y = mixed_table(60)
+    gp = GaussianProcessAnchor().fit(X, y)
+    folds = KFold(5, shuffle=True, random_state=0)
+    predictions = gp.out_of_fold_predictions(y, folds)
+    train, test = next(folds.split(X))
+    reference = GaussianProcessRegressor(gp.fitted_kernel, optimizer=None)
+    reference.fit(gp.train_features_[train], (y[train] - gp.y_mean_) / gp.y_scale_)
+    expected = gp.y_mean_ + gp.y_scale_ * reference.predict(gp.train_features_[test])
+    np.testing.assert_allclose(predictions[test], expected, rtol=1e-10)
+    # Out of fold, a row's own target is unseen: the fit on every row is closer to it.
+    assert np.mean((predictions - y) ** 2) > np.mean((gp.predict(X) - y) ** 2)
+
+
+def test_the_blend_weighs_the_process_by_cross_validation():
+    X, y = interaction_table(120)
+    blend = KernelBlendAnchor().fit(X, y)
+    assert blend.cv_errors_.shape == (5,)
+    assert blend.gp_weight_ == pytest.approx((0, 0.25, 0.5, 0.75, 1)[blend.cv_errors_.argmin()])
+    # An interaction is the process's: it takes a share and beats the ridge on new rows.
+    assert blend.gp_weight_ > 0
+    new, truth = interaction_table(200, seed=1)
+    ridge_error = np.mean((blend.ridge_.predict(new) - truth) ** 2)
+    assert np.mean((blend.predict(new) - truth) ** 2) < 0.5 * ridge_error
+
+
+def test_a_single_share_gives_that_member_or_the_mix():
+    X, y = interaction_table(60)
+    ridge_only = KernelBlendAnchor(gp_weights=(0.0,)).fit(X, y)
+    assert ridge_only.gp_ is None
+    np.testing.assert_array_equal(ridge_only.predict(X), ridge_only.ridge_.predict(X))
+    gp_only = KernelBlendAnchor(gp_weights=(1.0,)).fit(X, y)
+    np.testing.assert_allclose(gp_only.predict(X), gp_only.gp_.predict(X))
+    half = KernelBlendAnchor(gp_weights=(0.5,)).fit(X, y)
+    mix = (half.ridge_.predict(X) + half.gp_.predict(X)) / 2
+    np.testing.assert_allclose(half.predict(X), mix)
+
+
+def test_too_few_rows_or_no_readable_column_keep_the_ridge():
+    X, y = interaction_table(8)
+    few = KernelBlendAnchor().fit(X, y)
+    assert few.gp_ is None and few.gp_weight_ == 0 and few.cv_errors_.size == 0
+    text = pd.DataFrame({"note": [f"a note of {i} words{i}" for i in range(3 * TEXT_CARDINALITY)]})
+    alone = KernelBlendAnchor().fit(text, np.arange(len(text), dtype=float))
+    assert alone.gp_ is None and alone.gp_weight_ == 0
+
+
+@pytest.mark.parametrize("weights", [(), (0.5, 1.5), (-0.1,)])
+def test_the_blend_refuses_shares_outside_the_unit_interval(weights):
+    X, y = interaction_table(20)
+    with pytest.raises(ValueError, match="gp_weights"):
+        KernelBlendAnchor(gp_weights=weights).fit(X, y)
+
+
+def test_the_blend_survives_json_exactly():
+    X, y = mixed_table(60)
+    blend = KernelBlendAnchor(gp_weights=(0.5,)).fit(X, y)
+    state = json.loads(json.dumps(blend.to_json()))
+    rebuilt = KernelBlendAnchor.from_json(state)
+    new, _ = mixed_table(20, seed=1)
+    np.testing.assert_array_equal(rebuilt.predict(new), blend.predict(new))
+    assert rebuilt.feature_names_in_.tolist() == ["size", "color", "note"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda s: s.update(gp_weight=1.5), "inconsistent KernelBlendAnchor"),
+        (lambda s: s.pop("ridge"), "incomplete KernelBlendAnchor"),
+        (lambda s: s["gp"].update(dual_coef=s["gp"]["dual_coef"][:-1]), "GaussianProcess"),
+        (lambda s: s["gp"].update(length_scales=[1.0]), "inconsistent GaussianProcessAnchor"),
+        (lambda s: s["gp"].update(y_scale=0.0), "inconsistent GaussianProcessAnchor"),
+        (lambda s: s["gp"].update(n_features_in=2), "GaussianProcessAnchor"),
+    ],
+)
+def test_the_blend_refuses_damaged_states(edit, match):
+    X, y = mixed_table(60)
+    state = json.loads(json.dumps(KernelBlendAnchor(gp_weights=(0.5,)).fit(X, y).to_json()))
+    edit(state)
+    with pytest.raises(ValueError, match=match):
+        KernelBlendAnchor.from_json(state)
+
+
+def test_an_additive_gp_estimator_saves_and_loads(tiny_model_dir, tmp_path):
+    X, y = mixed_table(60)
+    reg = LLMRegressor(
+        model=tiny_model_dir,
+        anchor="additive_gp",
+        interval_calibration=None,
+        sft_epochs=1,
+        n_samples=2,
+        random_state=0,
+    ).fit(X, y)
+    assert isinstance(reg.anchor_, KernelBlendAnchor)
+    # The ridge member is the "additive" anchor, its cells embedded by the estimator's model.
+    assert reg.anchor_.ridge_.embedding_model == tiny_model_dir
+    assert reg.anchor_.get_params()["ridge"].get_params() == (
+        make_anchor("additive", tiny_model_dir).get_params()
+    )
+    reg.save(tmp_path)
+    loaded = LLMRegressor.load(tmp_path)
+    new, _ = mixed_table(20, seed=1)
+    np.testing.assert_array_equal(loaded.anchor_.predict(new), reg.anchor_.predict(new))
+    np.testing.assert_array_equal(loaded.predict(new), reg.predict(new))
