@@ -116,9 +116,11 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     for the training rows, the fully fitted anchor's for new rows (see
     :mod:`llmregressor.anchor`). With ``anchor_mode="residual"`` the model decodes the
     target minus that estimate, and every prediction adds the estimate back. That is the
-    default: ``anchor="additive"`` (a ridge regression over splines of the numeric
+    default: ``anchor="additive_gp"`` (a ridge regression over splines of the numeric
     columns and the words, cells and base-LM embeddings of the others, each reading
-    kept only where cross-validation supports it), a residual decoded after SFT alone
+    kept only where cross-validation supports it, blended with a Gaussian process over
+    the numeric and categorical columns by the share cross-validation prefers; see
+    :mod:`llmregressor.kernel_anchor`), a residual decoded after SFT alone
     (``rl_algorithm=None``), and ``residual_scale="auto"``, which keeps only the share
     of the decoded correction that held-out rows support; SFT stops early once that
     share has come out 0 after three epochs in a row (``residual_patience=3``). On the
@@ -234,7 +236,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         digits: int = 3,
         exponent_digits: int = 1,
         mantissa_digits: int = 3,
-        anchor: str | BaseEstimator | None = "additive",
+        anchor: str | BaseEstimator | None = "additive_gp",
         anchor_folds: int = 5,
         anchor_mode: str = "residual",
         residual_scale: float | str = "auto",

@@ -23,6 +23,7 @@ from llmregressor.conformal import (
     conformity_scores,
 )
 from llmregressor.engine import Sampler, calibration_rows, sample_quantiles, validation_rows
+from llmregressor.kernel_anchor import KernelBlendAnchor
 
 
 def small(model_dir, **params):
@@ -552,23 +553,25 @@ def test_fit_and_predict_leave_the_global_torch_rng_alone(data, tiny_model_dir, 
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_the_default_decodes_a_correction_of_the_additive_anchor_after_sft_alone(
+def test_the_default_decodes_a_correction_of_the_blended_anchor_after_sft_alone(
     tiny_model_dir, houses
 ):
     params = LLMRegressor().get_params()
-    assert (params["anchor"], params["anchor_mode"]) == ("additive", "residual")
+    assert (params["anchor"], params["anchor_mode"]) == ("additive_gp", "residual")
     assert params["rl_algorithm"] is None and params["residual_scale"] == "auto"
     X, y = houses(60)
     reg = LLMRegressor(
         model=tiny_model_dir, sft_epochs=1, n_samples=2, validation_fraction=0.4, random_state=0
     ).fit(X, y)
     anchor = reg.anchor_
-    assert (anchor.numeric_basis, anchor.text_cells, anchor.text_embeddings) == (
+    assert isinstance(anchor, KernelBlendAnchor) and 0.0 <= anchor.gp_weight_ <= 1.0
+    ridge = anchor.ridge_
+    assert (ridge.numeric_basis, ridge.text_cells, ridge.text_embeddings) == (
         "auto",
         "auto",
         "auto",
     )
-    assert anchor.embedding_model == tiny_model_dir and reg.residual_anchor_
+    assert ridge.embedding_model == tiny_model_dir and reg.residual_anchor_
     assert 0.0 <= reg.residual_scale_ <= 1.0
     assert {r["phase"] for r in reg.history_} == {"sft"}
     # Every prediction is the anchor's estimate plus the kept share of the decoded residual.
