@@ -62,6 +62,7 @@ __all__ = [
     "RIDGE_ALPHAS",
     "SPLINE_KNOTS",
     "RidgeAnchor",
+    "TableInputMixin",
     "anchor_estimates",
     "cross_fit",
     "make_anchor",
@@ -138,7 +139,22 @@ def simplest_within_one_paired_se(scores: np.ndarray) -> int:
     return best
 
 
-class RidgeAnchor(RegressorMixin, BaseEstimator):
+class TableInputMixin:
+    """Declare NaN, strings and categories as valid input of an anchor, as of the estimator.
+
+    An anchor receives the rows exactly as ``LLMRegressor.fit`` got them.
+    """
+
+    def __sklearn_tags__(self):
+        """Add NaN, strings and categories to the valid input of the class's other bases."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        return tags
+
+
+class RidgeAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
     """The anchor of ``anchor="ridge"`` and ``"additive"``: encoded columns + RidgeCV.
 
     Fitting runs :func:`~llmregressor.features.make_feature_preprocessor` with
@@ -252,14 +268,6 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
         self.text_embeddings = text_embeddings
         self.embedding_model = embedding_model
         self.embedding_layer = embedding_layer
-
-    def __sklearn_tags__(self):
-        """Declare NaN, strings and categories as valid input, as the LLMRegressor does."""
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.input_tags.string = True
-        tags.input_tags.categorical = True
-        return tags
 
     def fit(self, X, y) -> RidgeAnchor:
         """Fit the preprocessing and RidgeCV, and fold them into one function of the columns.
@@ -594,11 +602,7 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
                 embedding_layer=layer,
             )
             anchor.n_features_in_ = _count(state["n_features_in"])
-            if "feature_names_in" in state:
-                names = [str(name) for name in state["feature_names_in"]]
-                if len(names) != anchor.n_features_in_:
-                    raise ValueError("feature_names_in does not name every column")
-                anchor.feature_names_in_ = np.asarray(names, dtype=object)
+            _names_from_json(anchor, state)
             # A state written before splines and embeddings existed has neither.
             anchor.numeric_basis_ = str(state.get("numeric_basis", "linear"))
             anchor.text_embeddings_ = bool(state.get("text_embeddings", False))
@@ -639,6 +643,15 @@ class RidgeAnchor(RegressorMixin, BaseEstimator):
                 "match one another"
             )
         return anchor
+
+
+def _names_from_json(anchor: BaseEstimator, state: dict) -> None:
+    """Set ``feature_names_in_`` from a state that has it, checked against the width."""
+    if "feature_names_in" in state:
+        names = [str(name) for name in state["feature_names_in"]]
+        if len(names) != anchor.n_features_in_:
+            raise ValueError("feature_names_in does not name every column")
+        anchor.feature_names_in_ = np.asarray(names, dtype=object)
 
 
 def _consistent(anchor: RidgeAnchor) -> bool:

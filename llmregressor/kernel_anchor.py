@@ -25,7 +25,16 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, WhiteK
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .anchor import CHOICE_FOLDS, MIN_ROWS_TO_CHOOSE, RidgeAnchor, _columns, _count, _weights
+from .anchor import (
+    CHOICE_FOLDS,
+    MIN_ROWS_TO_CHOOSE,
+    RidgeAnchor,
+    TableInputMixin,
+    _columns,
+    _count,
+    _names_from_json,
+    _weights,
+)
 from .features import TEXT_CARDINALITY, _as_float, _as_text, numeric_columns
 
 __all__ = ["GP_WEIGHTS", "GaussianProcessAnchor", "KernelBlendAnchor"]
@@ -52,7 +61,7 @@ def _scales(values: np.ndarray) -> np.ndarray:
     return np.where(scales > 0, scales, 1.0)
 
 
-class GaussianProcessAnchor(RegressorMixin, BaseEstimator):
+class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
     """A Gaussian process over the standardized numeric and one-hot categorical columns.
 
     Numeric columns are imputed with their mean, flagged when a training cell was missing
@@ -96,14 +105,6 @@ class GaussianProcessAnchor(RegressorMixin, BaseEstimator):
     y_mean_, y_scale_ : float
         The target's mean and scale.
     """
-
-    def __sklearn_tags__(self):
-        """Declare NaN, strings and categories as valid input, as the LLMRegressor does."""
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.input_tags.string = True
-        tags.input_tags.categorical = True
-        return tags
 
     def fit(self, X, y) -> GaussianProcessAnchor:
         """Fit the features' encoding, then the process on the encoded rows.
@@ -335,16 +336,7 @@ def _rows(X: object, index: np.ndarray) -> object:
     return X.iloc[index] if hasattr(X, "iloc") else X[index]
 
 
-def _names_from_json(anchor: BaseEstimator, state: dict) -> None:
-    """Set ``feature_names_in_`` from a state that has it, checked against the width."""
-    if "feature_names_in" in state:
-        names = [str(name) for name in state["feature_names_in"]]
-        if len(names) != anchor.n_features_in_:
-            raise ValueError("feature_names_in does not name every column")
-        anchor.feature_names_in_ = np.asarray(names, dtype=object)
-
-
-class KernelBlendAnchor(RegressorMixin, BaseEstimator):
+class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
     """The additive ridge anchor and a Gaussian process, weighed by cross-validation.
 
     The anchor of ``anchor="additive_gp"``: ``(1 - w)`` times
@@ -387,14 +379,6 @@ class KernelBlendAnchor(RegressorMixin, BaseEstimator):
     ):
         self.ridge = ridge
         self.gp_weights = gp_weights
-
-    def __sklearn_tags__(self):
-        """Declare NaN, strings and categories as valid input, as the LLMRegressor does."""
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.input_tags.string = True
-        tags.input_tags.categorical = True
-        return tags
 
     def fit(self, X, y) -> KernelBlendAnchor:
         """Fit both members on every row and choose the process's share by cross-validation.
