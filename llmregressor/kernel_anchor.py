@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, WhiteKernel
-from sklearn.model_selection import KFold
+from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .anchor import (
@@ -331,11 +331,6 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         return anchor
 
 
-def _rows(X: object, index: np.ndarray) -> object:
-    """Return rows ``index`` of a DataFrame or an array."""
-    return X.iloc[index] if hasattr(X, "iloc") else X[index]
-
-
 class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
     """The additive ridge anchor and a Gaussian process, weighed by cross-validation.
 
@@ -423,11 +418,12 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
             text_embeddings=self.ridge_.text_embeddings_,
         )
         folds = KFold(CHOICE_FOLDS, shuffle=True, random_state=0)
-        members = np.empty((len(y), 2))
-        for train, test in folds.split(valid):
-            X_train, X_test = _rows(X, train), _rows(X, test)
-            members[test, 0] = clone(fixed_ridge).fit(X_train, y[train]).predict(X_test)
-        members[:, 1] = gp.out_of_fold_predictions(y, folds)
+        members = np.column_stack(
+            [
+                cross_val_predict(fixed_ridge, X, y, cv=folds),
+                gp.out_of_fold_predictions(y, folds),
+            ]
+        )
         blends = members[:, [0]] * (1 - weights) + members[:, [1]] * weights
         self.cv_errors_ = ((blends - y[:, None]) ** 2).mean(axis=0)
         self.gp_weight_ = float(weights[int(np.argmin(self.cv_errors_))])

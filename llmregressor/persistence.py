@@ -116,13 +116,13 @@ WEIGHTS_FILE = "policy.safetensors"
 # Classes a manifest may name; anything else is refused instead of imported.
 _CODECS: dict[str, type[NumberCodec]] = {c.__name__: c for c in CODECS.values()}
 
-# Fitted attributes stored as plain JSON values (feature_names_in_ only exists for named
-# columns); codec_, serializer_, policy_ and seed_ have their own entries.
 # How a model folder names the class of each named anchor: "ridge" for every RidgeAnchor
 # (anchor="ridge" and "additive"), "additive_gp" for the blend with a Gaussian process.
 _ANCHOR_KINDS = {RidgeAnchor: "ridge", KernelBlendAnchor: "additive_gp"}
 _ANCHOR_CLASSES = {kind: cls for cls, kind in _ANCHOR_KINDS.items()}
 
+# Fitted attributes stored as plain JSON values (feature_names_in_ only exists for named
+# columns); codec_, serializer_, policy_ and seed_ have their own entries.
 # Each saved when the model has it (residual_anchor_ and residual_scale_ only with an
 # anchor; a folder written before residual_scale_ existed adds the whole residual).
 _FITTED_JSON = (
