@@ -2,6 +2,7 @@
 
     python benchmarks/anchors_alone.py [--datasets diabetes fastfood] [--seeds 0 1 2]
     python benchmarks/anchors_alone.py --anchors additive additive_gp [--section NAME]
+    python benchmarks/anchors_alone.py --anchors additive_gp additive_gp:share_rule=one_se
 
 On each table (256 training rows, up to 1000 test rows, ``train_test_split``) this fits
 anchors on the training rows and reports their test R^2:
@@ -33,7 +34,9 @@ anchors on the training rows and reports their test R^2:
 
 With ``--anchors``, only the package's named anchors given (``make_anchor``: what
 ``LLMRegressor(anchor=name)`` fits, its cell embeddings from the embedded LM) are fitted,
-and the table also gives each one's mean fit seconds.
+each optionally with parameters set (``name:key=value,key=value``, through ``set_params``);
+the table also gives each one's mean fit seconds, the Gaussian process's share per split
+where the anchor has one (``gp_weight_``), and each anchor's mean over every table's splits.
 
 Where the LM adds nothing (``residual_scale_`` near 0) the anchor is what a residual
 ``LLMRegressor`` predicts; where it adds, the table says from where.
@@ -125,16 +128,24 @@ def run_one(name: str, seed: int) -> dict[str, float]:
     return scores
 
 
-def run_named(name: str, seed: int, anchors: list[str]) -> dict[str, tuple[float, float]]:
-    """Test R^2 and fit seconds of each named package anchor on one split."""
+def named_anchor(spec: str):
+    """The package anchor ``spec`` names: ``name`` or ``name:key=value,key=value``."""
+    name, _, settings = spec.partition(":")
+    params = dict(setting.split("=", 1) for setting in settings.split(",") if setting)
+    return make_anchor(name).set_params(**params)
+
+
+def run_named(name: str, seed: int, anchors: list[str]) -> dict[str, tuple]:
+    """Test R^2, fit seconds and process share of each named package anchor on one split."""
     X, y = public_datasets.load(name)
     X_tr, X_te, y_tr, y_te = public_datasets.split(X, y, seed, 256, 1000, "train_test_split")
     scores = {}
     for anchor in anchors:
         start = time.perf_counter()
-        fitted = make_anchor(anchor).fit(X_tr, y_tr)
+        fitted = named_anchor(anchor).fit(X_tr, y_tr)
         seconds = time.perf_counter() - start
-        scores[anchor] = (r2_score(y_te, fitted.predict(X_te)), seconds)
+        share = getattr(fitted, "gp_weight_", None)
+        scores[anchor] = (r2_score(y_te, fitted.predict(X_te)), seconds, share)
         print(name, seed, anchor, scores[anchor], flush=True)
     return scores
 
@@ -149,15 +160,20 @@ def main() -> None:
     parser.add_argument("--section", default="Screening: anchors alone")
     args = parser.parse_args()
     if args.anchors:
-        rows = []
+        rows, every = [], {anchor: [] for anchor in args.anchors}
         for name in args.datasets:
             per_seed = [run_named(name, seed, args.anchors) for seed in args.seeds]
             for anchor in args.anchors:
                 values = [scores[anchor][0] for scores in per_seed]
+                every[anchor] += values
                 seconds = np.mean([scores[anchor][1] for scores in per_seed])
                 per = " ".join(f"{v:.3f}" for v in values)
-                rows.append([name, anchor, float(np.mean(values)), per, float(seconds)])
-        headers = ["dataset", "anchor", "R^2 (mean)", "R^2 per seed", "fit s"]
+                shares = [scores[anchor][2] for scores in per_seed]
+                share = "" if None in shares else " ".join(f"{w:g}" for w in shares)
+                rows.append([name, anchor, f"{np.mean(values):.4f}", per, share, float(seconds)])
+        for anchor, values in every.items():
+            rows.append(["every table", anchor, f"{np.mean(values):.4f}", "", "", ""])
+        headers = ["dataset", "anchor", "R^2 (mean)", "R^2 per seed", "GP share per seed", "fit s"]
         body = markdown_table(headers, rows)
         print(body)
         write_section(args.section, "python " + " ".join(sys.argv), body)

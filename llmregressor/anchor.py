@@ -125,7 +125,8 @@ def simplest_within_one_paired_se(scores: np.ndarray) -> int:
     Parameters
     ----------
     scores : ndarray of shape (n_folds, n_candidates)
-        Each candidate's score (higher is better) on each fold, simplest candidate first.
+        Each candidate's score (higher is better) on each fold, simplest candidate first;
+        or on each row, where the rows are the paired units.
 
     Returns
     -------

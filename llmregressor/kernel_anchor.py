@@ -34,14 +34,29 @@ from .anchor import (
     _count,
     _names_from_json,
     _weights,
+    simplest_within_one_paired_se,
 )
 from .features import TEXT_CARDINALITY, _as_float, _as_text, numeric_columns
 
-__all__ = ["GP_WEIGHTS", "GaussianProcessAnchor", "KernelBlendAnchor"]
+__all__ = [
+    "FOLD_KERNELS",
+    "GP_WEIGHTS",
+    "SHARE_RULES",
+    "GaussianProcessAnchor",
+    "KernelBlendAnchor",
+]
 
 # The shares of the Gaussian process that KernelBlendAnchor chooses from: a coarse grid,
 # because a weight tuned finely on a few hundred rows is tuned to their noise.
 GP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+# How KernelBlendAnchor chooses among its shares (``share_rule``): the least cross-validated
+# error, or the smallest share within one paired standard error of it.
+SHARE_RULES = ("least_error", "one_se")
+
+# Whether the cross-validation folds keep the process's kernel fitted on every training row,
+# or fit their own (``fold_kernels``).
+FOLD_KERNELS = ("fixed", "refit")
 
 # Bounds of the kernel's hyperparameters, in standardized units of features and target.
 _LENGTH_SCALE_BOUNDS = (1e-2, 1e3)
@@ -53,6 +68,18 @@ def _default_kernel(n_features: int) -> Kernel:
     return ConstantKernel(1.0) * RBF(
         np.ones(n_features), length_scale_bounds=_LENGTH_SCALE_BOUNDS
     ) + WhiteKernel(0.1, noise_level_bounds=_NOISE_BOUNDS)
+
+
+def _fit_process(features: np.ndarray, target: np.ndarray) -> GaussianProcessRegressor:
+    """Fit the default kernel's hyperparameters and the process on standardized rows."""
+    process = GaussianProcessRegressor(
+        _default_kernel(features.shape[1]), n_restarts_optimizer=0, random_state=0
+    )
+    with warnings.catch_warnings():
+        # A length scale at its upper bound is a feature the process found irrelevant:
+        # what one length scale per feature is for, not a failure to converge.
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        return process.fit(features, target)
 
 
 def _scales(values: np.ndarray) -> np.ndarray:
@@ -149,14 +176,7 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
             self.dual_coef_, self.length_scales_ = np.zeros(len(y)), np.ones(0)
             self.amplitude_ = self.noise_ = 1.0
             return self
-        process = GaussianProcessRegressor(
-            _default_kernel(features.shape[1]), n_restarts_optimizer=0, random_state=0
-        )
-        with warnings.catch_warnings():
-            # A length scale at its upper bound is a feature the process found irrelevant:
-            # what one length scale per feature is for, not a failure to converge.
-            warnings.filterwarnings("ignore", category=ConvergenceWarning)
-            process.fit(features, (y - self.y_mean_) / self.y_scale_)
+        process = _fit_process(features, (y - self.y_mean_) / self.y_scale_)
         self.dual_coef_ = np.asarray(process.alpha_, dtype=np.float64).ravel()
         self.amplitude_ = float(process.kernel_.k1.k1.constant_value)
         length_scales = np.asarray(process.kernel_.k1.k2.length_scale, dtype=np.float64)
@@ -186,12 +206,14 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
             self.length_scales_, "fixed"
         ) + WhiteKernel(self.noise_, "fixed")
 
-    def out_of_fold_predictions(self, y, folds: KFold) -> np.ndarray:
+    def out_of_fold_predictions(self, y, folds: KFold, refit_kernel: bool = False) -> np.ndarray:
         """Predict each training row from a process fitted on the other folds' rows.
 
-        The refits keep this fit's feature encoding and kernel (no optimization), so each
-        costs one Cholesky factorization: cheap enough to weigh the process against
-        another model by cross-validation.
+        The refits keep this fit's feature encoding. With ``refit_kernel=False`` they also
+        keep its kernel, so each costs one Cholesky factorization; but that kernel was fitted
+        on the held-out rows too, which makes the process's cross-validated error
+        optimistic. With ``refit_kernel=True`` each fold fits the kernel's hyperparameters
+        afresh on its own rows, from the same start as :meth:`fit`.
 
         Parameters
         ----------
@@ -199,6 +221,8 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
             The targets this process was fitted on.
         folds : KFold
             How to split the training rows.
+        refit_kernel : bool, default=False
+            Whether each fold fits its own kernel.
 
         Returns
         -------
@@ -209,8 +233,11 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         target = (np.asarray(y, dtype=np.float64) - self.y_mean_) / self.y_scale_
         y_pred = np.empty(len(target))
         for train, test in folds.split(features):
-            process = GaussianProcessRegressor(self.fitted_kernel, optimizer=None)
-            process.fit(features[train], target[train])
+            if refit_kernel:
+                process = _fit_process(features[train], target[train])
+            else:
+                process = GaussianProcessRegressor(self.fitted_kernel, optimizer=None)
+                process.fit(features[train], target[train])
             y_pred[test] = process.predict(features[test])
         return self.y_mean_ + self.y_scale_ * y_pred
 
@@ -336,14 +363,13 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
 
     The anchor of ``anchor="additive_gp"``: ``(1 - w)`` times
     :class:`~llmregressor.anchor.RidgeAnchor` (``ridge``, its readings chosen as it chooses
-    them) plus ``w`` times :class:`GaussianProcessAnchor`, with ``w`` the value of
-    ``gp_weights`` whose blend has the least 5-fold cross-validated squared error on the
-    training rows (``KFold`` shuffled with seed 0; the smallest weight on a tie). The folds
-    refit the ridge with the readings its fit on every row chose, and the process with the
-    kernel and feature encoding its fit on every row found
-    (:meth:`GaussianProcessAnchor.out_of_fold_predictions`), so the choice costs a few
-    ridge fits and Cholesky factorizations. With fewer than ``2 * CHOICE_FOLDS`` rows, or
-    no column the process reads, ``w`` is 0.
+    them) plus ``w`` times :class:`GaussianProcessAnchor`, with ``w`` a value of
+    ``gp_weights`` chosen by ``share_rule`` from its blend's 5-fold cross-validated squared
+    errors on the training rows (``KFold`` shuffled with seed 0). The folds refit the ridge
+    with the readings its fit on every row chose, and the process with the feature encoding
+    its fit on every row found and, by ``fold_kernels``, that fit's kernel or one of their
+    own (:meth:`GaussianProcessAnchor.out_of_fold_predictions`). With fewer than
+    ``2 * CHOICE_FOLDS`` rows, or no column the process reads, ``w`` is 0.
 
     Parameters
     ----------
@@ -352,6 +378,17 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         text_cells="auto")``, the ``"additive"`` anchor without the LM's cell embeddings.
     gp_weights : tuple of float, default=GP_WEIGHTS
         The process's shares to choose from, each in [0, 1].
+    share_rule : {"least_error", "one_se"}, default="least_error"
+        ``"least_error"``: the share of least cross-validated error (the smallest on a
+        tie). ``"one_se"``: the smallest share whose per-row squared errors exceed those of
+        the least-error share by at most one standard error of their mean difference
+        (:func:`~llmregressor.anchor.simplest_within_one_paired_se` over the rows): the
+        process gets a larger share only where it wins clearly.
+    fold_kernels : {"fixed", "refit"}, default="fixed"
+        ``"fixed"``: the folds keep the kernel fitted on every training row (one Cholesky
+        factorization each; the process's error is optimistic, as that kernel saw the
+        held-out rows). ``"refit"``: each fold fits its own kernel (five more marginal
+        likelihood optimizations).
 
     Attributes
     ----------
@@ -370,10 +407,16 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
     """
 
     def __init__(
-        self, ridge: RidgeAnchor | None = None, gp_weights: tuple[float, ...] = GP_WEIGHTS
+        self,
+        ridge: RidgeAnchor | None = None,
+        gp_weights: tuple[float, ...] = GP_WEIGHTS,
+        share_rule: str = "least_error",
+        fold_kernels: str = "fixed",
     ):
         self.ridge = ridge
         self.gp_weights = gp_weights
+        self.share_rule = share_rule
+        self.fold_kernels = fold_kernels
 
     def fit(self, X, y) -> KernelBlendAnchor:
         """Fit both members on every row and choose the process's share by cross-validation.
@@ -392,11 +435,18 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If ``gp_weights`` is empty or holds a share outside [0, 1].
+            If ``gp_weights`` is empty or holds a share outside [0, 1], or ``share_rule``
+            or ``fold_kernels`` is not one of its values.
         """
         weights = np.asarray(self.gp_weights, dtype=np.float64)
         if weights.ndim != 1 or not weights.size or ((weights < 0) | (weights > 1)).any():
             raise ValueError(f"gp_weights must be shares in [0, 1], got {self.gp_weights!r}")
+        if self.share_rule not in SHARE_RULES:
+            raise ValueError(f"share_rule must be one of {SHARE_RULES}, got {self.share_rule!r}")
+        if self.fold_kernels not in FOLD_KERNELS:
+            raise ValueError(
+                f"fold_kernels must be one of {FOLD_KERNELS}, got {self.fold_kernels!r}"
+            )
         valid, y = validate_data(
             self, X, y, dtype=None, ensure_all_finite="allow-nan", y_numeric=True
         )
@@ -421,12 +471,20 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         members = np.column_stack(
             [
                 cross_val_predict(fixed_ridge, X, y, cv=folds),
-                gp.out_of_fold_predictions(y, folds),
+                gp.out_of_fold_predictions(y, folds, self.fold_kernels == "refit"),
             ]
         )
         blends = members[:, [0]] * (1 - weights) + members[:, [1]] * weights
-        self.cv_errors_ = ((blends - y[:, None]) ** 2).mean(axis=0)
-        self.gp_weight_ = float(weights[int(np.argmin(self.cv_errors_))])
+        errors = (blends - y[:, None]) ** 2
+        self.cv_errors_ = errors.mean(axis=0)
+        # Both rules take the smallest share among equals, so they see the shares ascending.
+        order = np.argsort(weights, kind="stable")
+        if self.share_rule == "one_se":
+            # The rows are the paired units of the rule.
+            chosen = order[simplest_within_one_paired_se(-errors[:, order])]
+        else:
+            chosen = order[int(np.argmin(self.cv_errors_[order]))]
+        self.gp_weight_ = float(weights[chosen])
         if self.gp_weight_ > 0:
             self.gp_ = gp
         return self
