@@ -12,10 +12,21 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from llmregressor import LLMRegressor
 from llmregressor.anchor import make_anchor
 from llmregressor.features import TEXT_CARDINALITY
-from llmregressor.kernel_anchor import GaussianProcessAnchor, KernelBlendAnchor
+from llmregressor.kernel_anchor import (
+    SHARE_RULES,
+    GaussianProcessAnchor,
+    KernelBlendAnchor,
+    _default_kernel,
+)
 
 
-@parametrize_with_checks([GaussianProcessAnchor(), KernelBlendAnchor()])
+@parametrize_with_checks(
+    [
+        GaussianProcessAnchor(),
+        KernelBlendAnchor(),
+        KernelBlendAnchor(share_rule="one_se", fold_kernels="refit"),
+    ]
+)
 def test_kernel_anchors_are_scikit_learn_regressors(estimator, check):
     check(estimator)
 
@@ -80,6 +91,56 @@ def test_out_of_fold_predictions_refit_the_fixed_kernel_without_each_fold():
     np.testing.assert_allclose(predictions[test], expected, rtol=1e-10)
     # Out of fold, a row's own target is unseen: the fit on every row is closer to it.
     assert np.mean((predictions - y) ** 2) > np.mean((gp.predict(X) - y) ** 2)
+
+
+def test_out_of_fold_predictions_can_fit_each_folds_own_kernel():
+    X, y = mixed_table(60)
+    gp = GaussianProcessAnchor().fit(X, y)
+    folds = KFold(5, shuffle=True, random_state=0)
+    predictions = gp.out_of_fold_predictions(y, folds, refit_kernel=True)
+    train, test = next(folds.split(X))
+    reference = GaussianProcessRegressor(_default_kernel(5), random_state=0)
+    reference.fit(gp.train_features_[train], (y[train] - gp.y_mean_) / gp.y_scale_)
+    expected = gp.y_mean_ + gp.y_scale_ * reference.predict(gp.train_features_[test])
+    np.testing.assert_allclose(predictions[test], expected, rtol=1e-8)
+    # The held-out rows no longer shape the kernel that predicts them.
+    fixed = gp.out_of_fold_predictions(y, folds)
+    assert not np.allclose(predictions, fixed)
+
+
+def test_the_one_se_share_is_the_smallest_close_to_the_least_error():
+    interaction, product = interaction_table(120)
+    least = KernelBlendAnchor().fit(interaction, product)
+    cautious = KernelBlendAnchor(share_rule="one_se").fit(interaction, product)
+    np.testing.assert_array_equal(cautious.cv_errors_, least.cv_errors_)
+    # A clear win of the process keeps a share; never more than the least-error one.
+    assert 0 < cautious.gp_weight_ <= least.gp_weight_
+    # On noisy rows with a faint interaction the least-error share is often luck: the
+    # one-SE share is never larger, and smaller on most of these tables.
+    shares = []
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        X = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60)})
+        y = 2 * X["a"] + 0.3 * X["a"] * X["b"] + rng.normal(0, 1, 60)
+        shares.append(
+            [KernelBlendAnchor(share_rule=rule).fit(X, y).gp_weight_ for rule in SHARE_RULES]
+        )
+    least_shares, cautious_shares = np.array(shares).T
+    assert (cautious_shares <= least_shares).all()
+    assert (cautious_shares < least_shares).sum() >= 4
+    # Shares given in any order are chosen among as if ascending.
+    shuffled = KernelBlendAnchor(gp_weights=(1, 0.5, 0, 0.75, 0.25), share_rule="one_se")
+    assert shuffled.fit(interaction, product).gp_weight_ == cautious.gp_weight_
+
+
+@pytest.mark.parametrize(
+    "option, match",
+    [({"share_rule": "argmin"}, "share_rule"), ({"fold_kernels": "fresh"}, "fold_kernels")],
+)
+def test_the_blend_refuses_unknown_rules(option, match):
+    X, y = interaction_table(20)
+    with pytest.raises(ValueError, match=match):
+        KernelBlendAnchor(**option).fit(X, y)
 
 
 def test_the_blend_weighs_the_process_by_cross_validation():
