@@ -13,7 +13,6 @@ from llmregressor import LLMRegressor
 from llmregressor.anchor import make_anchor
 from llmregressor.features import TEXT_CARDINALITY
 from llmregressor.kernel_anchor import (
-    SHARE_RULES,
     GaussianProcessAnchor,
     KernelBlendAnchor,
     _default_kernel,
@@ -24,7 +23,7 @@ from llmregressor.kernel_anchor import (
     [
         GaussianProcessAnchor(),
         KernelBlendAnchor(),
-        KernelBlendAnchor(share_rule="one_se", fold_kernels="refit"),
+        KernelBlendAnchor(share_rule="least_error", fold_kernels="refit"),
     ]
 )
 def test_kernel_anchors_are_scikit_learn_regressors(estimator, check):
@@ -110,7 +109,7 @@ def test_out_of_fold_predictions_can_fit_each_folds_own_kernel():
 
 def test_the_one_se_share_is_the_smallest_close_to_the_least_error():
     interaction, product = interaction_table(120)
-    least = KernelBlendAnchor().fit(interaction, product)
+    least = KernelBlendAnchor(share_rule="least_error").fit(interaction, product)
     cautious = KernelBlendAnchor(share_rule="one_se").fit(interaction, product)
     np.testing.assert_array_equal(cautious.cv_errors_, least.cv_errors_)
     # A clear win of the process keeps a share; never more than the least-error one.
@@ -123,7 +122,10 @@ def test_the_one_se_share_is_the_smallest_close_to_the_least_error():
         X = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60)})
         y = 2 * X["a"] + 0.3 * X["a"] * X["b"] + rng.normal(0, 1, 60)
         shares.append(
-            [KernelBlendAnchor(share_rule=rule).fit(X, y).gp_weight_ for rule in SHARE_RULES]
+            [
+                KernelBlendAnchor(share_rule=rule).fit(X, y).gp_weight_
+                for rule in ("least_error", "one_se")
+            ]
         )
     least_shares, cautious_shares = np.array(shares).T
     assert (cautious_shares <= least_shares).all()
@@ -145,7 +147,7 @@ def test_the_blend_refuses_unknown_rules(option, match):
 
 def test_the_blend_weighs_the_process_by_cross_validation():
     X, y = interaction_table(120)
-    blend = KernelBlendAnchor().fit(X, y)
+    blend = KernelBlendAnchor(share_rule="least_error").fit(X, y)
     assert blend.cv_errors_.shape == (5,)
     assert blend.gp_weight_ == pytest.approx((0, 0.25, 0.5, 0.75, 1)[blend.cv_errors_.argmin()])
     # An interaction is the process's: it takes a share and beats the ridge on new rows.
