@@ -21,13 +21,7 @@ from scipy.spatial.distance import cdist
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import (
-    RBF,
-    ConstantKernel,
-    DotProduct,
-    Kernel,
-    WhiteKernel,
-)
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, WhiteKernel
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -46,7 +40,6 @@ from .features import TEXT_CARDINALITY, _as_float, _as_text, numeric_columns
 
 __all__ = [
     "FOLD_KERNELS",
-    "GP_KERNELS",
     "GP_WEIGHTS",
     "SHARE_RULES",
     "GaussianProcessAnchor",
@@ -65,31 +58,22 @@ SHARE_RULES = ("one_se", "least_error")
 # or fit their own (``fold_kernels``).
 FOLD_KERNELS = ("fixed", "refit")
 
-# The process's kernels (``GaussianProcessAnchor(kernel=...)``): an RBF, or an RBF plus a
-# linear part, whose prior holds the straight lines an RBF's functions bend away from.
-GP_KERNELS = ("rbf", "rbf+linear")
-
 # Bounds of the kernel's hyperparameters, in standardized units of features and target.
 _LENGTH_SCALE_BOUNDS = (1e-2, 1e3)
 _NOISE_BOUNDS = (1e-5, 1e1)
 
 
-def _default_kernel(n_features: int, kernel: str = "rbf") -> Kernel:
-    """Return the starting kernel of ``kernel`` (see ``GaussianProcessAnchor``)."""
-    signal = ConstantKernel(1.0) * RBF(
+def _default_kernel(n_features: int) -> Kernel:
+    """Return an amplitude times an RBF of one length scale per feature, plus white noise."""
+    return ConstantKernel(1.0) * RBF(
         np.ones(n_features), length_scale_bounds=_LENGTH_SCALE_BOUNDS
-    )
-    if kernel == "rbf+linear":
-        signal = signal + ConstantKernel(0.1) * DotProduct(1.0, sigma_0_bounds="fixed")
-    return signal + WhiteKernel(0.1, noise_level_bounds=_NOISE_BOUNDS)
+    ) + WhiteKernel(0.1, noise_level_bounds=_NOISE_BOUNDS)
 
 
-def _fit_process(
-    features: np.ndarray, target: np.ndarray, kernel: str = "rbf"
-) -> GaussianProcessRegressor:
-    """Fit the starting kernel's hyperparameters and the process on standardized rows."""
+def _fit_process(features: np.ndarray, target: np.ndarray) -> GaussianProcessRegressor:
+    """Fit the default kernel's hyperparameters and the process on standardized rows."""
     process = GaussianProcessRegressor(
-        _default_kernel(features.shape[1], kernel), n_restarts_optimizer=0, random_state=0
+        _default_kernel(features.shape[1]), n_restarts_optimizer=0, random_state=0
     )
     with warnings.catch_warnings():
         # A length scale at its upper bound is a feature the process found irrelevant:
@@ -111,19 +95,10 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
     and standardized; non-numeric columns with at most
     :data:`~llmregressor.features.TEXT_CARDINALITY` distinct cells are one-hot encoded;
     other columns (free text, identifiers) are not read. The target is standardized. The
-    kernel is an amplitude times an RBF with one length scale per feature (with
-    ``kernel="rbf+linear"``, plus an amplitude times ``1 + x . x'``) plus white noise, its
-    hyperparameters fitted by maximizing the marginal likelihood (scikit-learn's
-    ``GaussianProcessRegressor``, one optimizer start). :meth:`predict` returns the
-    posterior mean, computed from the stored arrays.
-
-    Parameters
-    ----------
-    kernel : {"rbf", "rbf+linear"}, default="rbf"
-        ``"rbf"``: functions that return to the target's mean away from the training
-        rows. ``"rbf+linear"``: their sum with a linear function of the features, so a
-        table that is close to linear costs the process no more than a Bayesian linear
-        regression.
+    kernel is an amplitude times an RBF with one length scale per feature plus white
+    noise, its hyperparameters fitted by maximizing the marginal likelihood
+    (scikit-learn's ``GaussianProcessRegressor``, one optimizer start). :meth:`predict`
+    returns the posterior mean, computed from the stored arrays.
 
     Attributes
     ----------
@@ -152,16 +127,11 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         The RBF's length scales.
     amplitude_ : float
         The RBF's variance, in units of the standardized target.
-    linear_amplitude_ : float
-        The linear part's variance (0 with ``kernel="rbf"``).
     noise_ : float
         The white noise's variance, in the same units.
     y_mean_, y_scale_ : float
         The target's mean and scale.
     """
-
-    def __init__(self, kernel: str = "rbf"):
-        self.kernel = kernel
 
     def fit(self, X, y) -> GaussianProcessAnchor:
         """Fit the features' encoding, then the process on the encoded rows.
@@ -176,14 +146,7 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         Returns
         -------
         self : GaussianProcessAnchor
-
-        Raises
-        ------
-        ValueError
-            If ``kernel`` is not one of :data:`GP_KERNELS`.
         """
-        if self.kernel not in GP_KERNELS:
-            raise ValueError(f"kernel must be one of {GP_KERNELS}, got {self.kernel!r}")
         X, y = validate_data(self, X, y, dtype=None, ensure_all_finite="allow-nan", y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
         is_numeric = numeric_columns(X)
@@ -212,16 +175,12 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
             # No column to read: the process is its prior, the training targets' mean.
             self.dual_coef_, self.length_scales_ = np.zeros(len(y)), np.ones(0)
             self.amplitude_ = self.noise_ = 1.0
-            self.linear_amplitude_ = 0.0
             return self
-        process = _fit_process(features, (y - self.y_mean_) / self.y_scale_, self.kernel)
+        process = _fit_process(features, (y - self.y_mean_) / self.y_scale_)
         self.dual_coef_ = np.asarray(process.alpha_, dtype=np.float64).ravel()
-        signal = process.kernel_.k1
-        rbf, linear = (signal.k1, signal.k2) if self.kernel == "rbf+linear" else (signal, None)
-        self.amplitude_ = float(rbf.k1.constant_value)
-        length_scales = np.asarray(rbf.k2.length_scale, dtype=np.float64)
+        self.amplitude_ = float(process.kernel_.k1.k1.constant_value)
+        length_scales = np.asarray(process.kernel_.k1.k2.length_scale, dtype=np.float64)
         self.length_scales_ = np.broadcast_to(length_scales, (features.shape[1],)).copy()
-        self.linear_amplitude_ = 0.0 if linear is None else float(linear.k1.constant_value)
         self.noise_ = float(process.kernel_.k2.noise_level)
         return self
 
@@ -243,12 +202,9 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
     def fitted_kernel(self) -> Kernel:
         """The fitted kernel, its hyperparameters fixed."""
         check_is_fitted(self)
-        signal = ConstantKernel(self.amplitude_, "fixed") * RBF(self.length_scales_, "fixed")
-        if self.linear_amplitude_ > 0:
-            signal = signal + ConstantKernel(self.linear_amplitude_, "fixed") * DotProduct(
-                1.0, "fixed"
-            )
-        return signal + WhiteKernel(self.noise_, "fixed")
+        return ConstantKernel(self.amplitude_, "fixed") * RBF(
+            self.length_scales_, "fixed"
+        ) + WhiteKernel(self.noise_, "fixed")
 
     def out_of_fold_predictions(self, y, folds: KFold, refit_kernel: bool = False) -> np.ndarray:
         """Predict each training row from a process fitted on the other folds' rows.
@@ -278,7 +234,7 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         y_pred = np.empty(len(target))
         for train, test in folds.split(features):
             if refit_kernel:
-                process = _fit_process(features[train], target[train], self.kernel)
+                process = _fit_process(features[train], target[train])
             else:
                 process = GaussianProcessRegressor(self.fitted_kernel, optimizer=None)
                 process.fit(features[train], target[train])
@@ -299,15 +255,12 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=None, ensure_all_finite="allow-nan", reset=False)
-        features = self._features(X)
         distances = cdist(
-            features / self.length_scales_,
+            self._features(X) / self.length_scales_,
             self.train_features_ / self.length_scales_,
             "sqeuclidean",
         )
         kernel = self.amplitude_ * np.exp(-0.5 * distances)
-        if self.linear_amplitude_ > 0:
-            kernel += self.linear_amplitude_ * (1.0 + features @ self.train_features_.T)
         return self.y_mean_ + self.y_scale_ * (kernel @ self.dual_coef_)
 
     def to_json(self) -> dict:
@@ -332,9 +285,7 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
             "train_features": self.train_features_.tolist(),
             "dual_coef": self.dual_coef_.tolist(),
             "length_scales": self.length_scales_.tolist(),
-            "kernel": self.kernel,
             "amplitude": self.amplitude_,
-            "linear_amplitude": self.linear_amplitude_,
             "noise": self.noise_,
             "y_mean": self.y_mean_,
             "y_scale": self.y_scale_,
@@ -362,9 +313,8 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         ValueError
             If ``state`` is incomplete or inconsistent, or holds a non-finite number.
         """
+        anchor = cls()
         try:
-            # A state written before the linear part existed holds an RBF.
-            anchor = cls(kernel=state.get("kernel", "rbf"))
             anchor.n_features_in_ = _count(state["n_features_in"])
             _names_from_json(anchor, state)
             anchor.numeric_columns_ = _columns(state["numeric_columns"], anchor.n_features_in_)
@@ -384,7 +334,6 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
             anchor.train_features_ = np.asarray(state["train_features"], dtype=np.float64)
             for name in ("amplitude", "noise", "y_mean", "y_scale"):
                 setattr(anchor, f"{name}_", float(_weights([state[name]])[0]))
-            anchor.linear_amplitude_ = float(_weights([state.get("linear_amplitude", 0.0)])[0])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"incomplete GaussianProcessAnchor state: {err!r}") from err
         n_numeric, n_flags = anchor.numeric_columns_.size, anchor.flagged_columns_.size
@@ -400,9 +349,6 @@ class GaussianProcessAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
             and (anchor.flag_scales_ > 0).all()
             and (anchor.length_scales_ > 0).all()
             and anchor.y_scale_ > 0
-            and anchor.kernel in GP_KERNELS
-            and anchor.linear_amplitude_ >= 0
-            and (anchor.linear_amplitude_ == 0 or anchor.kernel == "rbf+linear")
         )
         if not consistent:
             raise ValueError(
@@ -444,8 +390,6 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         factorization each; the process's error is optimistic, as that kernel saw the
         held-out rows). ``"refit"``: each fold fits its own kernel (five more marginal
         likelihood optimizations).
-    gp_kernel : {"rbf", "rbf+linear"}, default="rbf"
-        The process's ``kernel`` (:class:`GaussianProcessAnchor`).
 
     Attributes
     ----------
@@ -469,13 +413,11 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         gp_weights: tuple[float, ...] = GP_WEIGHTS,
         share_rule: str = "one_se",
         fold_kernels: str = "fixed",
-        gp_kernel: str = "rbf",
     ):
         self.ridge = ridge
         self.gp_weights = gp_weights
         self.share_rule = share_rule
         self.fold_kernels = fold_kernels
-        self.gp_kernel = gp_kernel
 
     def fit(self, X, y) -> KernelBlendAnchor:
         """Fit both members on every row and choose the process's share by cross-validation.
@@ -494,16 +436,14 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If ``gp_weights`` is empty or holds a share outside [0, 1], or ``share_rule``,
-            ``fold_kernels`` or ``gp_kernel`` is not one of its values.
+            If ``gp_weights`` is empty or holds a share outside [0, 1], or ``share_rule``
+            or ``fold_kernels`` is not one of its values.
         """
         weights = np.asarray(self.gp_weights, dtype=np.float64)
         if weights.ndim != 1 or not weights.size or ((weights < 0) | (weights > 1)).any():
             raise ValueError(f"gp_weights must be shares in [0, 1], got {self.gp_weights!r}")
         if self.share_rule not in SHARE_RULES:
             raise ValueError(f"share_rule must be one of {SHARE_RULES}, got {self.share_rule!r}")
-        if self.gp_kernel not in GP_KERNELS:
-            raise ValueError(f"gp_kernel must be one of {GP_KERNELS}, got {self.gp_kernel!r}")
         if self.fold_kernels not in FOLD_KERNELS:
             raise ValueError(
                 f"fold_kernels must be one of {FOLD_KERNELS}, got {self.fold_kernels!r}"
@@ -520,7 +460,7 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         self.gp_, self.gp_weight_, self.cv_errors_ = None, 0.0, np.empty(0)
         if len(y) < MIN_ROWS_TO_CHOOSE:
             return self
-        gp = GaussianProcessAnchor(kernel=self.gp_kernel).fit(X, y)
+        gp = GaussianProcessAnchor().fit(X, y)
         if gp.train_features_.shape[1] == 0:
             return self
         fixed_ridge = clone(self.ridge_).set_params(
