@@ -43,13 +43,16 @@ HEADLINE_SECTIONS = frozenset(
 )
 
 
-def machine() -> str:
+def machine(threads: str | None = None) -> str:
     """The machine a section was measured on: its CPU, and its GPU where it has one.
 
     Both where there is a GPU: some scripts compute on the CPU whatever the machine
     (``trl_speed.py``, ``precision_speed.py``), and each section says where it computed.
+    ``threads`` replaces this process's thread count where the table was measured by
+    other runs (a table rebuilt from records).
     """
-    cpu = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    threads = threads or f"{torch.get_num_threads()} threads"
+    cpu = f"CPU {platform.processor() or platform.machine()}, {threads}"
     if torch.cuda.is_available():
         return f"{cpu}, GPU {torch.cuda.get_device_name()}"
     return cpu
@@ -70,14 +73,17 @@ def report_for(name: str) -> Path:
     return REPORT if name in HEADLINE_SECTIONS else LOG
 
 
-def write_section(name: str, command: str, body: str) -> None:
-    """Replace section ``name`` of its page in place, or append it when the page lacks it."""
+def write_section(name: str, command: str, body: str, threads: str | None = None) -> None:
+    """Replace section ``name`` of its page in place, or append it when the page lacks it.
+
+    ``threads``: what the header says of the threads, where not this process's count.
+    """
     command = re.sub(r"^python (\S*/)?(\w+\.py)", r"python benchmarks/\2", command)
     report = report_for(name)
     header = HEADER if report == REPORT else LOG_HEADER
     text = report.read_text() if report.exists() else header
     section = (
-        f"<!-- {name}:start -->\n## {name}\n\n`{command}` on {date.today()}, {machine()}, "
+        f"<!-- {name}:start -->\n## {name}\n\n`{command}` on {date.today()}, {machine(threads)}, "
         f"torch {torch.__version__}.\n\n{body.strip()}\n<!-- {name}:end -->\n"
     )
     pattern = re.compile(
