@@ -119,7 +119,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     default: ``anchor="additive_gp"`` (a ridge regression over splines of the numeric
     columns and the words, cells and base-LM embeddings of the others, each reading
     kept only where cross-validation supports it, blended with a Gaussian process over
-    the numeric and categorical columns by the share cross-validation prefers; see
+    the numeric and categorical columns, the process's share the smallest within one
+    standard error of the best in cross-validation; see
     :mod:`llmregressor.kernel_anchor`), a residual decoded after SFT alone
     (``rl_algorithm=None``), and ``residual_scale="auto"``, which keeps only the share
     of the decoded correction that held-out rows support; SFT stops early once that
