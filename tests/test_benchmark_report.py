@@ -65,3 +65,12 @@ def test_appended_records_are_read_back_the_newest_per_key(report, tmp_path):
     report.append_records(path, [{"seed": 0, "r2": 0.3}])
     records = sorted(report.newest_records(path, ("seed",)), key=lambda r: r["seed"])
     assert records == [{"seed": 0, "r2": 0.3}, {"seed": 1, "r2": 0.2}]
+
+
+def test_a_table_rebuilt_from_records_says_whose_threads_it_holds(report, monkeypatch):
+    monkeypatch.setattr(report.torch, "get_num_threads", lambda: 7)
+    report.write_section("Cost vs rows", "python scaling_rows.py", "measured here")
+    assert ", 7 threads, torch" in report.REPORT.read_text()
+    report.write_section("Cost vs rows", "python scaling_rows.py --report", "t", "threads: below")
+    page = report.REPORT.read_text()
+    assert ", threads: below, torch" in page and "7 threads" not in page
