@@ -29,7 +29,11 @@ on a group-relative policy gradient:
   layers computed in every step, as for prompts seen for the first time).
 
 The first step of each side is a warm-up; the table gives the mean of the others: seconds a
-step, completions a second, and for TRL the share of completions that held a number.
+step, completions a second, and for TRL the share of completions that held a number. For
+this engine one more step is counted by ``torch.utils.flop_counter`` and set against this
+machine's bfloat16 matmul peak, measured in the same run (``step_profile.matmul_peak``):
+the seconds the step would take if every FLOP ran at that peak, a bound on what any
+implementation of the same arithmetic reaches here.
 """
 
 import argparse
@@ -43,6 +47,7 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig
 from sklearn.datasets import load_diabetes
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
@@ -57,6 +62,7 @@ from llmregressor.codecs import NormalizedCodec
 from llmregressor.decoding import NumberPolicy
 from llmregressor.rl import grpo_advantages, make_reward
 from llmregressor.serialize import RowSerializer
+from step_profile import matmul_peak
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -154,8 +160,8 @@ def trl_steps(model_name: str, prompts: list[str], y: np.ndarray, args) -> tuple
 
 def engine_steps(
     model_name: str, prompts: list[str], y: np.ndarray, args, cache_prompts: bool
-) -> list[float]:
-    """Seconds of each GRPO step of this engine on the same prompts and work.
+) -> tuple[list[float], float]:
+    """Seconds of each GRPO step of this engine on the same prompts and work, and its FLOPs.
 
     With ``cache_prompts`` every step runs inside one ``caching_prompts`` block, so the
     frozen layers' results of the warm-up step serve the later ones.
@@ -179,15 +185,17 @@ def engine_steps(
         return _timed_steps(backbone, codec, prompts, y, args)
 
 
-def _timed_steps(backbone, codec, prompts: list[str], y: np.ndarray, args) -> list[float]:
-    """Seconds of each GRPO step: decode, reward, advantages, scores, optimizer step."""
+def _timed_steps(
+    backbone, codec, prompts: list[str], y: np.ndarray, args
+) -> tuple[list[float], float]:
+    """Seconds of each of ``args.steps`` GRPO steps, then the FLOPs of one more."""
     policy = NumberPolicy(backbone, codec.allowed_mask())
     optimizer = torch.optim.AdamW(backbone.trainable_parameters(), lr=1e-4)
     batch = backbone.collate(backbone.tokenize(prompts))
     reward_fn = make_reward("squared", codec)
-    seconds = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
+
+    def step() -> None:
+        """Decode, reward, credit, score with gradients, take the optimizer step."""
         uniforms = torch.rand(len(prompts), args.generations, codec.length, dtype=torch.float64)
         with torch.no_grad():
             rollout = policy.decode(batch, uniforms)
@@ -198,8 +206,15 @@ def _timed_steps(backbone, codec, prompts: list[str], y: np.ndarray, args) -> li
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+    seconds = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
         seconds.append(time.perf_counter() - start)
-    return seconds
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return seconds, counter.get_total_flops()
 
 
 def main() -> None:
@@ -224,6 +239,7 @@ def main() -> None:
         print("this engine", "cached" if cache_prompts else "", ours[cache_prompts], flush=True)
     theirs, numeric_share = trl_steps(args.model, prompts, y, args)
     print("TRL", theirs, numeric_share, flush=True)
+    peak = matmul_peak(torch.bfloat16)
     completions = args.prompts * args.generations
     theirs_s = float(np.mean(theirs[1:]))
     rows = [
@@ -233,13 +249,17 @@ def main() -> None:
             round(completions / theirs_s, 2),
             "",
             f"{numeric_share:.0%}",
+            "",
+            "",
+            "",
         ]
     ]
-    for cache_prompts, seconds in ours.items():
+    for cache_prompts, (seconds, flops) in ours.items():
         name = "this engine (GRPO step)"
         if args.lora_layers is not None:
             name += ", frozen layers " + ("cached" if cache_prompts else "computed each step")
         ours_s = float(np.mean(seconds[1:]))
+        at_peak = flops / peak
         rows.append(
             [
                 name,
@@ -247,6 +267,9 @@ def main() -> None:
                 round(completions / ours_s, 2),
                 f"{theirs_s / ours_s:.1f}x",
                 "100%",
+                f"{flops / 1e9:.1f}",
+                round(at_peak, 2),
+                f"{theirs_s / at_peak:.1f}x",
             ]
         )
     adapters = (
@@ -257,9 +280,21 @@ def main() -> None:
     body = (
         f"{args.prompts} diabetes prompts x {args.generations} completions a step, model "
         f"{args.model}, LoRA r=8 on {adapters}, bfloat16 autocast on the CPU, mean of "
-        f"{args.steps - 1} steps after a warm-up, all in this process.\n\n"
+        f"{args.steps - 1} steps after a warm-up, all in this process. This run's bfloat16 "
+        f'matmul peak (2048^3, best of 5): {peak / 1e9:.0f} GFLOP/s; "at the peak" is a '
+        "step's counted FLOPs at that rate.\n\n"
         + markdown_table(
-            ["implementation", "s / step", "completions / s", "throughput / TRL's", "numbers"], rows
+            [
+                "implementation",
+                "s / step",
+                "completions / s",
+                "throughput / TRL's",
+                "numbers",
+                "GFLOP / step",
+                "s / step at the peak",
+                "throughput / TRL's at the peak",
+            ],
+            rows,
         )
     )
     print(body)
