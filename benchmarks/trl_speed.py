@@ -39,6 +39,7 @@ implementation of the same arithmetic reaches here.
 import argparse
 import contextlib
 import re
+import shlex
 import sys
 import time
 
@@ -298,7 +299,7 @@ def main() -> None:
         )
     )
     print(body)
-    write_section(args.section, "python " + " ".join(sys.argv), body)
+    write_section(args.section, "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":
