@@ -44,6 +44,7 @@ from ._cache_name import cache_argument, output_cache
 from .backbone_protocol import EncodedRows, check_trainable_state, register_backbone
 from .codecs import NumberCodec
 from .frozen_prefix import FrozenPrefix, supports_split
+from .numeric_encoder import NumericEncoder, NumericScaler
 from .serialize import RowSerializer
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ __all__ = [
     "resolve_model_source",
     "symbol_token_ids",
 ]
+
+
+# Where the numeric encoder's weights sit among a backbone's trainable weights.
+ENCODER_PREFIX = "numeric_encoder."
 
 
 @dataclass(frozen=True)
@@ -524,6 +529,12 @@ class LanguageModelBackbone:
         transformers' attention kernels for passes with and without gradients
         (:func:`resolve_attn_implementation`), switched at each pass; None computes every
         pass with the kernel ``causal_lm`` was loaded with.
+    numeric_scaler : NumericScaler, optional
+        With ``soft_prompt_tokens``: the fitted scaling of the rows' numeric cells.
+    soft_prompt_tokens : int, default=0
+        Vectors a fresh :class:`~llmregressor.numeric_encoder.NumericEncoder` writes from
+        each row's numbers after its prompt (0: none). Rows then come out of
+        :meth:`encode_rows` as (token ids, scaled numbers) pairs.
     """
 
     def __init__(
@@ -537,8 +548,13 @@ class LanguageModelBackbone:
         serializer: RowSerializer | None = None,
         frozen_layers: int = 0,
         attention: tuple[str, str] | None = None,
+        numeric_scaler: NumericScaler | None = None,
+        soft_prompt_tokens: int = 0,
     ) -> None:
+        if soft_prompt_tokens and numeric_scaler is None:
+            raise ValueError("soft_prompt_tokens needs a numeric_scaler")
         self.serializer = serializer
+        self.numeric_scaler = numeric_scaler if soft_prompt_tokens else None
         self.attention = attention
         self.tokenizer = tokenizer
         self.compute_dtype = compute_dtype
@@ -560,6 +576,14 @@ class LanguageModelBackbone:
             if frozen_layers > 0 and supports_split(self._decoder)
             else None
         )
+        self._input_embeddings = inner.get_input_embeddings()
+        self.numeric_encoder = (
+            NumericEncoder(
+                numeric_scaler.n_inputs, soft_prompt_tokens, self._input_embeddings.weight
+            ).to(device)
+            if soft_prompt_tokens
+            else None
+        )
 
     def caching_prompts(self) -> AbstractContextManager:
         """Keep each prompt's frozen-layer results for reuse within the block.
@@ -575,22 +599,41 @@ class LanguageModelBackbone:
         return self._output_embeddings.weight[self.symbol_ids]
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        """Return the adapter parameters (the base stays frozen)."""
-        return [p for p in self.model.parameters() if p.requires_grad]
+        """Return the adapter and numeric-encoder parameters (the base stays frozen)."""
+        adapters = [p for p in self.model.parameters() if p.requires_grad]
+        encoder = self.numeric_encoder
+        return adapters + ([] if encoder is None else list(encoder.parameters()))
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        """Return the adapters' weights, then the numeric encoder's (:data:`ENCODER_PREFIX`)."""
+        state = dict(get_peft_model_state_dict(self.model))
+        if self.numeric_encoder is not None:
+            for name, tensor in self.numeric_encoder.state_dict().items():
+                state[ENCODER_PREFIX + name] = tensor
+        return state
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
-        """Copy of the adapter weights on CPU."""
-        state = get_peft_model_state_dict(self.model)
-        return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+        """Copy of the trainable weights (adapters and numeric encoder) on CPU."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self._trainable_state().items()}
 
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load adapter weights saved by :meth:`adapter_state` (all of them, same shapes)."""
-        check_trainable_state(get_peft_model_state_dict(self.model), state)
-        set_peft_model_state_dict(self.model, state)
+        """Load weights saved by :meth:`adapter_state` (all of them, same shapes)."""
+        check_trainable_state(self._trainable_state(), state)
+        adapters = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX)}
+        set_peft_model_state_dict(self.model, adapters)
+        if self.numeric_encoder is not None:
+            encoder = {
+                k.removeprefix(ENCODER_PREFIX): v
+                for k, v in state.items()
+                if k.startswith(ENCODER_PREFIX)
+            }
+            self.numeric_encoder.load_state_dict(encoder)
 
     def train(self, mode: bool = True) -> None:
         """Switch dropout on (training) or off (decoding)."""
         self.model.train(mode)
+        if self.numeric_encoder is not None:
+            self.numeric_encoder.train(mode)
 
     def tokenize(self, prompts: list[str]) -> list[list[int]]:
         """Token ids of each prompt (no special tokens: the template is the whole prompt)."""
@@ -607,26 +650,49 @@ class LanguageModelBackbone:
         Returns
         -------
         encoded : EncodedRows
-            Token ids per row.
+            Token ids per row; with a numeric encoder, (token ids, scaled numbers) pairs.
         """
         if self.serializer is None:
             raise ValueError("this backbone was built without a RowSerializer")
         prompts = self.serializer(X)
         keys = np.array([zlib.crc32(p.encode("utf-8")) for p in prompts], dtype=np.uint32)
-        return EncodedRows(self.tokenize(prompts), keys)
+        token_ids = self.tokenize(prompts)
+        if self.numeric_scaler is None:
+            return EncodedRows(token_ids, keys)
+        numbers = self.numeric_scaler.transform(X)
+        # The prompt writes each number with significant_digits digits; the key must tell
+        # apart rows that differ only beyond them, as their soft prompts do.
+        keys = np.array(
+            [zlib.crc32(row.tobytes(), int(key)) for row, key in zip(numbers, keys, strict=True)],
+            dtype=np.uint32,
+        )
+        return EncodedRows(list(zip(token_ids, numbers, strict=True)), keys)
 
-    def collate(self, token_ids: Sequence[list[int]]) -> dict[str, torch.Tensor]:
-        """Left-pad prompts so every row's answer starts at the same column."""
+    def collate(self, items: Sequence[object]) -> dict[str, torch.Tensor]:
+        """Left-pad prompts so every row's answer starts at the same column.
+
+        ``items`` are token-id lists, or with a numeric encoder the pairs
+        :meth:`encode_rows` makes, whose numbers become the batch's ``"numbers"``.
+        """
+        numbers = None
+        if self.numeric_encoder is not None:
+            token_ids = [ids for ids, _ in items]
+            numbers = torch.from_numpy(np.stack([row for _, row in items])).to(self.device)
+        else:
+            token_ids = items
         width = max(len(ids) for ids in token_ids)
         input_ids = torch.full((len(token_ids), width), self._pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
         for row, ids in enumerate(token_ids):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids) :] = 1
-        return {
+        batch = {
             "input_ids": input_ids.to(self.device),
             "attention_mask": attention_mask.to(self.device),
         }
+        if numbers is not None:
+            batch["numbers"] = numbers
+        return batch
 
     @contextmanager
     def gradient_checkpointing(self, enabled: bool = True) -> Iterator[None]:
@@ -701,6 +767,9 @@ class LanguageModelBackbone:
                 )
             cache, last_hidden_state = output_cache(out), out.last_hidden_state
         state = DecodeState(cache, mask, position_ids[:, -1] + 1)
+        if self.numeric_encoder is not None:
+            soft = self.numeric_encoder(batch["numbers"])
+            last_hidden_state = self._feed(state, inputs_embeds=soft)
         return state, last_hidden_state[:, -1].float()
 
     def encode_sequences(
@@ -726,12 +795,19 @@ class LanguageModelBackbone:
             Hidden states at the last prompt token and at each given token.
         """
         token_ids = self.symbol_ids[symbols]
-        mask = batch["attention_mask"].repeat_interleave(repeats, dim=0)
-        mask = torch.cat([mask, mask.new_ones(token_ids.shape)], dim=1)
         input_ids = batch["input_ids"].repeat_interleave(repeats, dim=0)
+        if self.numeric_encoder is None:
+            inputs = {"input_ids": torch.cat([input_ids, token_ids], dim=1)}
+        else:
+            soft = self.numeric_encoder(batch["numbers"]).repeat_interleave(repeats, dim=0)
+            embed = self._input_embeddings
+            inputs = {"inputs_embeds": torch.cat([embed(input_ids), soft, embed(token_ids)], 1)}
+        added = next(iter(inputs.values())).shape[1] - input_ids.shape[1]
+        mask = batch["attention_mask"].repeat_interleave(repeats, dim=0)
+        mask = torch.cat([mask, mask.new_ones((len(mask), added))], dim=1)
         with self._computing():
             out = self._decoder(
-                input_ids=torch.cat([input_ids, token_ids], dim=1),
+                **inputs,
                 attention_mask=mask,
                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                 use_cache=False,
@@ -759,24 +835,31 @@ class LanguageModelBackbone:
         -------
         hidden : Tensor of shape (batch, steps, hidden)
         """
-        token_ids = self.symbol_ids[symbols]
-        steps = token_ids.shape[1]
+        return self._feed(state, input_ids=self.symbol_ids[symbols]).float()
+
+    def _feed(self, state: DecodeState, **inputs: torch.Tensor) -> torch.Tensor:
+        """Run the tokens after the cached ones; return the last layer's hidden states at them.
+
+        ``inputs`` is one of ``input_ids`` (batch, steps) or ``inputs_embeds`` (batch,
+        steps, width).
+        """
+        (given,) = inputs.values()
+        rows, steps = given.shape[:2]
         offsets = torch.arange(steps, device=self.device)
         position_ids = state.next_position[:, None] + offsets
         state.attention_mask = torch.cat(
-            [state.attention_mask, state.attention_mask.new_ones((token_ids.shape[0], steps))],
-            dim=1,
+            [state.attention_mask, state.attention_mask.new_ones((rows, steps))], dim=1
         )
         with self._computing():
             out = self._decoder(
-                input_ids=token_ids,
+                **inputs,
                 attention_mask=state.attention_mask,
                 position_ids=position_ids,
                 use_cache=True,
                 **cache_argument(state.cache),
             )
         state.next_position = state.next_position + steps
-        return out.last_hidden_state.float()
+        return out.last_hidden_state
 
 
 def fingerprint(causal_lm: torch.nn.Module) -> str:
@@ -921,6 +1004,11 @@ class LanguageModelSpec:
     attn_implementation : {"auto", "eager", "sdpa"}, default="sdpa"
         The attention kernel (:func:`resolve_attn_implementation`); folders saved before
         the choice existed computed with ``"sdpa"`` and keep it.
+    soft_prompt_tokens : int, default=0
+        Soft-prompt vectors written from each row's numbers
+        (:mod:`~llmregressor.numeric_encoder`); 0 writes none.
+    numeric_scaler : NumericScaler, optional
+        The scaling of the training rows' numeric cells, when ``soft_prompt_tokens`` > 0.
     """
 
     model: str
@@ -931,6 +1019,8 @@ class LanguageModelSpec:
     base_fingerprint: str | None = None
     lora_layers: int | str | None = None
     attn_implementation: str = "sdpa"
+    soft_prompt_tokens: int = 0
+    numeric_scaler: NumericScaler | None = None
     savable: ClassVar[bool] = True
 
     @classmethod
@@ -967,6 +1057,7 @@ class LanguageModelSpec:
         if lora_layers == "auto" and params["anchor"] is None:
             # Predicting alone, the LM learned much less with only its top layers adapted.
             lora_layers = None
+        soft_prompt_tokens = params["soft_prompt_tokens"]
         return cls(
             params["model"],
             lora,
@@ -975,6 +1066,9 @@ class LanguageModelSpec:
             serializer,
             lora_layers=lora_layers,
             attn_implementation=params["attn_implementation"],
+            soft_prompt_tokens=soft_prompt_tokens,
+            # X holds the anchor's estimate as its last column: the encoder reads it too.
+            numeric_scaler=NumericScaler.fit(X) if soft_prompt_tokens else None,
         )
 
     def fitted_attributes(self) -> dict[str, object]:
@@ -983,6 +1077,7 @@ class LanguageModelSpec:
 
     def to_config(self) -> dict:
         """Everything but the adapters and the serializer, as JSON."""
+        scaler = self.numeric_scaler
         return {
             "model": self.model,
             "lora": self.lora,
@@ -991,11 +1086,14 @@ class LanguageModelSpec:
             "base_fingerprint": self.base_fingerprint,
             "lora_layers": self.lora_layers,
             "attn_implementation": self.attn_implementation,
+            "soft_prompt_tokens": self.soft_prompt_tokens,
+            "numeric_scaler": None if scaler is None else scaler.to_json(),
         }
 
     @classmethod
     def from_config(cls, config: Mapping, serializer: RowSerializer) -> LanguageModelSpec:
         """Rebuild the recipe from :meth:`to_config` and the saved serializer."""
+        scaler = config.get("numeric_scaler")
         return cls(
             config["model"],
             config["lora"],
@@ -1006,6 +1104,9 @@ class LanguageModelSpec:
             # Folders written before lora_layers existed adapted every layer.
             config.get("lora_layers"),
             config.get("attn_implementation", "sdpa"),
+            # Folders written before the numeric encoder existed have none.
+            config.get("soft_prompt_tokens", 0),
+            None if scaler is None else NumericScaler.from_json(scaler),
         )
 
     def build(self, device: torch.device) -> LanguageModelBackbone:
@@ -1068,4 +1169,6 @@ class LanguageModelSpec:
             self.serializer,
             frozen_layers=n_layers - adapted,
             attention=attention if attention[0] != attention[1] else None,
+            numeric_scaler=self.numeric_scaler,
+            soft_prompt_tokens=self.soft_prompt_tokens,
         )

@@ -251,6 +251,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         lora_dropout: float = 0.0,
         lora_target_modules: str | Sequence[str] = "all-linear",
         lora_layers: int | str | None = "auto",
+        soft_prompt_tokens: int = 0,
         mlp_hidden: Sequence[int] = (1024, 1024, 1024),
         d_model: int = 256,
         decoder_layers: int = 3,
@@ -312,6 +313,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.lora_dropout = lora_dropout
         self.lora_target_modules = lora_target_modules
         self.lora_layers = lora_layers
+        self.soft_prompt_tokens = soft_prompt_tokens
         self.mlp_hidden = mlp_hidden
         self.d_model = d_model
         self.decoder_layers = decoder_layers

@@ -463,6 +463,21 @@ PARAMETERS: tuple[Param, ...] = (
         """,
     ),
     Param(
+        "soft_prompt_tokens",
+        "LoRA",
+        "int",
+        int_in(0),
+        """
+        Vectors a small network writes into each prompt from the row's numeric cells
+        (0: none). The cells (the anchor's estimate among them), standardized with the
+        training statistics, enter an MLP whose output is ``soft_prompt_tokens`` input
+        embeddings of the language model, placed after the prompt's text and before the
+        number and trained with the adapters (:mod:`llmregressor.numeric_encoder`):
+        numbers then reach the model as magnitudes as well as digit strings. The
+        ``"mlp-decoder"`` backbone, which reads only such features, ignores it.
+        """,
+    ),
+    Param(
         "mlp_hidden",
         "From-scratch backbone",
         "tuple of int",

@@ -496,6 +496,8 @@ def test_bad_training_data(tiny_model_dir, X, y, error, match):
         ("lora_target_modules", 3, TypeError, "lora_target_modules"),
         ("lora_layers", 0, ValueError, "lora_layers"),
         ("lora_layers", "top", TypeError, "lora_layers"),
+        ("soft_prompt_tokens", -1, ValueError, "soft_prompt_tokens"),
+        ("soft_prompt_tokens", 1.5, TypeError, "soft_prompt_tokens"),
         ("device", "tpu", ValueError, "device"),
         ("reward_on", "median", ValueError, "reward_on"),
         ("model", "no-such/model-anywhere", ValueError, "Could not load the model"),
