@@ -101,7 +101,7 @@ def reference_epoch_s(reg: LLMRegressor, X_tr) -> float:
     autocast = compute_autocast(device, resolve_compute_dtype(reg.dtype, device))
     start = clock(device)
     for first in range(0, len(token_ids), BATCH):
-        batch = backbone.collate(token_ids[first : first + BATCH])
+        batch = backbone.pad_prompts(token_ids[first : first + BATCH])
         mask = batch["attention_mask"]
         embeddings = embed(batch["input_ids"]).detach().requires_grad_(True)
         with autocast:

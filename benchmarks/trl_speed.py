@@ -192,7 +192,7 @@ def _timed_steps(
     """Seconds of each of ``args.steps`` GRPO steps, then the FLOPs of one more."""
     policy = NumberPolicy(backbone, codec.allowed_mask())
     optimizer = torch.optim.AdamW(backbone.trainable_parameters(), lr=1e-4)
-    batch = backbone.collate(backbone.tokenize(prompts))
+    batch = backbone.pad_prompts(backbone.tokenize(prompts))
     reward_fn = make_reward("squared", codec)
 
     def step() -> None:

@@ -669,30 +669,30 @@ class LanguageModelBackbone:
         return EncodedRows(list(zip(token_ids, numbers, strict=True)), keys)
 
     def collate(self, items: Sequence[object]) -> dict[str, torch.Tensor]:
-        """Left-pad prompts so every row's answer starts at the same column.
+        """Batch rows that :meth:`encode_rows` encoded.
 
-        ``items`` are token-id lists, or with a numeric encoder the pairs
-        :meth:`encode_rows` makes, whose numbers become the batch's ``"numbers"``.
+        ``items`` are token-id lists (:meth:`pad_prompts` pads them), or with a numeric
+        encoder (token ids, scaled numbers) pairs, whose numbers become the batch's
+        ``"numbers"``.
         """
-        numbers = None
-        if self.numeric_encoder is not None:
-            token_ids = [ids for ids, _ in items]
-            numbers = torch.from_numpy(np.stack([row for _, row in items])).to(self.device)
-        else:
-            token_ids = items
+        if self.numeric_encoder is None:
+            return self.pad_prompts(items)
+        batch = self.pad_prompts([ids for ids, _ in items])
+        batch["numbers"] = torch.from_numpy(np.stack([row for _, row in items])).to(self.device)
+        return batch
+
+    def pad_prompts(self, token_ids: Sequence[list[int]]) -> dict[str, torch.Tensor]:
+        """Left-pad prompts so every row's answer starts at the same column."""
         width = max(len(ids) for ids in token_ids)
         input_ids = torch.full((len(token_ids), width), self._pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
         for row, ids in enumerate(token_ids):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids) :] = 1
-        batch = {
+        return {
             "input_ids": input_ids.to(self.device),
             "attention_mask": attention_mask.to(self.device),
         }
-        if numbers is not None:
-            batch["numbers"] = numbers
-        return batch
 
     @contextmanager
     def gradient_checkpointing(self, enabled: bool = True) -> Iterator[None]:

@@ -186,3 +186,16 @@ def test_the_mlp_decoder_ignores_soft_prompt_tokens(houses):
         model="mlp-decoder", anchor=None, soft_prompt_tokens=3, sft_epochs=1, random_state=0
     ).fit(X, y)
     assert reg.predict(X).shape == (30,)
+
+
+def test_prompts_alone_are_padded_as_the_rows_they_come_from(four_layer_model, houses):
+    X, _ = rows(houses, 5)
+    backbone, _ = build(four_layer_model, X)
+    items = backbone.encode_rows(X).items
+    batch = backbone.collate(items)
+    padded = backbone.pad_prompts([ids for ids, _ in items])
+    assert set(padded) == {"input_ids", "attention_mask"}
+    torch.testing.assert_close(padded["input_ids"], batch["input_ids"])
+    torch.testing.assert_close(
+        batch["numbers"], torch.from_numpy(backbone.numeric_scaler.transform(X))
+    )
