@@ -7,6 +7,7 @@ every other section goes to docs/experiment_log.md, the screening history.
 import json
 import platform
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -99,7 +100,7 @@ def publish(name: str, body: str, print_only: bool) -> None:
     if print_only:
         print(body)
         return
-    write_section(name, "python " + " ".join(sys.argv), body)
+    write_section(name, "python " + shlex.join(sys.argv), body)
 
 
 def append_records(path: Path, records: list[dict]) -> None:

@@ -28,6 +28,7 @@ rebuilds the tables. The section goes to docs/experiment_log.md, named after the
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -291,7 +292,7 @@ def main() -> None:
             paired,
         )
     )
-    write_section(section_name(args), "python " + " ".join(sys.argv), body)
+    write_section(section_name(args), "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

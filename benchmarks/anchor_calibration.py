@@ -22,6 +22,7 @@ Coverage, mean width and pinball loss of each; records append to
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def main() -> None:
     body = markdown_table(header, rows)
     print(body)
     write_section(
-        "Screening: calibration rows around the anchor", "python " + " ".join(sys.argv), body
+        "Screening: calibration rows around the anchor", "python " + shlex.join(sys.argv), body
     )
 
 

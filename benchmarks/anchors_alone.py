@@ -43,6 +43,7 @@ Where the LM adds nothing (``residual_scale_`` near 0) the anchor is what a resi
 """
 
 import argparse
+import shlex
 import sys
 import time
 from collections import Counter
@@ -176,7 +177,7 @@ def main() -> None:
         headers = ["dataset", "anchor", "R^2 (mean)", "R^2 per seed", "GP share per seed", "fit s"]
         body = markdown_table(headers, rows)
         print(body)
-        write_section(args.section, "python " + " ".join(sys.argv), body)
+        write_section(args.section, "python " + shlex.join(sys.argv), body)
         return
     rows = []
     for name in args.datasets:
@@ -186,7 +187,7 @@ def main() -> None:
             rows.append([name, label, float(np.mean(values)), " ".join(f"{v:.3f}" for v in values)])
     body = markdown_table(["dataset", "anchor", "R^2 (mean)", "R^2 per seed"], rows)
     print(body)
-    write_section(args.section, "python " + " ".join(sys.argv), body)
+    write_section(args.section, "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

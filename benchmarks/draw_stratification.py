@@ -12,6 +12,7 @@ repetitions is the prediction's own sampling noise. "independent" draws i.i.d. u
 """
 
 import argparse
+import shlex
 import sys
 
 import numpy as np
@@ -96,7 +97,7 @@ def main() -> None:
     )
     split = public_datasets.split_label(args.split)
     section = f"Stratified draws ({args.dataset}" + (f", {split})" if split else ")")
-    write_section(section, "python " + " ".join(sys.argv), body)
+    write_section(section, "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ stage run through the fitted estimator's engine); ``--as-that-run`` is both.
 import argparse
 import copy
 import dataclasses
+import shlex
 import sys
 import time
 
@@ -132,7 +133,7 @@ def main() -> None:
         "per test row; fit s: all stages up to that row.\n\n"
         + markdown_table(["state", "R^2 greedy", "R^2 mean of 8", "R^2 mean of 16", "fit s"], rows)
     )
-    write_section(f"Feasibility replay (diabetes{variant})", "python " + " ".join(sys.argv), body)
+    write_section(f"Feasibility replay (diabetes{variant})", "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

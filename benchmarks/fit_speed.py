@@ -32,6 +32,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -242,7 +243,7 @@ def main() -> None:
     section = args.section + (" (GPU)" if DEVICE.type == "cuda" else "")
     # Rebuilt from records, the table holds runs of their own thread counts.
     threads = "threads: as the text below says" if args.report else None
-    write_section(section, "python " + " ".join(sys.argv), body, threads)
+    write_section(section, "python " + shlex.join(sys.argv), body, threads)
 
 
 if __name__ == "__main__":

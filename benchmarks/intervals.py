@@ -39,6 +39,7 @@ for instance a tiny one to try the script.
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -422,7 +423,7 @@ def main() -> None:
         "alone). R^2: of the point prediction (the LM's mean of 16 draws). Raw records: "
         "benchmarks/results/intervals.jsonl.\n\n" + table
     )
-    write_section("Calibrated intervals", "python " + " ".join(sys.argv), body)
+    write_section("Calibrated intervals", "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

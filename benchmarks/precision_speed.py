@@ -8,6 +8,7 @@ Also reports how far bf16 moves the number-token log-probs from fp32 on the same
 """
 
 import argparse
+import shlex
 import sys
 import time
 
@@ -63,7 +64,7 @@ def main() -> None:
         + f"\n\nNumber-token log-probs, bf16 vs fp32 on the same weights: mean absolute "
         f"difference {gap.mean():.4f}, max {gap.max():.4f} (nats)."
     )
-    write_section("Compute precision on CPU", "python " + " ".join(sys.argv), body)
+    write_section("Compute precision on CPU", "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

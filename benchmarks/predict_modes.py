@@ -11,6 +11,7 @@ always takes the fit's draws).
 """
 
 import argparse
+import shlex
 import sys
 import time
 
@@ -59,7 +60,7 @@ def main() -> None:
             ["predict_mode", "n_samples", "RMSE", "R^2", "rows/s", "90% interval coverage"], rows
         )
     )
-    write_section("Prediction modes after SFT", "python " + " ".join(sys.argv), body)
+    write_section("Prediction modes after SFT", "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ their own section of docs/experiment_log.md; ``--quick`` writes a separate secti
 
 import argparse
 import math
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -408,7 +409,7 @@ def main() -> None:
             f"epochs), extrapolated from this run's measured costs: {estimate / 60:.0f} min."
         )
     section = "Paper reproduction (quick check)" if args.quick else "Paper reproduction"
-    write_section(section, "python " + " ".join(sys.argv), body)
+    write_section(section, "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ Records append to ``benchmarks/results/residual_shrinkage.jsonl``.
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def main() -> None:
     header = ["dataset", "seed", "cal rows", "lambda", *(f"R^2 {k}" for k in SCORES)]
     body = markdown_table(header, rows)
     print(body)
-    write_section("Screening: residual shrinkage", "python " + " ".join(sys.argv), body)
+    write_section("Screening: residual shrinkage", "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

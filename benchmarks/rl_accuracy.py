@@ -34,6 +34,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -295,7 +296,7 @@ def main() -> None:
     rows_of = "" if args.row_format == "sentence" else f"{args.row_format} rows"
     qualifiers = ", ".join(q for q in (split, rows_of) if q)
     section = "RL vs SFT accuracy" + (f" ({qualifiers})" if qualifiers else "")
-    write_section(section, "python " + " ".join(sys.argv), body)
+    write_section(section, "python " + shlex.join(sys.argv), body)
     if args.row_format != "sentence":
         rows, tally = format_pairs(records, load_records(args, "sentence"))
         body = (
@@ -309,7 +310,7 @@ def main() -> None:
             + markdown_table(["score", "rose on", "median change", "range"], tally)
         )
         section = f"Row formats: {args.row_format} vs sentence" + (f" ({split})" if split else "")
-        write_section(section, "python " + " ".join(sys.argv), body)
+        write_section(section, "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ then a policy-gradient pass over the S samples.
 """
 
 import argparse
+import shlex
 import sys
 
 import numpy as np
@@ -144,7 +145,7 @@ def main() -> None:
     print(body)
     # A GPU run gets a section of its own instead of replacing the CPU numbers.
     section = "RL rollout and step speed" + (" (GPU)" if device.type == "cuda" else "")
-    write_section(section, "python " + " ".join(sys.argv), body)
+    write_section(section, "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ with different purposes) keep their own tables.
 
 import argparse
 import json
+import shlex
 import sys
 
 import numpy as np
@@ -95,7 +96,7 @@ def main() -> None:
     parts += [f"seed={args.seed}"] if args.seed else []
     parts += [args.tag] if args.tag else []
     title = ", ".join(parts)
-    write_section(f"RL settings sweep ({title})", "python " + " ".join(sys.argv), body)
+    write_section(f"RL settings sweep ({title})", "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ the experiment log.
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -134,7 +135,7 @@ def main() -> None:
     body = markdown_table(header, rows)
     print(body)
     write_section(
-        "Screening: residual scale and calibration rows", "python " + " ".join(sys.argv), body
+        "Screening: residual scale and calibration rows", "python " + shlex.join(sys.argv), body
     )
 
 

@@ -28,6 +28,7 @@ with another job on this 2-core machine, 2 torch threads made the mlp-decoder's 
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -176,7 +177,7 @@ def main() -> None:
         "loaded. Rows become model inputs a chunk of 1024 rows at a time "
         "(`ENCODE_CHUNK_ROWS`), never all up front.\n\n" + table
     )
-    write_section("Cost vs rows", "python " + " ".join(sys.argv), body)
+    write_section("Cost vs rows", "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

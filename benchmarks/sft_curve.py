@@ -17,6 +17,7 @@ diagnosis of how SFT learns, not a way to pick epochs. Values are JSON
 
 import argparse
 import json
+import shlex
 import sys
 import time
 
@@ -107,7 +108,7 @@ def main() -> None:
     reg.fit(X_tr, y_tr)
     sft = [h for h in reg.history_ if h["phase"] == "sft"]
     result = {
-        "command": " ".join(sys.argv),
+        "command": shlex.join(sys.argv),
         "params": params,
         "records": records,
         "train_loss": [h["train_loss"] for h in sft],

@@ -15,6 +15,7 @@ else (``torch.profiler``, self CPU time by operator and input shape); time outsi
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import time
 
@@ -165,7 +166,7 @@ def main() -> None:
         )
     )
     print(body)
-    write_section("SFT and RL step profile", "python " + " ".join(sys.argv), body)
+    write_section("SFT and RL step profile", "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ them (the newest per dataset, seed and model).
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -161,7 +162,7 @@ def main() -> None:
     header = ["dataset", "model", "seeds", "R^2 (mean)", "R^2 per seed", "RMSE", "fit s"]
     body = markdown_table(header, rows)
     print(body)
-    write_section("Text-rich tables", "python " + " ".join(sys.argv), body)
+    write_section("Text-rich tables", "python " + shlex.join(sys.argv), body)
 
 
 if __name__ == "__main__":
