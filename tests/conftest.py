@@ -104,6 +104,43 @@ def houses():
     return make_houses
 
 
+@pytest.fixture(scope="session")
+def four_layer_model(tiny_model_dir, tmp_path_factory):
+    """A tiny Llama of 4 layers (the session's tiny model has 2), by path: deep enough for
+    some layers to stay frozen below the adapters."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("four-layers")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = LlamaConfig.from_pretrained(tiny_model_dir, num_hidden_layers=4)
+    torch.manual_seed(1)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def split_and_plain_gradients(backbone, policy, batch, tokens) -> tuple[list, list]:
+    """Gradients of the trainable weights from the cached split passes and from one plain pass.
+
+    The first list scores ``tokens`` through :meth:`encode` and :meth:`advance` inside a
+    ``caching_prompts`` block; the second through one ``encode_sequences`` pass (as under
+    gradient checkpointing).
+    """
+
+    def grads(checkpointing):
+        backbone.checkpointing = checkpointing
+        for param in backbone.trainable_parameters():
+            param.grad = None
+        policy.score(batch, tokens).log_probs.sum().backward()
+        backbone.checkpointing = False
+        return [param.grad.clone() for param in backbone.trainable_parameters()]
+
+    with backbone.caching_prompts():
+        split = grads(False)
+    return split, grads(True)
+
+
 def interrupt_after(patch, n_saves: int) -> None:
     """Raise KeyboardInterrupt right after the n-th epoch checkpoint is written (a kill)."""
     from llmregressor._checkpoint import PhaseCheckpoint

@@ -3,25 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from conftest import split_and_plain_gradients
 
 from llmregressor import LLMRegressor, backbones
 from llmregressor.backbones import LanguageModelSpec, adapted_layers
 from llmregressor.codecs import NormalizedCodec
 from llmregressor.decoding import NumberPolicy
 from llmregressor.serialize import RowSerializer
-
-
-@pytest.fixture(scope="module")
-def four_layer_model(tiny_model_dir, tmp_path_factory):
-    """A tiny Llama of 4 layers (the session's tiny model has 2), by path."""
-    folder = tmp_path_factory.mktemp("four-layers")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    config = LlamaConfig.from_pretrained(tiny_model_dir, num_hidden_layers=4)
-    torch.manual_seed(1)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 def build(model, lora_layers, X, seed=0):
@@ -80,18 +68,8 @@ def test_split_gradients_equal_the_plain_ones(four_layer_model, houses):
     backbone, policy = build(four_layer_model, 2, X)
     batch = backbone.collate(backbone.encode_rows(X.to_numpy(dtype=object)).items)
     tokens = torch.tensor([[[0, 1, 2]], [[3, 4, 5]]] * 3)
-
-    def grads(checkpointing):
-        backbone.checkpointing = checkpointing  # True: one plain pass (encode_sequences)
-        for param in backbone.trainable_parameters():
-            param.grad = None
-        policy.score(batch, tokens).log_probs.sum().backward()
-        backbone.checkpointing = False
-        return [param.grad.clone() for param in backbone.trainable_parameters()]
-
-    with backbone.caching_prompts():
-        split = grads(False)
-    for got, want in zip(split, grads(True), strict=True):
+    split, plain = split_and_plain_gradients(backbone, policy, batch, tokens)
+    for got, want in zip(split, plain, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 

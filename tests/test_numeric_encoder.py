@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from conftest import split_and_plain_gradients
 
 from llmregressor import LLMRegressor
 from llmregressor.backbones import ENCODER_PREFIX, LanguageModelSpec
@@ -11,18 +11,6 @@ from llmregressor.codecs import NormalizedCodec
 from llmregressor.decoding import NumberPolicy
 from llmregressor.numeric_encoder import CLIP, NumericEncoder, NumericScaler
 from llmregressor.serialize import RowSerializer
-
-
-@pytest.fixture(scope="module")
-def four_layer_model(tiny_model_dir, tmp_path_factory):
-    """A tiny Llama of 4 layers, so that some layers can stay frozen below the adapters."""
-    folder = tmp_path_factory.mktemp("four-layers")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    config = LlamaConfig.from_pretrained(tiny_model_dir, num_hidden_layers=4)
-    torch.manual_seed(1)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 def rows(houses, n_rows):
@@ -112,18 +100,8 @@ def test_gradients_reach_the_encoder_through_the_frozen_layers(four_layer_model,
     backbone, policy = build(four_layer_model, X, lora_layers=1)
     batch = backbone.collate(backbone.encode_rows(X).items)
     tokens = torch.tensor([[[0, 1, 2]], [[3, 4, 5]]] * 3)
-
-    def grads(checkpointing):
-        backbone.checkpointing = checkpointing  # True: one plain pass (encode_sequences)
-        for param in backbone.trainable_parameters():
-            param.grad = None
-        policy.score(batch, tokens).log_probs.sum().backward()
-        backbone.checkpointing = False
-        return [param.grad.clone() for param in backbone.trainable_parameters()]
-
-    with backbone.caching_prompts():
-        split = grads(False)
-    for got, want in zip(split, grads(True), strict=True):
+    split, plain = split_and_plain_gradients(backbone, policy, batch, tokens)
+    for got, want in zip(split, plain, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     encoder = list(backbone.numeric_encoder.parameters())
     assert all(p.grad.abs().sum() > 0 for p in encoder)
