@@ -64,7 +64,7 @@ from llmregressor.conformal import (
     conformalize,
     conformity_scores,
 )
-from llmregressor.engine import calibration_rows, sample_quantiles, validation_rows
+from llmregressor.engine import calibration_rows, raw_bounds, sample_quantiles, validation_rows
 from llmregressor.metrics import interval_coverage
 
 RESULTS = Path(__file__).resolve().parent / "results" / "intervals.jsonl"
@@ -102,16 +102,27 @@ def cqr(cal_bounds, y_cal, bounds, coverage) -> np.ndarray:
 
 
 def sampled_intervals(
-    cal_draws: np.ndarray, cal_targets: np.ndarray, draws: np.ndarray, coverage: float
+    cal_draws: np.ndarray,
+    cal_targets: np.ndarray,
+    draws: np.ndarray,
+    coverage: float,
+    center: str = "quantiles",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The raw central interval of ``draws`` at ``coverage``, and its CQR-calibrated one.
 
-    The calibration rows' draws and targets may be residuals while ``draws`` are targets:
-    the conformity scores do not change when a row's draws and target move together.
+    The calibrated one starts from the fitted calibration's ``center``, as
+    ``predict_interval`` does (``engine.raw_bounds``): the central quantiles, or the mean as
+    both bounds. The calibration rows' draws and targets may be residuals while ``draws`` are
+    targets: the conformity scores do not change when a row's draws and target move together.
     """
     levels = central_levels(coverage)
-    raw = sample_quantiles(draws, levels)
-    return raw, cqr(sample_quantiles(cal_draws, levels), cal_targets, raw, coverage)
+    calibrated = cqr(
+        raw_bounds(cal_draws, levels, center),
+        cal_targets,
+        raw_bounds(draws, levels, center),
+        coverage,
+    )
+    return sample_quantiles(draws, levels), calibrated
 
 
 def llm_record(
@@ -128,15 +139,16 @@ def llm_record(
     # The first rows sampled on their own, as predict_interval below samples them.
     few_draws = reg.sample(X_te[:FEW])
     for coverage in COVERAGES:
+        calibration = reg.calibration_
         raw, calibrated = sampled_intervals(
-            reg.calibration_.draws, reg.calibration_.targets, draws, coverage
+            calibration.draws, calibration.targets, draws, coverage, calibration.center
         )
         # What predict_interval returns is checked against the same formula over the draws
         # of the same batch of rows: exactly, since sampling the same rows in the same order
         # repeats itself. Against the draws of all test rows the bounds agree only up to how
         # the batch moves a row's draws in bfloat16 (docs/reliability.md): recorded, not checked.
         _, few_calibrated = sampled_intervals(
-            reg.calibration_.draws, reg.calibration_.targets, few_draws, coverage
+            calibration.draws, calibration.targets, few_draws, coverage, calibration.center
         )
         np.testing.assert_allclose(
             reg.predict_interval(X_te[:FEW], coverage),
