@@ -718,7 +718,8 @@ class LanguageModelBackbone:
         # Newer transformers renamed gradient_checkpointing_* to activation_checkpointing_*.
         kind = "activation" if hasattr(inner, "activation_checkpointing_enable") else "gradient"
         # Non-reentrant checkpointing needs no input that requires grad (the frozen
-        # embeddings give none) and replays dropout with the same masks.
+        # embeddings give none; a numeric encoder's soft prompt does, which it also
+        # handles) and replays dropout with the same masks.
         getattr(inner, f"{kind}_checkpointing_enable")({"use_reentrant": False})
         self.checkpointing = True
         try:

@@ -47,8 +47,11 @@ class NumericScaler:
     ----------
     columns : list of int
         The numeric columns, in order.
-    means, scales : list of float
-        Each column's training mean and standard deviation (1 where it is 0 or unknown).
+    means : list of float
+        Each column's mean over the rows given to :meth:`fit` (0 for a column with every
+        cell missing).
+    scales : list of float
+        Each column's standard deviation over those rows (1 where it is 0 or unknown).
     """
 
     columns: list[int]
@@ -116,12 +119,28 @@ class NumericScaler:
         return numbers.astype(np.float32)
 
     def to_json(self) -> dict:
-        """Return the scaler as a JSON value."""
+        """Return the scaler as a JSON value.
+
+        Returns
+        -------
+        state : dict
+            ``columns``, ``means`` and ``scales``, as lists.
+        """
         return {"columns": self.columns, "means": self.means, "scales": self.scales}
 
     @classmethod
     def from_json(cls, state: dict) -> NumericScaler:
-        """Rebuild a scaler from :meth:`to_json`."""
+        """Rebuild a scaler from :meth:`to_json`.
+
+        Parameters
+        ----------
+        state : dict
+            What :meth:`to_json` returned.
+
+        Returns
+        -------
+        scaler : NumericScaler
+        """
         return cls(list(state["columns"]), list(state["means"]), list(state["scales"]))
 
 
@@ -129,16 +148,16 @@ class NumericEncoder(nn.Module):
     """An MLP from a row's scaled numbers to ``n_tokens`` input embeddings of the LM.
 
     Each vector is a learned base vector plus the network's output for the row. The
-    bases start at the mean of the model's input embeddings (as transformers starts the
-    embeddings of added tokens) and the output layer at zero, so a fresh encoder writes
-    the same ``n_tokens`` ordinary-looking vectors for every row and the adapters' first
-    steps are not disturbed; the network learns what in the numbers to add.
+    bases start at the mean of the model's input embeddings (transformers starts the
+    embeddings of added tokens near it) and the output layer at zero, so a fresh encoder
+    writes the same ``n_tokens`` ordinary-looking vectors for every row: nothing
+    row-specific until training finds what in the numbers to add.
 
     Parameters
     ----------
     n_inputs : int
-        Width of the scaled numbers (:attr:`NumericScaler.n_inputs`; 0 leaves only the
-        bases, learned but the same for every row).
+        Width of the scaled numbers (:attr:`NumericScaler.n_inputs`; 0, a table without
+        numeric columns, leaves only the bases: learned, but the same for every row).
     n_tokens : int
         Soft-prompt vectors per row.
     embeddings : Tensor of shape (vocab, width)
@@ -149,17 +168,31 @@ class NumericEncoder(nn.Module):
         super().__init__()
         width = embeddings.shape[1]
         self.n_tokens = n_tokens
-        self.network = nn.Sequential(
-            nn.Linear(n_inputs, ENCODER_WIDTH),
-            nn.GELU(),
-            nn.Linear(ENCODER_WIDTH, n_tokens * width),
-        )
-        nn.init.zeros_(self.network[-1].weight)
-        nn.init.zeros_(self.network[-1].bias)
+        self.network = None
+        if n_inputs:
+            self.network = nn.Sequential(
+                nn.Linear(n_inputs, ENCODER_WIDTH),
+                nn.GELU(),
+                nn.Linear(ENCODER_WIDTH, n_tokens * width),
+            )
+            nn.init.zeros_(self.network[-1].weight)
+            nn.init.zeros_(self.network[-1].bias)
         mean = embeddings.detach().float().mean(dim=0)
         self.bases = nn.Parameter(mean.repeat(n_tokens, 1))
 
     def forward(self, numbers: torch.Tensor) -> torch.Tensor:
-        """Return the soft prompt of each row, shape ``(rows, n_tokens, width)``."""
-        added = self.network(numbers).reshape(len(numbers), self.n_tokens, -1)
-        return self.bases + added
+        """Return the soft prompt of each row.
+
+        Parameters
+        ----------
+        numbers : Tensor of shape (rows, n_inputs)
+            Scaled numbers (:meth:`NumericScaler.transform`).
+
+        Returns
+        -------
+        soft_prompt : Tensor of shape (rows, n_tokens, width)
+        """
+        bases = self.bases.expand(len(numbers), -1, -1)
+        if self.network is None:
+            return bases
+        return bases + self.network(numbers).reshape(len(numbers), self.n_tokens, -1)

@@ -470,11 +470,12 @@ PARAMETERS: tuple[Param, ...] = (
         """
         Vectors a small network writes into each prompt from the row's numeric cells
         (0: none). The cells (the anchor's estimate among them), standardized with the
-        training statistics, enter an MLP whose output is ``soft_prompt_tokens`` input
-        embeddings of the language model, placed after the prompt's text and before the
-        number and trained with the adapters (:mod:`llmregressor.numeric_encoder`):
-        numbers then reach the model as magnitudes as well as digit strings. The
-        ``"mlp-decoder"`` backbone, which reads only such features, ignores it.
+        statistics of the rows given to ``fit``, enter an MLP whose output is
+        ``soft_prompt_tokens`` input embeddings of the language model, placed after the
+        prompt's text and before the number and trained with the adapters
+        (:mod:`llmregressor.numeric_encoder`): numbers then reach the model as magnitudes
+        as well as digit strings. The ``"mlp-decoder"`` backbone, which reads only such
+        features, ignores it.
         """,
     ),
     Param(

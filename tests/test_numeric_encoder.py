@@ -1,5 +1,7 @@
 """Soft-prompt vectors from a row's numbers (``soft_prompt_tokens``)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -177,3 +179,15 @@ def test_prompts_alone_are_padded_as_the_rows_they_come_from(four_layer_model, h
     torch.testing.assert_close(
         batch["numbers"], torch.from_numpy(backbone.numeric_scaler.transform(X))
     )
+
+
+def test_a_table_without_numeric_columns_gets_learned_bases_alone():
+    embeddings = torch.randn(50, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no zero-element Linear and its warning
+        encoder = NumericEncoder(0, 2, embeddings)
+    assert encoder.network is None
+    out = encoder(torch.zeros(3, 0))
+    assert out.shape == (3, 2, 8)
+    out.sum().backward()
+    assert encoder.bases.grad is not None
