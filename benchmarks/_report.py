@@ -95,12 +95,17 @@ def write_section(name: str, command: str, body: str, threads: str | None = None
     report.write_text(text)
 
 
+def command_line() -> str:
+    """This process's command, quoted so that it can be pasted back into a shell."""
+    return "python " + shlex.join(sys.argv)
+
+
 def publish(name: str, body: str, print_only: bool) -> None:
     """Print ``body``, or write it as section ``name`` under the command that made it."""
     if print_only:
         print(body)
         return
-    write_section(name, "python " + shlex.join(sys.argv), body)
+    write_section(name, command_line(), body)
 
 
 def append_records(path: Path, records: list[dict]) -> None:

@@ -28,8 +28,6 @@ rebuilds the tables. The section goes to docs/experiment_log.md, named after the
 
 import argparse
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -40,7 +38,7 @@ from sklearn.metrics import r2_score
 from sklearn.neighbors import KNeighborsRegressor
 
 import public_datasets
-from _report import append_records, markdown_table, newest_records, write_section
+from _report import append_records, command_line, markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.anchor import RidgeAnchor
 
@@ -292,7 +290,7 @@ def main() -> None:
             paired,
         )
     )
-    write_section(section_name(args), "python " + shlex.join(sys.argv), body)
+    write_section(section_name(args), command_line(), body)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,12 @@ Coverage, mean width and pinball loss of each; records append to
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 
 import public_datasets
-from _report import append_records, markdown_table, newest_records, write_section
+from _report import append_records, command_line, markdown_table, newest_records, write_section
 from intervals import interval_scores
 from llmregressor import LLMRegressor
 from llmregressor.anchor import cross_fit, make_anchor
@@ -102,9 +100,7 @@ def main() -> None:
         header += [f"cov {coverage:.0%}", f"width {coverage:.0%}", f"pinball {coverage:.0%}"]
     body = markdown_table(header, rows)
     print(body)
-    write_section(
-        "Screening: calibration rows around the anchor", "python " + shlex.join(sys.argv), body
-    )
+    write_section("Screening: calibration rows around the anchor", command_line(), body)
 
 
 if __name__ == "__main__":

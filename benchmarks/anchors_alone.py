@@ -43,8 +43,6 @@ Where the LM adds nothing (``residual_scale_`` near 0) the anchor is what a resi
 """
 
 import argparse
-import shlex
-import sys
 import time
 from collections import Counter
 
@@ -57,7 +55,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 from text_tables import EMBEDDING_LAYER, baselines, tfidf_or_lm, with_embeddings
 
 import public_datasets
-from _report import markdown_table, write_section
+from _report import command_line, markdown_table, write_section
 from llmregressor.anchor import RIDGE_ALPHAS, RidgeAnchor, make_anchor
 from llmregressor.features import free_text_columns, make_feature_preprocessor
 
@@ -177,7 +175,7 @@ def main() -> None:
         headers = ["dataset", "anchor", "R^2 (mean)", "R^2 per seed", "GP share per seed", "fit s"]
         body = markdown_table(headers, rows)
         print(body)
-        write_section(args.section, "python " + shlex.join(sys.argv), body)
+        write_section(args.section, command_line(), body)
         return
     rows = []
     for name in args.datasets:
@@ -187,7 +185,7 @@ def main() -> None:
             rows.append([name, label, float(np.mean(values)), " ".join(f"{v:.3f}" for v in values)])
     body = markdown_table(["dataset", "anchor", "R^2 (mean)", "R^2 per seed"], rows)
     print(body)
-    write_section(args.section, "python " + shlex.join(sys.argv), body)
+    write_section(args.section, command_line(), body)
 
 
 if __name__ == "__main__":

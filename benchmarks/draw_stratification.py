@@ -12,15 +12,13 @@ repetitions is the prediction's own sampling noise. "independent" draws i.i.d. u
 """
 
 import argparse
-import shlex
-import sys
 
 import numpy as np
 from rl_accuracy import continue_with_rl
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import markdown_table, write_section
+from _report import command_line, markdown_table, write_section
 from llmregressor import LLMRegressor
 from llmregressor.backbone_protocol import RowInputs
 from llmregressor.engine import Sampler
@@ -97,7 +95,7 @@ def main() -> None:
     )
     split = public_datasets.split_label(args.split)
     section = f"Stratified draws ({args.dataset}" + (f", {split})" if split else ")")
-    write_section(section, "python " + shlex.join(sys.argv), body)
+    write_section(section, command_line(), body)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ stage run through the fitted estimator's engine); ``--as-that-run`` is both.
 import argparse
 import copy
 import dataclasses
-import shlex
-import sys
 import time
 
 import numpy as np
@@ -31,7 +29,7 @@ from rl_accuracy import continue_with_rl
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import markdown_table, write_section
+from _report import command_line, markdown_table, write_section
 from llmregressor import LLMRegressor
 from llmregressor.params import sft_config
 
@@ -133,7 +131,7 @@ def main() -> None:
         "per test row; fit s: all stages up to that row.\n\n"
         + markdown_table(["state", "R^2 greedy", "R^2 mean of 8", "R^2 mean of 16", "fit s"], rows)
     )
-    write_section(f"Feasibility replay (diabetes{variant})", "python " + shlex.join(sys.argv), body)
+    write_section(f"Feasibility replay (diabetes{variant})", command_line(), body)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +39,14 @@ import torch
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import append_records, clock, markdown_table, newest_records, write_section
+from _report import (
+    append_records,
+    clock,
+    command_line,
+    markdown_table,
+    newest_records,
+    write_section,
+)
 from llmregressor import LLMRegressor
 from llmregressor.backbones import compute_autocast, load_pretrained, resolve_compute_dtype
 
@@ -243,7 +248,7 @@ def main() -> None:
     section = args.section + (" (GPU)" if DEVICE.type == "cuda" else "")
     # Rebuilt from records, the table holds runs of their own thread counts.
     threads = "threads: as the text below says" if args.report else None
-    write_section(section, "python " + shlex.join(sys.argv), body, threads)
+    write_section(section, command_line(), body, threads)
 
 
 if __name__ == "__main__":

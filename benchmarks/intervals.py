@@ -43,8 +43,6 @@ for instance a tiny one to try the script.
 
 import argparse
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -54,7 +52,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import append_records, markdown_table, newest_records, write_section
+from _report import append_records, command_line, markdown_table, newest_records, write_section
 from fit_speed import anchored, parse_config
 from llmregressor import LLMRegressor
 from llmregressor.anchor import cross_fit, make_anchor, residual_slope
@@ -138,8 +136,8 @@ def llm_record(
     record = {"r2": r2_score(y_te, draws.mean(axis=1)), "n_cal": reg.calibration_.n_rows}
     # The first rows sampled on their own, as predict_interval below samples them.
     few_draws = reg.sample(X_te[:FEW])
+    calibration = reg.calibration_
     for coverage in COVERAGES:
-        calibration = reg.calibration_
         raw, calibrated = sampled_intervals(
             calibration.draws, calibration.targets, draws, coverage, calibration.center
         )
@@ -450,7 +448,7 @@ def main() -> None:
         "alone). R^2: of the point prediction (the LM's mean of 16 draws). Raw records: "
         "benchmarks/results/intervals.jsonl.\n\n" + table
     )
-    write_section("Calibrated intervals", "python " + shlex.join(sys.argv), body)
+    write_section("Calibrated intervals", command_line(), body)
 
 
 if __name__ == "__main__":

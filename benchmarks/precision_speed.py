@@ -8,8 +8,6 @@ Also reports how far bf16 moves the number-token log-probs from fp32 on the same
 """
 
 import argparse
-import shlex
-import sys
 import time
 
 import numpy as np
@@ -17,7 +15,7 @@ import torch
 from peft import LoraConfig
 from sklearn.datasets import load_diabetes
 
-from _report import markdown_table, write_section
+from _report import command_line, markdown_table, write_section
 from llmregressor.backbones import LanguageModelBackbone, load_pretrained
 from llmregressor.codecs import NormalizedCodec
 from llmregressor.decoding import NumberPolicy
@@ -64,7 +62,7 @@ def main() -> None:
         + f"\n\nNumber-token log-probs, bf16 vs fp32 on the same weights: mean absolute "
         f"difference {gap.mean():.4f}, max {gap.max():.4f} (nats)."
     )
-    write_section("Compute precision on CPU", "python " + shlex.join(sys.argv), body)
+    write_section("Compute precision on CPU", command_line(), body)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ always takes the fit's draws).
 """
 
 import argparse
-import shlex
-import sys
 import time
 
 import numpy as np
@@ -20,7 +18,7 @@ from sklearn.datasets import load_diabetes
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 
-from _report import markdown_table, write_section
+from _report import command_line, markdown_table, write_section
 from llmregressor import LLMRegressor
 from llmregressor.metrics import interval_coverage
 
@@ -60,7 +58,7 @@ def main() -> None:
             ["predict_mode", "n_samples", "RMSE", "R^2", "rows/s", "90% interval coverage"], rows
         )
     )
-    write_section("Prediction modes after SFT", "python " + shlex.join(sys.argv), body)
+    write_section("Prediction modes after SFT", command_line(), body)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ their own section of docs/experiment_log.md; ``--quick`` writes a separate secti
 
 import argparse
 import math
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -39,7 +37,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import public_datasets
-from _report import markdown_table, write_section
+from _report import command_line, markdown_table, write_section
 from llmregressor import LLMRegressor
 from llmregressor.features import make_feature_preprocessor
 from llmregressor.metrics import interval_coverage
@@ -409,7 +407,7 @@ def main() -> None:
             f"epochs), extrapolated from this run's measured costs: {estimate / 60:.0f} min."
         )
     section = "Paper reproduction (quick check)" if args.quick else "Paper reproduction"
-    write_section(section, "python " + shlex.join(sys.argv), body)
+    write_section(section, command_line(), body)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,13 @@ Records append to ``benchmarks/results/residual_shrinkage.jsonl``.
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import append_records, markdown_table, newest_records, write_section
+from _report import append_records, command_line, markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.anchor import residual_slope
 
@@ -99,7 +97,7 @@ def main() -> None:
     header = ["dataset", "seed", "cal rows", "lambda", *(f"R^2 {k}" for k in SCORES)]
     body = markdown_table(header, rows)
     print(body)
-    write_section("Screening: residual shrinkage", "python " + shlex.join(sys.argv), body)
+    write_section("Screening: residual shrinkage", command_line(), body)
 
 
 if __name__ == "__main__":

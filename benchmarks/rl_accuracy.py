@@ -34,8 +34,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -47,7 +45,7 @@ from sklearn.metrics import r2_score
 from sklearn.neighbors import KNeighborsRegressor
 
 import public_datasets
-from _report import append_records, markdown_table, newest_records, write_section
+from _report import append_records, command_line, markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 from llmregressor.metrics import interval_coverage
 from llmregressor.params import resolved_reward_on, rl_config
@@ -296,7 +294,7 @@ def main() -> None:
     rows_of = "" if args.row_format == "sentence" else f"{args.row_format} rows"
     qualifiers = ", ".join(q for q in (split, rows_of) if q)
     section = "RL vs SFT accuracy" + (f" ({qualifiers})" if qualifiers else "")
-    write_section(section, "python " + shlex.join(sys.argv), body)
+    write_section(section, command_line(), body)
     if args.row_format != "sentence":
         rows, tally = format_pairs(records, load_records(args, "sentence"))
         body = (
@@ -310,7 +308,7 @@ def main() -> None:
             + markdown_table(["score", "rose on", "median change", "range"], tally)
         )
         section = f"Row formats: {args.row_format} vs sentence" + (f" ({split})" if split else "")
-        write_section(section, "python " + shlex.join(sys.argv), body)
+        write_section(section, command_line(), body)
 
 
 if __name__ == "__main__":

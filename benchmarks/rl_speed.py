@@ -14,8 +14,6 @@ then a policy-gradient pass over the S samples.
 """
 
 import argparse
-import shlex
-import sys
 
 import numpy as np
 import torch
@@ -23,7 +21,7 @@ from peft import LoraConfig
 from sklearn.datasets import load_diabetes
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from _report import clock, markdown_table, write_section
+from _report import clock, command_line, markdown_table, write_section
 from llmregressor.backbones import (
     LanguageModelBackbone,
     compute_autocast,
@@ -145,7 +143,7 @@ def main() -> None:
     print(body)
     # A GPU run gets a section of its own instead of replacing the CPU numbers.
     section = "RL rollout and step speed" + (" (GPU)" if device.type == "cuda" else "")
-    write_section(section, "python " + shlex.join(sys.argv), body)
+    write_section(section, command_line(), body)
 
 
 if __name__ == "__main__":

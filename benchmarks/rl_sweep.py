@@ -14,8 +14,6 @@ with different purposes) keep their own tables.
 
 import argparse
 import json
-import shlex
-import sys
 
 import numpy as np
 from rl_accuracy import continue_with_rl
@@ -24,7 +22,7 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 
 import public_datasets
-from _report import markdown_table, write_section
+from _report import command_line, markdown_table, write_section
 from llmregressor import LLMRegressor
 from llmregressor.params import resolved_reward_on
 
@@ -96,7 +94,7 @@ def main() -> None:
     parts += [f"seed={args.seed}"] if args.seed else []
     parts += [args.tag] if args.tag else []
     title = ", ".join(parts)
-    write_section(f"RL settings sweep ({title})", "python " + shlex.join(sys.argv), body)
+    write_section(f"RL settings sweep ({title})", command_line(), body)
 
 
 if __name__ == "__main__":

@@ -28,15 +28,13 @@ the experiment log.
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import append_records, markdown_table, newest_records, write_section
+from _report import append_records, command_line, markdown_table, newest_records, write_section
 from fit_speed import parse_config
 from intervals import interval_scores
 from llmregressor import LLMRegressor
@@ -134,9 +132,7 @@ def main() -> None:
         header += [f"{rule} cov {int(c * 100)} {m}" for m in METHODS for c in COVERAGES]
     body = markdown_table(header, rows)
     print(body)
-    write_section(
-        "Screening: residual scale and calibration rows", "python " + shlex.join(sys.argv), body
-    )
+    write_section("Screening: residual scale and calibration rows", command_line(), body)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ with another job on this 2-core machine, 2 torch threads made the mlp-decoder's 
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _report import markdown_table, write_section
+from _report import command_line, markdown_table, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 PREDICT_ROWS = 256
@@ -177,7 +176,7 @@ def main() -> None:
         "loaded. Rows become model inputs a chunk of 1024 rows at a time "
         "(`ENCODE_CHUNK_ROWS`), never all up front.\n\n" + table
     )
-    write_section("Cost vs rows", "python " + shlex.join(sys.argv), body)
+    write_section("Cost vs rows", command_line(), body)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ else (``torch.profiler``, self CPU time by operator and input shape); time outsi
 
 import argparse
 import dataclasses
-import shlex
-import sys
 import time
 
 import numpy as np
@@ -25,7 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 import public_datasets
-from _report import markdown_table, write_section
+from _report import command_line, markdown_table, write_section
 from fit_speed import parse_config
 from llmregressor import LLMRegressor
 from llmregressor.params import rl_config, sft_config
@@ -166,7 +164,7 @@ def main() -> None:
         )
     )
     print(body)
-    write_section("SFT and RL step profile", "python " + shlex.join(sys.argv), body)
+    write_section("SFT and RL step profile", command_line(), body)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,6 @@ them (the newest per dataset, seed and model).
 
 import argparse
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -39,7 +37,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
 import public_datasets
-from _report import append_records, markdown_table, newest_records, write_section
+from _report import append_records, command_line, markdown_table, newest_records, write_section
 from fit_speed import anchored, parse_config
 from llmregressor import LLMRegressor, LMCellEmbeddings
 
@@ -162,7 +160,7 @@ def main() -> None:
     header = ["dataset", "model", "seeds", "R^2 (mean)", "R^2 per seed", "RMSE", "fit s"]
     body = markdown_table(header, rows)
     print(body)
-    write_section("Text-rich tables", "python " + shlex.join(sys.argv), body)
+    write_section("Text-rich tables", command_line(), body)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,6 @@ implementation of the same arithmetic reaches here.
 import argparse
 import contextlib
 import re
-import shlex
-import sys
 import time
 
 import numpy as np
@@ -52,7 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from _report import markdown_table, write_section
+from _report import command_line, markdown_table, write_section
 from llmregressor.backbones import (
     LanguageModelBackbone,
     layer_target_modules,
@@ -299,7 +297,7 @@ def main() -> None:
         )
     )
     print(body)
-    write_section(args.section, "python " + shlex.join(sys.argv), body)
+    write_section(args.section, command_line(), body)
 
 
 if __name__ == "__main__":

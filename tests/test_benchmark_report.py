@@ -74,3 +74,11 @@ def test_a_table_rebuilt_from_records_says_whose_threads_it_holds(report, monkey
     report.write_section("Cost vs rows", "python scaling_rows.py --report", "t", "threads: below")
     page = report.REPORT.read_text()
     assert ", threads: below, torch" in page and "7 threads" not in page
+
+
+def test_the_command_line_is_quoted_as_a_shell_would_read_it(report, monkeypatch):
+    argv = ["benchmarks/fit_speed.py", "--section", "Screening: a name with spaces"]
+    monkeypatch.setattr(report.sys, "argv", argv)
+    assert report.command_line() == (
+        "python benchmarks/fit_speed.py --section 'Screening: a name with spaces'"
+    )
