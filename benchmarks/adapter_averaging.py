@@ -15,11 +15,11 @@ correction (a fit's ``predict`` minus the anchor's estimate, or their mean) at i
 to [0, 1], a bound on what any rule choosing ``residual_scale`` could reach, since it sees
 the test targets.
 
-Each finished fit appends its record (the test rows' estimates and corrections) to
-``benchmarks/results/adapter_averaging.jsonl``, so a run split across processes or
-sessions adds up; ``--report`` fits nothing and rebuilds the table from the records. The
-table goes to the experiment log ("Screening: averaging decoded corrections"), or to the
-terminal with ``--print-only``.
+Each finished fit appends its record (the test rows' estimates and corrections, and the
+threads it ran on) to ``benchmarks/results/adapter_averaging.jsonl``, so a run split across
+processes or sessions adds up; ``--report`` fits nothing and rebuilds the table from the
+records. The table goes to the experiment log ("Screening: averaging decoded
+corrections"), or to the terminal with ``--print-only``.
 """
 
 import argparse
@@ -27,10 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import append_records, markdown_table, newest_records, publish
+from _report import append_records, command_line, markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
 
 RESULTS = Path(__file__).parent / "results" / "adapter_averaging.jsonl"
@@ -62,6 +63,7 @@ def fit_one(name: str, seed: int, fit: int, test_rows: int) -> dict:
         "seed": seed,
         "fit": fit,
         "fit_seconds": seconds,
+        "threads": torch.get_num_threads(),
         "y": y_te.tolist(),
         "estimate": estimate.tolist(),
         "correction": correction.tolist(),
@@ -147,7 +149,13 @@ def main() -> None:
         for r in newest_records(args.results, key)
         if r["dataset"] in args.datasets and r["seed"] in args.seeds
     ]
-    publish(SECTION, table(records, args.fits), args.print_only)
+    body = table(records, args.fits)
+    if args.print_only:
+        print(body)
+        return
+    # The fits ran in other processes, perhaps with other thread counts than this one.
+    counts = sorted({str(r["threads"]) for r in records})
+    write_section(SECTION, command_line(), body, f"{'/'.join(counts)} thread(s) per fit")
 
 
 if __name__ == "__main__":
