@@ -6,7 +6,7 @@ first run also dequantizes the embedded model once (about 20 s) and caches it.
     python examples/quickstart.py [--train-rows 256] [--rl-algorithm none]
 
 With the defaults (the anchor's estimate corrected after 6 SFT epochs, prediction =
-mean of 16 samples) it runs in about 4 minutes on 2 CPU cores with native bfloat16 (several
+mean of 16 samples) it runs in a minute or two on 2 CPU cores with native bfloat16 (several
 times longer in float32 on CPUs without it); ``--rl-algorithm remax`` adds
 the RL phase (a few minutes more). ``--sft-epochs`` and ``--n-samples`` shrink the budget
 for a quick try.
