@@ -21,9 +21,12 @@ Beside it, trained on the same rows: Ridge, KNN, RandomForest and HistGradientBo
 imputed, standardized numbers and one-hot categories (``public_datasets.classic``, as
 ``rl_accuracy.py`` fits them) and, on ``cpu_tdp``, TF-IDF + Ridge (words and word pairs of
 ``name`` and ``codename``, the other columns as for Ridge). The table gives each model's
-test R^2, the default's fit seconds, its anchor's R^2 alone and its ``residual_scale_``.
-Each finished split appends its records to ``benchmarks/results/unseen_tables.jsonl``;
-``--report`` rebuilds the table from them.
+test R^2, the default's fit seconds, its anchor's R^2 alone, its ``residual_scale_``, and
+the same anchor fitted without the language model (``make_anchor("additive_gp", None)``:
+no cell embeddings), which shows what the LM adds through the anchor. Each finished split
+appends its records to ``benchmarks/results/unseen_tables.jsonl``; ``--report`` rebuilds
+the table from them; ``--anchor-without-lm`` fits only that anchor (seconds), for splits
+recorded before it was part of the run.
 """
 
 import argparse
@@ -46,11 +49,13 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 import public_datasets
 from _report import append_records, command_line, markdown_table, newest_records, write_section
 from llmregressor import LLMRegressor
+from llmregressor.anchor import make_anchor
 
 RESULTS = Path(__file__).resolve().parent / "results" / "unseen_tables.jsonl"
 SECTION = "Tables the defaults were not chosen on"
 TRAIN_ROWS = 256
 CLASSIC = ("Ridge", "KNN", "RandomForest", "HistGradientBoosting")
+WITHOUT_LM = "default's anchor without the LM"
 TEXT_COLUMNS = {"cpu_tdp": ["name", "codename"]}
 
 
@@ -83,11 +88,23 @@ def tfidf_ridge(X: pd.DataFrame, text: list[str]):
     )
 
 
-def run_one(name: str, seed: int) -> list[dict]:
-    """Fit the default and the classic models on one split; return one record per model."""
+def split(name: str, seed: int) -> tuple:
+    """The split of ``seed``: training rows, up to 1000 test rows, and the records' key."""
     X, y = load(name)
     X_tr, X_te, y_tr, y_te = public_datasets.split(X, y, seed, TRAIN_ROWS, 1000, "train_test_split")
-    base = {"table": name, "seed": seed, "test_rows": len(y_te)}
+    return X, X_tr, X_te, y_tr, y_te, {"table": name, "seed": seed, "test_rows": len(y_te)}
+
+
+def anchor_without_lm(name: str, seed: int) -> dict:
+    """The record of the default's anchor fitted without the language model's embeddings."""
+    _, X_tr, X_te, y_tr, y_te, base = split(name, seed)
+    anchor = make_anchor("additive_gp", None).fit(X_tr, y_tr)
+    return {**base, "model": WITHOUT_LM, "r2": r2_score(y_te, anchor.predict(X_te))}
+
+
+def run_one(name: str, seed: int) -> list[dict]:
+    """Fit the default and the classic models on one split; return one record per model."""
+    X, X_tr, X_te, y_tr, y_te, base = split(name, seed)
     models = {
         "Ridge": public_datasets.classic(RidgeCV(), X),
         "KNN": public_datasets.classic(KNeighborsRegressor(), X),
@@ -120,6 +137,7 @@ def run_one(name: str, seed: int) -> list[dict]:
             "threads": torch.get_num_threads(),
         }
     )
+    records.append(anchor_without_lm(name, seed))
     for record in records:
         print(name, seed, record["model"], f"{record['r2']:.4f}", flush=True)
     return records
@@ -143,6 +161,7 @@ def table(records: list[dict]) -> str:
                 f"{llm['r2']:.3f}",
                 f"{llm['anchor_r2']:.3f}",
                 f"{llm['residual_scale']:.2f}",
+                f"{found[WITHOUT_LM]['r2']:.3f}" if WITHOUT_LM in found else "",
                 *[f"{found[m]['r2']:.3f}" if m in found else "" for m in CLASSIC],
                 f"{found['TF-IDF + Ridge']['r2']:.3f}" if "TF-IDF + Ridge" in found else "",
                 f"{best} {llm['r2'] - classic[best]:+.3f}",
@@ -156,6 +175,7 @@ def table(records: list[dict]) -> str:
         "default",
         "its anchor alone",
         "residual scale",
+        "its anchor without the LM",
         *CLASSIC,
         "TF-IDF + Ridge",
         "default minus best classic",
@@ -171,9 +191,15 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--report", action="store_true", help="fit nothing; rebuild the table")
     parser.add_argument("--print-only", action="store_true", help="print instead of writing")
+    parser.add_argument(
+        "--anchor-without-lm", action="store_true", help="fit only the anchor without the LM"
+    )
     args = parser.parse_args()
     key = ("table", "seed", "model")
-    if not args.report:
+    if args.anchor_without_lm:
+        records = [anchor_without_lm(name, seed) for name in args.tables for seed in args.seeds]
+        append_records(args.results, records)
+    elif not args.report:
         for name in args.tables:
             for seed in args.seeds:
                 append_records(args.results, run_one(name, seed))
