@@ -50,13 +50,13 @@ __all__ = [
 # because a weight tuned finely on a few hundred rows is tuned to their noise.
 GP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
-# How KernelBlendAnchor chooses among its shares (``share_rule``): the smallest share within
-# one paired standard error of the least cross-validated error, or the least error itself.
-SHARE_RULES = ("one_se", "least_error")
+# How KernelBlendAnchor chooses among its shares (``share_rule``): the least cross-validated
+# error, or the smallest share within one paired standard error of it.
+SHARE_RULES = ("least_error", "one_se")
 
 # Whether the cross-validation folds keep the process's kernel fitted on every training row,
 # or fit their own (``fold_kernels``).
-FOLD_KERNELS = ("fixed", "refit")
+FOLD_KERNELS = ("refit", "fixed")
 
 # Bounds of the kernel's hyperparameters, in standardized units of features and target.
 _LENGTH_SCALE_BOUNDS = (1e-2, 1e3)
@@ -378,18 +378,19 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         text_cells="auto")``, the ``"additive"`` anchor without the LM's cell embeddings.
     gp_weights : tuple of float, default=GP_WEIGHTS
         The process's shares to choose from, each in [0, 1].
-    share_rule : {"one_se", "least_error"}, default="one_se"
-        ``"one_se"``: the smallest share whose per-row squared errors exceed those of the
-        least-error share by at most one standard error of their mean difference
+    share_rule : {"least_error", "one_se"}, default="least_error"
+        ``"least_error"``: the share of least cross-validated error (the smallest on a
+        tie). ``"one_se"``: the smallest share whose per-row squared errors exceed those of
+        the least-error share by at most one standard error of their mean difference
         (:func:`~llmregressor.anchor.simplest_within_one_paired_se` over the rows): the
-        process gets a larger share only where it wins clearly. ``"least_error"``: the
-        share of least cross-validated error (the smallest on a tie), which at a few
-        hundred rows often follows the folds' noise.
-    fold_kernels : {"fixed", "refit"}, default="fixed"
-        ``"fixed"``: the folds keep the kernel fitted on every training row (one Cholesky
-        factorization each; the process's error is optimistic, as that kernel saw the
-        held-out rows). ``"refit"``: each fold fits its own kernel (five more marginal
-        likelihood optimizations).
+        process gets a larger share only where it wins clearly; with honest folds it
+        gives up much of what the blend's averaging buys.
+    fold_kernels : {"refit", "fixed"}, default="refit"
+        ``"refit"``: each fold fits its own kernel (five more marginal likelihood
+        optimizations), so that the process's cross-validated error is as honest as the
+        ridge's. ``"fixed"``: the folds keep the kernel fitted on every training row (one
+        Cholesky factorization each); that kernel saw the held-out rows, so the process's
+        error is optimistic, the more so the more features it has one length scale for.
 
     Attributes
     ----------
@@ -411,8 +412,8 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         self,
         ridge: RidgeAnchor | None = None,
         gp_weights: tuple[float, ...] = GP_WEIGHTS,
-        share_rule: str = "one_se",
-        fold_kernels: str = "fixed",
+        share_rule: str = "least_error",
+        fold_kernels: str = "refit",
     ):
         self.ridge = ridge
         self.gp_weights = gp_weights

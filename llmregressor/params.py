@@ -285,8 +285,7 @@ PARAMETERS: tuple[Param, ...] = (
         text_embeddings="auto")``, embedding with ``model``; no embeddings with
         ``"mlp-decoder"``). ``"additive_gp"``: that, blended with a Gaussian process over
         the numeric and categorical columns, the process's share chosen by 5-fold
-        cross-validation on the training rows (the smallest within one standard error of
-        the best)
+        cross-validation on the training rows, each fold fitting its own kernel
         (:class:`~llmregressor.kernel_anchor.KernelBlendAnchor`). An
         estimator: cloned, fitted and asked to predict with ``X`` as ``fit`` and ``predict``
         got it (a DataFrame stays one); a model with it saves with pickle or joblib, not
