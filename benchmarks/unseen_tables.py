@@ -21,9 +21,11 @@ Beside it, trained on the same rows: Ridge, KNN, RandomForest and HistGradientBo
 imputed, standardized numbers and one-hot categories (``public_datasets.classic``, as
 ``rl_accuracy.py`` fits them) and, on ``cpu_tdp``, TF-IDF + Ridge (words and word pairs of
 ``name`` and ``codename``, the other columns as for Ridge). The table gives each model's
-test R^2, the default's fit seconds, its anchor's R^2 alone, its ``residual_scale_``, and
-the same anchor fitted without the language model (``make_anchor("additive_gp", None)``:
-no cell embeddings), which shows what the LM adds through the anchor. Each finished split
+test R^2, the default's fit seconds, its anchor's R^2 alone, its ``residual_scale_``, the
+folds its anchor chose the process's share on (``fold_kernels``: ``"fixed"`` in the default
+until 2026-12-05, ``"refit"`` since), and the same anchor fitted without the language model
+(``make_anchor("additive_gp", None)``: no cell embeddings), which shows what the LM adds
+through the anchor. Each finished split
 appends its records to ``benchmarks/results/unseen_tables.jsonl``; ``--report`` rebuilds
 the table from them; ``--anchor-without-lm`` fits only that anchor (seconds), for splits
 recorded before it was part of the run.
@@ -117,6 +119,8 @@ def run_one(name: str, seed: int) -> list[dict]:
             "r2": r2_score(y_te, y_pred),
             "anchor_r2": r2_score(y_te, reg.anchor_.predict(X_te)),
             "residual_scale": float(reg.residual_scale_),
+            # What chose the process's share: the anchor's rule changed on 2026-12-05.
+            "folds": getattr(reg.anchor_, "fold_kernels", None),
             "fit_s": fit_s,
             "predict_s": time.perf_counter() - start,
             "threads": torch.get_num_threads(),
@@ -146,6 +150,8 @@ def table(records: list[dict]) -> str:
                 f"{llm['r2']:.3f}",
                 f"{llm['anchor_r2']:.3f}",
                 f"{llm['residual_scale']:.2f}",
+                # Records without it were fitted before the folds refitted their kernels.
+                llm.get("folds", "fixed"),
                 f"{found[WITHOUT_LM]['r2']:.3f}" if WITHOUT_LM in found else "",
                 *[f"{found[m]['r2']:.3f}" if m in found else "" for m in CLASSIC],
                 f"{found['TF-IDF + Ridge']['r2']:.3f}" if "TF-IDF + Ridge" in found else "",
@@ -160,6 +166,7 @@ def table(records: list[dict]) -> str:
         "default",
         "its anchor alone",
         "residual scale",
+        "anchor's folds",
         "its anchor without the LM",
         *CLASSIC,
         "TF-IDF + Ridge",
