@@ -32,10 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
-from sklearn.neighbors import KNeighborsRegressor
 
 import public_datasets
 from _report import append_records, command_line, markdown_table, newest_records, write_section
@@ -87,10 +84,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> list[dict]:
     )
     y_tr = np.asarray(y_tr, dtype=np.float64)
     models = {
-        "Ridge": public_datasets.classic(RidgeCV(), X),
-        "KNN": public_datasets.classic(KNeighborsRegressor(), X),
-        "RandomForest": public_datasets.classic(RandomForestRegressor(random_state=seed), X),
-        "HistGradientBoosting": public_datasets.classic(HistGradientBoostingRegressor(), X),
+        **public_datasets.classic_models(X, seed),
         ANCHOR_ALONE: RidgeAnchor(),
         PLAIN: LLMRegressor(random_state=seed, **settings(args)),
         ANCHORED: LLMRegressor(random_state=seed, anchor="ridge", **settings(args)),

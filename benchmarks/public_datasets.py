@@ -16,8 +16,12 @@ import numpy as np
 import pandas as pd
 from sklearn.compose import make_column_transformer
 from sklearn.datasets import load_diabetes
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
+from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -116,6 +120,33 @@ def classic(model, X: pd.DataFrame):
         (OneHotEncoder(handle_unknown="ignore"), other),
     )
     return make_pipeline(prep, model)
+
+
+def classic_models(X: pd.DataFrame, seed: int) -> dict:
+    """The four classic baselines of the benchmarks, unfitted, each in :func:`classic`."""
+    return {
+        "Ridge": classic(RidgeCV(), X),
+        "KNN": classic(KNeighborsRegressor(), X),
+        "RandomForest": classic(RandomForestRegressor(random_state=seed), X),
+        # Dense: with many categories the one-hot block comes out sparse, which HGB refuses.
+        "HistGradientBoosting": classic(HistGradientBoostingRegressor(), X).set_params(
+            columntransformer__sparse_threshold=0
+        ),
+    }
+
+
+def tfidf_ridge(X: pd.DataFrame, text: list[str]):
+    """TF-IDF + Ridge: words and word pairs of ``text`` columns, the others as :func:`classic`."""
+    numeric = [c for c in X.select_dtypes("number").columns if c not in text]
+    other = [c for c in X.columns if c not in text and c not in numeric]
+    return make_pipeline(
+        make_column_transformer(
+            *[(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), c) for c in text],
+            (make_pipeline(SimpleImputer(), StandardScaler()), numeric),
+            (OneHotEncoder(handle_unknown="ignore"), other),
+        ),
+        RidgeCV(alphas=np.logspace(-3, 3, 13)),
+    )
 
 
 def fold_scores(cv_results: dict) -> np.ndarray:

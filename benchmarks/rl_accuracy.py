@@ -39,10 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
-from sklearn.neighbors import KNeighborsRegressor
 
 import public_datasets
 from _report import append_records, command_line, markdown_table, newest_records, write_section
@@ -110,12 +107,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> list[dict]:
     X_tr, X_te, y_tr, y_te = public_datasets.split(
         X, y, seed, args.train_rows, args.test_rows, args.split
     )
-    models = {
-        "Ridge": public_datasets.classic(RidgeCV(), X),
-        "KNN": public_datasets.classic(KNeighborsRegressor(), X),
-        "RandomForest": public_datasets.classic(RandomForestRegressor(random_state=seed), X),
-        "HistGradientBoosting": public_datasets.classic(HistGradientBoostingRegressor(), X),
-    }
+    models = public_datasets.classic_models(X, seed)
     records = []
     for label, model in models.items():
         start = time.perf_counter()

@@ -29,12 +29,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.compose import make_column_transformer
 from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+from sklearn.preprocessing import OrdinalEncoder
 
 import public_datasets
 from _report import append_records, command_line, markdown_table, newest_records, write_section
@@ -57,13 +55,7 @@ def baselines(name: str, X) -> dict:
         ),
         HistGradientBoostingRegressor(categorical_features=list(range(len(other)))),
     )
-    tfidf = make_pipeline(
-        make_column_transformer(
-            *[(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), column) for column in text],
-            (OneHotEncoder(handle_unknown="ignore"), other),
-        ),
-        RidgeCV(alphas=np.logspace(-3, 3, 13)),
-    )
+    tfidf = public_datasets.tfidf_ridge(X, text)
     return dict(zip(BASELINES, (hgb, tfidf), strict=True))
 
 

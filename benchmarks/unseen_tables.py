@@ -35,18 +35,8 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
-from sklearn.compose import make_column_transformer
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
-from sklearn.neighbors import KNeighborsRegressor
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import public_datasets
 from _report import append_records, command_line, markdown_table, newest_records, write_section
@@ -59,20 +49,6 @@ TRAIN_ROWS = 256
 CLASSIC = ("Ridge", "KNN", "RandomForest", "HistGradientBoosting")
 WITHOUT_LM = "default's anchor without the LM"
 TEXT_COLUMNS = {"cpu_tdp": ["name", "codename"]}
-
-
-def tfidf_ridge(X: pd.DataFrame, text: list[str]):
-    """TF-IDF of the text columns, with the other columns as ``public_datasets.classic``."""
-    numeric = [c for c in X.select_dtypes("number").columns if c not in text]
-    other = [c for c in X.columns if c not in text and c not in numeric]
-    return make_pipeline(
-        make_column_transformer(
-            *[(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), c) for c in text],
-            (make_pipeline(SimpleImputer(), StandardScaler()), numeric),
-            (OneHotEncoder(handle_unknown="ignore"), other),
-        ),
-        RidgeCV(alphas=np.logspace(-3, 3, 13)),
-    )
 
 
 def split(name: str, seed: int) -> tuple:
@@ -92,17 +68,9 @@ def anchor_without_lm(name: str, seed: int) -> dict:
 def run_one(name: str, seed: int) -> list[dict]:
     """Fit the default and the classic models on one split; return one record per model."""
     X, X_tr, X_te, y_tr, y_te, base = split(name, seed)
-    models = {
-        "Ridge": public_datasets.classic(RidgeCV(), X),
-        "KNN": public_datasets.classic(KNeighborsRegressor(), X),
-        "RandomForest": public_datasets.classic(RandomForestRegressor(random_state=seed), X),
-        # Dense: with many categories the one-hot block comes out sparse, which HGB refuses.
-        "HistGradientBoosting": public_datasets.classic(
-            HistGradientBoostingRegressor(), X
-        ).set_params(columntransformer__sparse_threshold=0),
-    }
+    models = public_datasets.classic_models(X, seed)
     if name in TEXT_COLUMNS:
-        models["TF-IDF + Ridge"] = tfidf_ridge(X, TEXT_COLUMNS[name])
+        models["TF-IDF + Ridge"] = public_datasets.tfidf_ridge(X, TEXT_COLUMNS[name])
     records = []
     for label, model in models.items():
         model.fit(X_tr, y_tr)
