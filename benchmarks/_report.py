@@ -101,12 +101,15 @@ def command_line() -> str:
     return "python " + shlex.join(sys.argv)
 
 
-def publish(name: str, body: str, print_only: bool) -> None:
-    """Print ``body``, or write it as section ``name`` under the command that made it."""
+def publish(name: str, body: str, print_only: bool, threads: str | None = None) -> None:
+    """Print ``body``, or write it as section ``name`` under the command that made it.
+
+    ``threads`` as in :func:`write_section`.
+    """
     if print_only:
         print(body)
         return
-    write_section(name, command_line(), body)
+    write_section(name, command_line(), body, threads)
 
 
 def append_records(path: Path, records: list[dict]) -> None:

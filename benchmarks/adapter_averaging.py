@@ -31,7 +31,7 @@ import torch
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import append_records, command_line, markdown_table, newest_records, write_section
+from _report import append_records, markdown_table, newest_records, publish
 from llmregressor import LLMRegressor
 
 RESULTS = Path(__file__).parent / "results" / "adapter_averaging.jsonl"
@@ -149,13 +149,11 @@ def main() -> None:
         for r in newest_records(args.results, key)
         if r["dataset"] in args.datasets and r["seed"] in args.seeds
     ]
-    body = table(records, args.fits)
-    if args.print_only:
-        print(body)
-        return
     # The fits ran in other processes, perhaps with other thread counts than this one.
     counts = sorted({str(r["threads"]) for r in records})
-    write_section(SECTION, command_line(), body, f"{'/'.join(counts)} thread(s) per fit")
+    publish(
+        SECTION, table(records, args.fits), args.print_only, f"{'/'.join(counts)} thread(s) per fit"
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import torch
 from sklearn.metrics import r2_score
 
 import public_datasets
-from _report import append_records, command_line, markdown_table, newest_records, write_section
+from _report import append_records, markdown_table, newest_records, publish
 from llmregressor import LLMRegressor
 from llmregressor.anchor import make_anchor
 
@@ -58,9 +58,8 @@ def split(name: str, seed: int) -> tuple:
     return X, X_tr, X_te, y_tr, y_te, {"table": name, "seed": seed, "test_rows": len(y_te)}
 
 
-def anchor_without_lm(name: str, seed: int) -> dict:
+def anchor_without_lm(X_tr, X_te, y_tr, y_te, base: dict) -> dict:
     """The record of the default's anchor fitted without the language model's embeddings."""
-    _, X_tr, X_te, y_tr, y_te, base = split(name, seed)
     anchor = make_anchor("additive_gp", None).fit(X_tr, y_tr)
     return {**base, "model": WITHOUT_LM, "r2": r2_score(y_te, anchor.predict(X_te))}
 
@@ -94,7 +93,7 @@ def run_one(name: str, seed: int) -> list[dict]:
             "threads": torch.get_num_threads(),
         }
     )
-    records.append(anchor_without_lm(name, seed))
+    records.append(anchor_without_lm(X_tr, X_te, y_tr, y_te, base))
     for record in records:
         print(name, seed, record["model"], f"{record['r2']:.4f}", flush=True)
     return records
@@ -157,7 +156,9 @@ def main() -> None:
     args = parser.parse_args()
     key = ("table", "seed", "model")
     if args.anchor_without_lm:
-        records = [anchor_without_lm(name, seed) for name in args.tables for seed in args.seeds]
+        records = [
+            anchor_without_lm(*split(name, seed)[1:]) for name in args.tables for seed in args.seeds
+        ]
         append_records(args.results, records)
     elif not args.report:
         for name in args.tables:
@@ -168,12 +169,9 @@ def main() -> None:
         for r in newest_records(args.results, key)
         if r["table"] in args.tables and r["seed"] in args.seeds
     ]
-    body = table(records)
-    if args.print_only:
-        print(body)
-        return
+    # The fits ran in other processes, perhaps with other thread counts than this one.
     counts = sorted({str(r["threads"]) for r in records if "threads" in r})
-    write_section(SECTION, command_line(), body, f"{'/'.join(counts)} thread(s) per fit")
+    publish(SECTION, table(records), args.print_only, f"{'/'.join(counts)} thread(s) per fit")
 
 
 if __name__ == "__main__":
