@@ -18,9 +18,10 @@ target as given; 256 training rows, up to 1000 test rows, ``train_test_split``):
   socket, release date and 6 numeric columns, two of them with missing cells.
 
 Beside it, trained on the same rows: Ridge, KNN, RandomForest and HistGradientBoosting on
-imputed, standardized numbers and one-hot categories (``public_datasets.classic``, as
-``rl_accuracy.py`` fits them) and, on ``cpu_tdp``, TF-IDF + Ridge (words and word pairs of
-``name`` and ``codename``, the other columns as for Ridge). The table gives each model's
+imputed, standardized numbers and one-hot categories (``public_datasets.classic_models``,
+as ``rl_accuracy.py`` fits them) and, on ``cpu_tdp``, TF-IDF + Ridge
+(``public_datasets.tfidf_ridge``: words and word pairs of ``name`` and ``codename``, the
+other columns as for Ridge). The table gives each model's
 test R^2, the default's fit seconds, its anchor's R^2 alone, its ``residual_scale_``, the
 folds its anchor chose the process's share on (``fold_kernels``: ``"fixed"`` in the default
 until 2026-12-05, ``"refit"`` since), and the same anchor fitted without the language model
