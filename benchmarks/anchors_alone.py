@@ -43,6 +43,7 @@ Where the LM adds nothing (``residual_scale_`` near 0) the anchor is what a resi
 """
 
 import argparse
+import ast
 import time
 from collections import Counter
 
@@ -128,10 +129,22 @@ def run_one(name: str, seed: int) -> dict[str, float]:
 
 
 def named_anchor(spec: str):
-    """The package anchor ``spec`` names: ``name`` or ``name:key=value,key=value``."""
+    """The package anchor ``spec`` names: ``name`` or ``name:key=value,key=value``.
+
+    A value that reads as a Python literal (``3``, ``0.5``, ``True``) is that literal, any
+    other value a string.
+    """
     name, _, settings = spec.partition(":")
     params = dict(setting.split("=", 1) for setting in settings.split(",") if setting)
-    return make_anchor(name).set_params(**params)
+    return make_anchor(name).set_params(**{key: literal(value) for key, value in params.items()})
+
+
+def literal(value: str) -> object:
+    """``value`` as the Python literal it spells, or as itself where it spells none."""
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
 
 
 def run_named(name: str, seed: int, anchors: list[str]) -> dict[str, tuple]:

@@ -14,6 +14,7 @@ Both classes predict from plain arrays and store themselves as JSON values
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -364,12 +365,15 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
     The anchor of ``anchor="additive_gp"``: ``(1 - w)`` times
     :class:`~llmregressor.anchor.RidgeAnchor` (``ridge``, its readings chosen as it chooses
     them) plus ``w`` times :class:`GaussianProcessAnchor`, with ``w`` a value of
-    ``gp_weights`` chosen by ``share_rule`` from its blend's 5-fold cross-validated squared
-    errors on the training rows (``KFold`` shuffled with seed 0). The folds refit the ridge
+    ``gp_weights`` chosen by ``share_rule`` from its blend's cross-validated squared errors
+    on the training rows: ``cv_folds`` folds (``KFold`` shuffled with seed 0, then seeds 1,
+    2, ... for each further of ``cv_repeats`` repeats), a row's error its mean over the
+    repeats. The folds refit the ridge
     with the readings its fit on every row chose, and the process with the feature encoding
     its fit on every row found and, by ``fold_kernels``, that fit's kernel or one of their
-    own (:meth:`GaussianProcessAnchor.out_of_fold_predictions`). With fewer than
-    ``2 * CHOICE_FOLDS`` rows, or no column the process reads, ``w`` is 0.
+    own (:meth:`GaussianProcessAnchor.out_of_fold_predictions`). With fewer rows than twice
+    the larger of ``cv_folds`` and ``CHOICE_FOLDS``, or no column the process reads, ``w``
+    is 0.
 
     Parameters
     ----------
@@ -391,6 +395,13 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         ridge's. ``"fixed"``: the folds keep the kernel fitted on every training row (one
         Cholesky factorization each); that kernel saw the held-out rows, so the process's
         error is optimistic, the more so the more features it has one length scale for.
+    cv_folds : int, default=CHOICE_FOLDS
+        How many folds the share is chosen on. More folds train each fold's members on
+        more of the rows, nearer to the fit on all of them, at the cost of more fits.
+    cv_repeats : int, default=1
+        How many differently shuffled splits into ``cv_folds`` folds the errors are averaged
+        over: each repeat refits both members on every fold, and the average is a less noisy
+        estimate of each share's error than one split's.
 
     Attributes
     ----------
@@ -414,11 +425,15 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         gp_weights: tuple[float, ...] = GP_WEIGHTS,
         share_rule: str = "least_error",
         fold_kernels: str = "refit",
+        cv_folds: int = CHOICE_FOLDS,
+        cv_repeats: int = 1,
     ):
         self.ridge = ridge
         self.gp_weights = gp_weights
         self.share_rule = share_rule
         self.fold_kernels = fold_kernels
+        self.cv_folds = cv_folds
+        self.cv_repeats = cv_repeats
 
     def fit(self, X, y) -> KernelBlendAnchor:
         """Fit both members on every row and choose the process's share by cross-validation.
@@ -437,8 +452,9 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If ``gp_weights`` is empty or holds a share outside [0, 1], or ``share_rule``
-            or ``fold_kernels`` is not one of its values.
+            If ``gp_weights`` is empty or holds a share outside [0, 1], ``share_rule`` or
+            ``fold_kernels`` is not one of its values, ``cv_folds`` is not an integer of at
+            least 2 or ``cv_repeats`` not a positive integer.
         """
         weights = np.asarray(self.gp_weights, dtype=np.float64)
         if weights.ndim != 1 or not weights.size or ((weights < 0) | (weights > 1)).any():
@@ -449,6 +465,10 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"fold_kernels must be one of {FOLD_KERNELS}, got {self.fold_kernels!r}"
             )
+        for name, least in (("cv_folds", 2), ("cv_repeats", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}")
         valid, y = validate_data(
             self, X, y, dtype=None, ensure_all_finite="allow-nan", y_numeric=True
         )
@@ -459,7 +479,7 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
         ridge = self.ridge if self.ridge is not None else RidgeAnchor("auto", "auto")
         self.ridge_ = clone(ridge).fit(X, y)
         self.gp_, self.gp_weight_, self.cv_errors_ = None, 0.0, np.empty(0)
-        if len(y) < MIN_ROWS_TO_CHOOSE:
+        if len(y) < max(MIN_ROWS_TO_CHOOSE, 2 * self.cv_folds):
             return self
         gp = GaussianProcessAnchor().fit(X, y)
         if gp.train_features_.shape[1] == 0:
@@ -469,15 +489,18 @@ class KernelBlendAnchor(TableInputMixin, RegressorMixin, BaseEstimator):
             text_cells=self.ridge_.text_cells_,
             text_embeddings=self.ridge_.text_embeddings_,
         )
-        folds = KFold(CHOICE_FOLDS, shuffle=True, random_state=0)
-        members = np.column_stack(
-            [
-                cross_val_predict(fixed_ridge, X, y, cv=folds),
-                gp.out_of_fold_predictions(y, folds, self.fold_kernels == "refit"),
-            ]
-        )
-        blends = members[:, [0]] * (1 - weights) + members[:, [1]] * weights
-        errors = (blends - y[:, None]) ** 2
+        errors = np.zeros((len(y), weights.size))
+        for repeat in range(self.cv_repeats):
+            folds = KFold(self.cv_folds, shuffle=True, random_state=repeat)
+            members = np.column_stack(
+                [
+                    cross_val_predict(fixed_ridge, X, y, cv=folds),
+                    gp.out_of_fold_predictions(y, folds, self.fold_kernels == "refit"),
+                ]
+            )
+            blends = members[:, [0]] * (1 - weights) + members[:, [1]] * weights
+            errors += (blends - y[:, None]) ** 2
+        errors /= self.cv_repeats
         self.cv_errors_ = errors.mean(axis=0)
         # Both rules take the smallest share among equals, so they see the shares ascending.
         order = np.argsort(weights, kind="stable")

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.model_selection import KFold
+from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from llmregressor import LLMRegressor
@@ -137,7 +138,14 @@ def test_the_one_se_share_is_the_smallest_close_to_the_least_error():
 
 @pytest.mark.parametrize(
     "option, match",
-    [({"share_rule": "argmin"}, "share_rule"), ({"fold_kernels": "fresh"}, "fold_kernels")],
+    [
+        ({"share_rule": "argmin"}, "share_rule"),
+        ({"fold_kernels": "fresh"}, "fold_kernels"),
+        ({"cv_folds": 1}, "cv_folds"),
+        ({"cv_folds": 5.0}, "cv_folds"),
+        ({"cv_repeats": 0}, "cv_repeats"),
+        ({"cv_repeats": True}, "cv_repeats"),
+    ],
 )
 def test_the_blend_refuses_unknown_rules(option, match):
     X, y = interaction_table(20)
@@ -155,6 +163,43 @@ def test_the_blend_weighs_the_process_by_cross_validation():
     new, truth = interaction_table(200, seed=1)
     ridge_error = np.mean((blend.ridge_.predict(new) - truth) ** 2)
     assert np.mean((blend.predict(new) - truth) ** 2) < 0.5 * ridge_error
+
+
+def test_repeated_folds_average_each_splits_errors():
+    X, y = interaction_table(60)
+    # The repeats' splits are KFold's shuffles with seeds 0, 1, ...: the first is the one
+    # a single split uses.
+    single = KernelBlendAnchor().fit(X, y)
+    weights = np.asarray(single.gp_weights)
+    gp, ridge = GaussianProcessAnchor().fit(X, y), single.ridge_
+    errors = []
+    for seed in (0, 1, 2):
+        folds = KFold(5, shuffle=True, random_state=seed)
+        member = np.column_stack(
+            [
+                cross_val_predict(
+                    clone(ridge).set_params(numeric_basis=ridge.numeric_basis_), X, y, cv=folds
+                ),
+                gp.out_of_fold_predictions(y, folds, refit_kernel=True),
+            ]
+        )
+        blends = member[:, [0]] * (1 - weights) + member[:, [1]] * weights
+        errors.append(((blends - y[:, None]) ** 2).mean(axis=0))
+    np.testing.assert_allclose(single.cv_errors_, errors[0])
+    repeated = KernelBlendAnchor(cv_repeats=3).fit(X, y)
+    np.testing.assert_allclose(repeated.cv_errors_, np.mean(errors, axis=0))
+    assert repeated.gp_weight_ == weights[np.argmin(repeated.cv_errors_)]
+
+
+def test_more_folds_choose_on_their_own_splits_and_need_more_rows():
+    X, y = interaction_table(60)
+    five, ten = (KernelBlendAnchor(cv_folds=k).fit(X, y) for k in (5, 10))
+    assert ten.cv_errors_.shape == five.cv_errors_.shape
+    assert not np.allclose(ten.cv_errors_, five.cv_errors_)
+    # Twice ten folds' rows are needed to choose on ten folds.
+    few = KernelBlendAnchor(cv_folds=10).fit(*interaction_table(19))
+    assert few.gp_ is None and few.cv_errors_.size == 0
+    assert KernelBlendAnchor(cv_folds=10).fit(*interaction_table(20)).cv_errors_.size == 5
 
 
 def test_a_single_share_gives_that_member_or_the_mix():
