@@ -15,13 +15,16 @@ target as given; 256 training rows, up to 1000 test rows, ``train_test_split``):
   categorical columns;
 - ``cpu_tdp``: ``openintro/cpu``, a processor's thermal design power ``tdp`` from its
   company, model ``name`` and ``codename`` (text a language model may have read about),
-  socket, release date and 6 numeric columns, two of them with missing cells.
+  socket, release date and 6 numeric columns, two of them with missing cells;
+- ``fine_foods``: ``modeldata/small_fine_foods`` (its ``training_data``), whether an Amazon
+  fine-food review's ``score`` is "great" (1) or not (0), from the ``review`` text alone
+  (10 to 864 words): long free text, where reading matters more than knowing names.
 
 Beside it, trained on the same rows: Ridge, KNN, RandomForest and HistGradientBoosting on
 imputed, standardized numbers and one-hot categories (``public_datasets.classic_models``,
-as ``rl_accuracy.py`` fits them) and, on ``cpu_tdp``, TF-IDF + Ridge
-(``public_datasets.tfidf_ridge``: words and word pairs of ``name`` and ``codename``, the
-other columns as for Ridge). The table gives each model's
+as ``rl_accuracy.py`` fits them) and, on ``cpu_tdp`` and ``fine_foods``, TF-IDF + Ridge
+(``public_datasets.tfidf_ridge``: words and word pairs of ``name`` and ``codename``, or of
+``review``, the other columns as for Ridge). The table gives each model's
 test R^2, the default's fit seconds, its anchor's R^2 alone, its ``residual_scale_``, the
 folds its anchor chose the process's share on (``fold_kernels``: ``"fixed"`` in the default
 until 2026-12-05, ``"refit"`` since), and the same anchor fitted without the language model
@@ -29,7 +32,8 @@ until 2026-12-05, ``"refit"`` since), and the same anchor fitted without the lan
 through the anchor. Each finished split
 appends its records to ``benchmarks/results/unseen_tables.jsonl``; ``--report`` rebuilds
 the table from them; ``--anchor-without-lm`` fits only that anchor (seconds), for splits
-recorded before it was part of the run.
+recorded before it was part of the run; ``--lm-alone`` also fits the default without an
+anchor (``anchor=None``: the language model alone) on each split.
 """
 
 import argparse
@@ -49,7 +53,8 @@ SECTION = "Tables the defaults were not chosen on"
 TRAIN_ROWS = 256
 CLASSIC = ("Ridge", "KNN", "RandomForest", "HistGradientBoosting")
 WITHOUT_LM = "default's anchor without the LM"
-TEXT_COLUMNS = {"cpu_tdp": ["name", "codename"]}
+TEXT_COLUMNS = {"cpu_tdp": ["name", "codename"], "fine_foods": ["review"]}
+LM_ALONE = "LLMRegressor(anchor=None)"
 
 
 def split(name: str, seed: int) -> tuple:
@@ -65,8 +70,11 @@ def anchor_without_lm(X_tr, X_te, y_tr, y_te, base: dict) -> dict:
     return {**base, "model": WITHOUT_LM, "r2": r2_score(y_te, anchor.predict(X_te))}
 
 
-def run_one(name: str, seed: int) -> list[dict]:
-    """Fit the default and the classic models on one split; return one record per model."""
+def run_one(name: str, seed: int, lm_alone: bool = False) -> list[dict]:
+    """Fit the default and the classic models on one split; return one record per model.
+
+    With ``lm_alone``, also the default without an anchor.
+    """
     X, X_tr, X_te, y_tr, y_te, base = split(name, seed)
     models = public_datasets.classic_models(X, seed)
     if name in TEXT_COLUMNS:
@@ -95,6 +103,12 @@ def run_one(name: str, seed: int) -> list[dict]:
         }
     )
     records.append(anchor_without_lm(X_tr, X_te, y_tr, y_te, base))
+    if lm_alone:
+        start = time.perf_counter()
+        alone = LLMRegressor(anchor=None, random_state=seed).fit(X_tr, y_tr)
+        fit_s = time.perf_counter() - start
+        r2 = r2_score(y_te, alone.predict(X_te))
+        records.append({**base, "model": LM_ALONE, "r2": r2, "fit_s": fit_s})
     for record in records:
         print(name, seed, record["model"], f"{record['r2']:.4f}", flush=True)
     return records
@@ -121,6 +135,7 @@ def table(records: list[dict]) -> str:
                 # Records without it were fitted before the folds refitted their kernels.
                 llm.get("folds", "fixed"),
                 f"{found[WITHOUT_LM]['r2']:.3f}" if WITHOUT_LM in found else "",
+                f"{found[LM_ALONE]['r2']:.3f}" if LM_ALONE in found else "",
                 *[f"{found[m]['r2']:.3f}" if m in found else "" for m in CLASSIC],
                 f"{found['TF-IDF + Ridge']['r2']:.3f}" if "TF-IDF + Ridge" in found else "",
                 f"{best} {llm['r2'] - classic[best]:+.3f}",
@@ -136,6 +151,7 @@ def table(records: list[dict]) -> str:
         "residual scale",
         "anchor's folds",
         "its anchor without the LM",
+        "the LM alone (no anchor)",
         *CLASSIC,
         "TF-IDF + Ridge",
         "default minus best classic",
@@ -154,6 +170,9 @@ def main() -> None:
     parser.add_argument(
         "--anchor-without-lm", action="store_true", help="fit only the anchor without the LM"
     )
+    parser.add_argument(
+        "--lm-alone", action="store_true", help="also fit the default without an anchor"
+    )
     args = parser.parse_args()
     key = ("table", "seed", "model")
     if args.anchor_without_lm:
@@ -164,7 +183,7 @@ def main() -> None:
     elif not args.report:
         for name in args.tables:
             for seed in args.seeds:
-                append_records(args.results, run_one(name, seed))
+                append_records(args.results, run_one(name, seed, args.lm_alone))
     records = [
         r
         for r in newest_records(args.results, key)
